@@ -1,0 +1,66 @@
+"""The one small protocol through which :mod:`tsrnn.analysis` sees any dynamical system.
+
+Simulators, trained torch modules and fitted estimators all present themselves as a
+:class:`DiscreteMap`: a step function on batched states, optionally with its tangent map
+(how a frame of perturbation vectors is carried along) or its Jacobian, and the time one step
+stands for. A flow is seen through one step of its integrator, whose tangent is the
+variational equation integrated with the same scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class DiscreteMap:
+    """A map x_{n+1} = F(x_n) on batched states.
+
+    Attributes
+    ----------
+    step : callable (B, dim) -> (B, dim)
+        One step of the map; differentiable in torch when ``tangent`` and ``jacobian`` are
+        absent (the tangent is then taken by forward-mode autodiff).
+    dim : int
+        State dimension.
+    time_step : float or None
+        Time that one step stands for (the sampling step of a flow or of the data a model
+        was trained on); None when unknown, in which case exponents are per step.
+    tangent : callable (x (B, dim), Q (B, dim, k)) -> (F(x), J(x) Q), optional
+        Advances a state and a frame of tangent vectors together.
+    jacobian : callable (B, dim) -> (B, dim, dim), optional
+        The Jacobian dF/dx.
+    initial_states : callable (n, seed) -> tensor (n, dim), optional
+        Where to start trajectories (on or near the attractor, before a transient).
+    dtype, device
+        Of the states the map expects.
+    name : str
+        For messages.
+    """
+
+    step: Callable[[Tensor], Tensor]
+    dim: int
+    time_step: float | None = None
+    tangent: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+    jacobian: Callable[[Tensor], Tensor] | None = None
+    initial_states: Callable[[int, int | None], Tensor] | None = None
+    dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 (immutable value)
+    name: str = "map"
+
+    def advance(self, x: Tensor, frame: Tensor) -> tuple[Tensor, Tensor]:
+        """Advance ``x`` (B, dim) and the tangent frame (B, dim, k) by one step."""
+        if self.tangent is not None:
+            return self.tangent(x, frame)
+        if self.jacobian is not None:
+            return self.step(x), self.jacobian(x) @ frame
+        # Forward-mode autodiff, vectorised over the frame's columns.
+        def push_forward(vector: Tensor) -> Tensor:
+            return torch.func.jvp(self.step, (x,), (vector,))[1]
+
+        return self.step(x), torch.func.vmap(push_forward, in_dims=-1, out_dims=-1)(frame)

@@ -1,0 +1,65 @@
+"""Small torch helpers: device and dtype resolution, seeding."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+_DTYPES = {
+    "float64": torch.float64,
+    "double": torch.float64,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"`` gives CUDA when present, else the CPU; asking for an absent
+    CUDA device is an error rather than a silent fallback."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}: {error}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but no CUDA device is available")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.float32
+                  ) -> torch.dtype:
+    """Accept a torch dtype, a numpy dtype or a name such as ``"float64"``."""
+    if dtype is None:
+        return default
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point type, got {dtype}")
+        return dtype
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def torch_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded from ``seed`` (fresh entropy when ``None``)."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, numpy and torch global generators (used by estimators' ``random_state``)."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (code outside tsrnn may use the legacy API)
+    torch.manual_seed(seed)

@@ -1,0 +1,100 @@
+"""Input checks shared by every part of tsrnn.
+
+Each check raises a ``ValueError`` (or ``TypeError``) that names the argument, says what was
+wrong and what is expected, so that bad input never turns into a silent NaN or a wrong shape.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def check_positive(value: Any, name: str, *, integer: bool = False, allow_zero: bool = False):
+    """Return ``value`` if it is a finite positive number (an ``int`` when ``integer``)."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+    if integer and not isinstance(value, numbers.Integral):
+        if float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return int(value) if integer else value
+
+
+def check_in_range(value: Any, name: str, low: float, high: float, *, closed: str = "both"):
+    """Return ``value`` if ``low <= value <= high`` (ends open where ``closed`` says)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    lo_ok = value >= low if closed in ("both", "left") else value > low
+    hi_ok = value <= high if closed in ("both", "right") else value < high
+    if not (lo_ok and hi_ok):
+        left = "[" if closed in ("both", "left") else "("
+        right = "]" if closed in ("both", "right") else ")"
+        raise ValueError(f"{name} must lie in {left}{low}, {high}{right}, got {value!r}")
+    return value
+
+
+def check_option(value: Any, name: str, options) -> Any:
+    """Return ``value`` if it is one of ``options``; otherwise list the known ones."""
+    if value not in options:
+        known = ", ".join(repr(o) for o in options)
+        raise ValueError(f"unknown {name} {value!r}; expected one of {known}")
+    return value
+
+
+def check_finite(array: np.ndarray | torch.Tensor, name: str) -> None:
+    """Raise if ``array`` holds NaN or inf, with the position of the first bad entry."""
+    if isinstance(array, torch.Tensor):
+        bad = ~torch.isfinite(array)
+        if bool(bad.any()):
+            index = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(
+                f"{name} contains NaN or inf (first at index {index}); "
+                "remove or impute missing values first"
+            )
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} contains NaN or inf (first at index {index}); "
+            "remove or impute missing values first"
+        )
+
+
+def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None = None,
+                   allow_nan: bool = False, dtype=np.float64) -> np.ndarray:
+    """Convert ``data`` (array, tensor, DataFrame, list) to a float numpy array and check it."""
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    elif hasattr(data, "to_numpy"):
+        data = data.to_numpy()
+    try:
+        array = np.asarray(data)
+    except Exception as error:  # ragged lists and the like
+        raise ValueError(f"{name} could not be read as an array: {error}") from error
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise TypeError(f"{name} must be real-valued, got dtype {array.dtype}")
+    array = array.astype(dtype, copy=False)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if array.ndim not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            raise ValueError(f"{name} must have {want} dimensions, got shape {array.shape}")
+    if not allow_nan:
+        check_finite(array, name)
+    return array

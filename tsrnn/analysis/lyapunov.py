@@ -1,0 +1,247 @@
+"""Lyapunov spectra by the Benettin-Shimada-Nagashima QR method, and the Kaplan-Yorke
+dimension.
+
+Benettin et al. (1980), "Lyapunov characteristic exponents for smooth dynamical systems and
+for Hamiltonian systems", Meccanica 15; Shimada & Nagashima (1979), Prog. Theor. Phys. 61.
+
+A frame Q of k orthonormal tangent vectors is carried along a trajectory, Q <- J(x_n) Q for
+maps (and every trained discrete-time model), and through the variational equation
+dQ/dt = J(x) Q integrated with the same scheme and step as the state for flows. Every few
+steps Q, R = qr(Q) and log|R_ii| is accumulated; lambda_i = sum log|R_ii| / elapsed time.
+
+Here many trajectories run at once as one batch (on the CPU or a GPU): each starts from its
+own point, settles onto the attractor, aligns its frame, and is then measured. The spread
+of the per-trajectory estimates gives the standard error, and the batch makes the estimate
+cheap: the per-step cost of B trajectories is close to that of one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._protocol import DiscreteMap
+from .._torch import resolve_device, resolve_dtype
+from .._validation import as_float_array, check_positive
+from ..exceptions import DivergenceError
+
+
+def as_discrete_map(obj: Any, *, dt: float | None = None, dim: int | None = None,
+                    device: Any = None, dtype: Any = None, **options) -> DiscreteMap:
+    """View a system, a fitted estimator or a torch module as a :class:`DiscreteMap`.
+
+    Parameters
+    ----------
+    obj : DynamicalSystem, fitted tsrnn estimator, torch.nn.Module, callable or DiscreteMap
+        A torch module or callable must map a (B, dim) tensor of states to the next states.
+        It may have a ``jacobian(x) -> (B, dim, dim)`` method; otherwise its tangent map is
+        taken by forward-mode autodiff.
+    dt : float, optional
+        For systems, the step of the map (the system's ``default_dt`` when None). For modules
+        and callables, the time one step stands for (exponents are then per time unit).
+    dim : int, optional
+        State dimension of a module or callable when it cannot be inferred.
+    options
+        Passed to the system's or estimator's ``as_discrete_map``.
+    """
+    if isinstance(obj, DiscreteMap):
+        return obj
+    if hasattr(obj, "as_discrete_map"):
+        kwargs = dict(options)
+        if device is not None:
+            kwargs["device"] = device
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        return obj.as_discrete_map(dt, **kwargs) if dt is not None or _takes_dt(obj) \
+            else obj.as_discrete_map(**kwargs)
+    if isinstance(obj, torch.nn.Module) or callable(obj):
+        if options:
+            raise ValueError(f"unknown options for a module or callable: {sorted(options)}")
+        return _module_map(obj, dt=dt, dim=dim, device=device, dtype=dtype)
+    raise TypeError(
+        f"cannot analyse an object of type {type(obj).__name__}: expected a tsrnn system, "
+        "a fitted tsrnn estimator, a torch module or a callable mapping states to next states"
+    )
+
+
+def _takes_dt(obj) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(obj.as_discrete_map).parameters
+    except (TypeError, ValueError):
+        return False
+    return "dt" in parameters
+
+
+def _module_map(module, *, dt, dim, device, dtype) -> DiscreteMap:
+    parameters = list(module.parameters()) if isinstance(module, torch.nn.Module) else []
+    if parameters:
+        device = parameters[0].device if device is None else resolve_device(device)
+        dtype = parameters[0].dtype if dtype is None else resolve_dtype(dtype)
+    else:
+        device = resolve_device("cpu" if device is None else device)
+        dtype = resolve_dtype(dtype, torch.float64)
+    if dim is None:
+        for name in ("dim", "state_dim", "n_latent", "hidden_size", "in_features"):
+            value = getattr(module, name, None)
+            if isinstance(value, int):
+                dim = value
+                break
+    if dim is None:
+        raise ValueError(
+            "cannot infer the state dimension of this module; pass dim=... or x0=..."
+        )
+    jacobian = getattr(module, "jacobian", None)
+    return DiscreteMap(step=module, dim=int(dim), time_step=dt,
+                       jacobian=jacobian if callable(jacobian) else None,
+                       dtype=dtype, device=device, name=type(module).__name__)
+
+
+def _initial_points(dmap: DiscreteMap, n: int, x0, seed) -> torch.Tensor:
+    if x0 is not None:
+        points = as_float_array(x0, "x0", ndim=(1, 2))
+        points = points[None] if points.ndim == 1 else points
+        if points.shape[-1] != dmap.dim:
+            raise ValueError(f"x0 must have {dmap.dim} columns, got shape {points.shape}")
+        if points.shape[0] > n:
+            # A long trajectory: take n starting points spread along it.
+            points = points[np.linspace(0, points.shape[0] - 1, n).astype(int)]
+        elif points.shape[0] < n:
+            points = points[np.arange(n) % points.shape[0]]
+        return torch.as_tensor(points, dtype=dmap.dtype, device=dmap.device)
+    if dmap.initial_states is None:
+        raise ValueError(f"{dmap.name} has no default initial states; pass x0=...")
+    return dmap.initial_states(n, seed).to(dtype=dmap.dtype, device=dmap.device)
+
+
+def _check_finite_state(x: torch.Tensor, step: int, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise DivergenceError(
+            f"the trajectory of {name} became non-finite at step {step} while estimating its "
+            "Lyapunov spectrum; start closer to the attractor or shorten the step"
+        )
+
+
+def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | None = None,
+                      n_steps: int | None = None, transient: int | None = None,
+                      n_trajectories: int = 32, orthonormalize_every: int | None = None,
+                      x0: Any = None, seed: int | None = 0, return_stderr: bool = False,
+                      device: Any = None, dtype: Any = None, dim: int | None = None,
+                      **options):
+    """Lyapunov spectrum of a system, a fitted estimator or a map given as a torch module.
+
+    Parameters
+    ----------
+    obj : system, fitted estimator, torch module, callable or DiscreteMap
+        See :func:`as_discrete_map`.
+    n_exponents : int, optional
+        How many of the largest exponents to compute (all of them by default).
+    dt : float, optional
+        Step of the map: for flows the integration step of state and variational equation
+        (default: the system's ``default_dt``); for modules the time one step stands for.
+    n_steps : int, optional
+        Measured steps per trajectory. Default: 10,000 for maps and modules, and for flows
+        ``ceil(50 / dt)`` (50 time units).
+    transient : int, optional
+        Steps to settle onto the attractor, followed by as many steps to align the frame,
+        neither of them measured. Default ``n_steps // 5``.
+    n_trajectories : int
+        Independent trajectories run as one batch; their spread gives the standard error.
+    orthonormalize_every : int, optional
+        Steps between QR re-orthonormalisations. Default: every step for maps and modules,
+        every 0.1 time units for flows (the frame's columns then separate by at most
+        exp(0.1 (lambda_1 - lambda_k)), far from losing precision for the systems here).
+    x0 : array (dim,), (B, dim) or a trajectory (T, dim), optional
+        Starting points; by default the object's own initial states for ``seed``.
+    seed : int, optional
+        Seeds the starting points and the initial frame.
+    return_stderr : bool
+        Also return the standard error of each exponent.
+    device, dtype
+        Where to compute (systems default to float64 on the CPU).
+    options
+        Passed to the object's ``as_discrete_map`` (e.g. ``method``, ``substeps``).
+
+    Returns
+    -------
+    spectrum : array (n_exponents,), descending; per time unit when the time of one step is
+        known (flows, maps, estimators trained on sampled data), else per step.
+    stderr : array (n_exponents,), only with ``return_stderr``.
+    """
+    dmap = as_discrete_map(obj, dt=dt, dim=dim, device=device, dtype=dtype, **options)
+    k = dmap.dim if n_exponents is None else check_positive(n_exponents, "n_exponents",
+                                                            integer=True)
+    if k > dmap.dim:
+        raise ValueError(f"n_exponents={k} exceeds the state dimension {dmap.dim}")
+    if n_steps is None:
+        step_time = dmap.time_step if dmap.time_step else 1.0
+        n_steps = 10_000 if dmap.time_step in (None, 1.0) else math.ceil(50.0 / step_time)
+    n_steps = check_positive(n_steps, "n_steps", integer=True)
+    transient = n_steps // 5 if transient is None else check_positive(
+        transient, "transient", integer=True, allow_zero=True)
+    batch = check_positive(n_trajectories, "n_trajectories", integer=True)
+    if orthonormalize_every is None:
+        step_time = dmap.time_step or 1.0
+        orthonormalize_every = max(1, round(0.1 / step_time)) if step_time < 0.1 else 1
+    every = check_positive(orthonormalize_every, "orthonormalize_every", integer=True)
+
+    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    with torch.no_grad() if dmap.tangent is not None or dmap.jacobian is not None \
+            else torch.enable_grad():
+        x = _initial_points(dmap, batch, x0, seed)
+        for i in range(transient):
+            x = dmap.step(x)
+            if (i + 1) % 500 == 0:
+                _check_finite_state(x, i + 1, dmap.name)
+        _check_finite_state(x, transient, dmap.name)
+        frame = torch.randn((batch, dmap.dim, k), generator=generator, dtype=torch.float64)
+        frame = torch.linalg.qr(frame.to(dtype=dmap.dtype, device=dmap.device))[0]
+        for i in range(transient):
+            x, frame = dmap.advance(x, frame)
+            if (i + 1) % every == 0:
+                frame = torch.linalg.qr(frame)[0]
+        log_growth = torch.zeros((batch, k), dtype=torch.float64, device=dmap.device)
+        for i in range(n_steps):
+            x, frame = dmap.advance(x, frame)
+            if (i + 1) % every == 0 or i == n_steps - 1:
+                frame, r = torch.linalg.qr(frame)
+                log_growth += torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs()).double()
+            if (i + 1) % 500 == 0:
+                _check_finite_state(x, transient * 2 + i + 1, dmap.name)
+    if not bool(torch.isfinite(log_growth).all()):
+        raise DivergenceError(
+            f"the tangent frame of {dmap.name} degenerated (a zero or non-finite stretching "
+            "factor); lower orthonormalize_every or check the Jacobian"
+        )
+    elapsed = n_steps * (dmap.time_step if dmap.time_step else 1.0)
+    per_trajectory = (log_growth / elapsed).cpu().numpy()
+    spectrum = per_trajectory.mean(0)
+    stderr = (per_trajectory.std(0, ddof=1) / np.sqrt(batch) if batch > 1
+              else np.full(k, np.nan))
+    order = np.argsort(-spectrum, kind="stable")
+    spectrum, stderr = spectrum[order], stderr[order]
+    return (spectrum, stderr) if return_stderr else spectrum
+
+
+def kaplan_yorke_dimension(spectrum: Any) -> float:
+    """Kaplan-Yorke (Lyapunov) dimension of a spectrum.
+
+    D_KY = j + sum_{i<=j} lambda_i / |lambda_{j+1}|, with j the largest index for which the
+    partial sum is non-negative (Kaplan & Yorke 1979, "Chaotic behavior of multidimensional
+    difference equations", Lecture Notes in Mathematics 730). The spectrum is sorted first.
+    Returns 0 when lambda_1 < 0 and the full dimension when every partial sum is >= 0.
+    """
+    exponents = np.sort(as_float_array(spectrum, "spectrum", ndim=1))[::-1]
+    if exponents.size == 0:
+        raise ValueError("spectrum is empty")
+    partial = np.cumsum(exponents)
+    if partial[0] < 0:
+        return 0.0
+    j = int(np.nonzero(partial >= 0)[0][-1]) + 1  # number of exponents in the partial sum
+    if j == exponents.size:
+        return float(j)
+    return float(j + partial[j - 1] / abs(exponents[j]))

@@ -1,0 +1,1 @@
+"""tsrnn.dsr (see the package docstring of tsrnn)."""

@@ -1,0 +1,1 @@
+"""tsrnn.nn (see the package docstring of tsrnn)."""

@@ -1,0 +1,1 @@
+"""tsrnn.ops (see the package docstring of tsrnn)."""

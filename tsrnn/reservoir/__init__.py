@@ -1,0 +1,1 @@
+"""tsrnn.reservoir (see the package docstring of tsrnn)."""

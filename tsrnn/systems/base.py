@@ -1,0 +1,489 @@
+"""Base classes of the simulators: flows, maps, and what every system shares.
+
+A system is a small object holding its parameters. It knows its dimension, a default
+sampling step, a literature Lyapunov spectrum where one exists, and how to simulate itself.
+Flows give their right-hand side and its analytic Jacobian; maps give one step and its
+Jacobian. Everything is vectorised over a leading batch dimension and computed in torch,
+so that a batch of trajectories runs on a GPU as readily as one trajectory on the CPU.
+
+Low-dimensional flows write their vector field once, in *component form*:
+``field(x, y, z) -> (dx, dy, dz)`` using only arithmetic and the functions of
+:mod:`tsrnn.systems._math`. The same code then evaluates on torch tensors (batched), on
+numpy arrays and on Python floats (the fast path for one trajectory on the CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._protocol import DiscreteMap
+from .._torch import resolve_device, resolve_dtype, torch_generator
+from .._validation import as_float_array, check_finite, check_option, check_positive
+from . import integrators
+
+
+def _to_tensor(x: Any, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype=dtype or x.dtype, device=device or x.device)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype or torch.float64,
+                           device=device)
+
+
+def _stack_rows(rows, like: torch.Tensor) -> torch.Tensor:
+    """Stack a nested tuple of entries (tensors or floats) into a (..., d, d) tensor."""
+    shape = like.shape
+    entries = [
+        torch.stack([
+            v if isinstance(v, torch.Tensor) else torch.full(shape, float(v), dtype=like.dtype,
+                                                             device=like.device)
+            for v in row
+        ], -1)
+        for row in rows
+    ]
+    return torch.stack(entries, -2)
+
+
+class DynamicalSystem:
+    """What every simulator shares: parameters, dimension, initial states, simulation.
+
+    Subclasses set the class attributes below and take their parameters as keyword arguments
+    with canonical defaults; each parameter is stored under its own name.
+
+    Attributes
+    ----------
+    default_dt : float
+        Sampling step used when ``simulate`` is given ``dt=None`` (1 for maps).
+    lyapunov_reference : tuple of float or None
+        Lyapunov spectrum from the literature (per time unit for flows, per step for maps).
+    is_map : bool
+        True for discrete-time systems.
+    """
+
+    default_dt: float = 1.0
+    lyapunov_reference: tuple[float, ...] | None = None
+    is_map: bool = False
+    # Scale of the random perturbation added to the default initial state for a given seed.
+    initial_perturbation: float = 0.1
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return [p.name for p in signature.parameters.values()
+                if p.name != "self" and p.kind in kinds]
+
+    def get_params(self) -> dict[str, Any]:
+        """The parameters this system was built with, by name."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the state."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ initial states
+    def default_initial_state(self) -> np.ndarray:
+        """A state on or near the attractor (shape (dim,))."""
+        return np.ones(self.dim)
+
+    def sample_initial_states(self, n: int, seed: int | None = None) -> np.ndarray:
+        """``n`` initial states: the default state plus a seeded perturbation, shape (n, dim).
+
+        Relative perturbation of size :attr:`initial_perturbation` (scaled by the magnitude of
+        the default state), so that different seeds give different trajectories that still
+        reach the attractor after a short transient.
+        """
+        n = check_positive(n, "n", integer=True)
+        rng = np.random.default_rng(seed)
+        base = self.default_initial_state()
+        scale = self.initial_perturbation * np.maximum(np.abs(base), 1.0)
+        return base + scale * rng.standard_normal((n, self.dim))
+
+    # ------------------------------------------------------------------ simulation
+    def _check_x0(self, x0, seed):
+        if x0 is None:
+            if seed is None:
+                return self.default_initial_state()[None], False
+            return self.sample_initial_states(1, seed), False
+        x0 = as_float_array(x0, "x0", ndim=(1, 2))
+        batched = x0.ndim == 2
+        x0 = x0 if batched else x0[None]
+        if x0.shape[-1] != self.dim:
+            raise ValueError(
+                f"x0 must have {self.dim} entries per state for {type(self).__name__}, "
+                f"got shape {x0.shape if batched else x0.shape[1:]}"
+            )
+        if x0.shape[0] == 0:
+            raise ValueError("x0 holds no initial state (batch of size 0)")
+        return x0, batched
+
+    def _check_dt(self, dt):
+        if dt is None:
+            return float(self.default_dt)
+        return float(check_positive(dt, "dt"))
+
+    def simulate(self, n_steps: int, dt: float | None = None, x0: Any = None,
+                 transient: int = 0, seed: int | None = None, noise: float = 0.0, *,
+                 method: str | None = None, substeps: int | None = None,
+                 rtol: float = 1e-9, atol: float = 1e-12, device: Any = "cpu",
+                 dtype: Any = torch.float64, return_tensor: bool = False):
+        """Simulate a trajectory (or a batch of them).
+
+        Parameters
+        ----------
+        n_steps : int
+            Number of recorded states. Row 0 is the state after the transient.
+        dt : float, optional
+            Sampling step; ``None`` uses :attr:`default_dt`. Maps take no ``dt``.
+        x0 : array (dim,) or (B, dim), optional
+            Initial state(s). ``None``: the default initial state, perturbed randomly when a
+            ``seed`` is given. A 2-D ``x0`` simulates a batch and returns (B, n_steps, dim).
+        transient : int
+            Number of sampling steps simulated and discarded before recording.
+        seed : int, optional
+            Seeds the random initial state and the observation noise.
+        noise : float
+            Standard deviation of additive Gaussian observation noise, relative to the
+            standard deviation of each recorded dimension (0.05 means 5% noise). The
+            dynamics themselves stay deterministic.
+        method : str, optional
+            Integrator for flows (see :mod:`tsrnn.systems.integrators`); default per system.
+        substeps : int, optional
+            Fixed-step methods take this many steps per ``dt``; default per system.
+        rtol, atol : float
+            Tolerances of the adaptive methods ``"dopri5"`` and ``"dop853"``.
+        device, dtype
+            Where and in which precision to compute (float64 on the CPU by default).
+        return_tensor : bool
+            Return a torch tensor on ``device`` instead of a numpy array.
+
+        Returns
+        -------
+        array (n_steps, dim), or (B, n_steps, dim) for a 2-D ``x0``.
+
+        Raises
+        ------
+        ValueError
+            For bad arguments. :class:`tsrnn.exceptions.DivergenceError` if the trajectory
+            blows up; the message names the time.
+        """
+        n_steps = check_positive(n_steps, "n_steps", integer=True)
+        transient = check_positive(transient, "transient", integer=True, allow_zero=True)
+        noise = check_positive(noise, "noise", allow_zero=True)
+        x0, batched = self._check_x0(x0, seed)
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, torch.float64)
+        states = self._simulate(x0, n_steps, dt, transient, method=method, substeps=substeps,
+                                rtol=rtol, atol=atol, device=device, dtype=dtype)
+        if noise > 0:
+            generator = torch_generator(None if seed is None else seed + 1, device)
+            std = states.std(dim=1, keepdim=True)
+            states = states + noise * std * torch.randn(
+                states.shape, generator=generator, dtype=states.dtype, device=device
+            )
+        if not batched:
+            states = states[0]
+        return states if return_tensor else states.cpu().numpy()
+
+    def _simulate(self, x0: np.ndarray, n_steps, dt, transient, **options) -> torch.Tensor:
+        raise NotImplementedError
+
+    def as_discrete_map(self, dt: float | None = None, **options) -> DiscreteMap:
+        """This system seen as one step of length ``dt`` (see :class:`tsrnn.analysis.DiscreteMap`);
+        what :func:`tsrnn.analysis.lyapunov_spectrum` works on."""
+        raise NotImplementedError
+
+    def _initial_states_fn(self, dtype, device):
+        def initial_states(n: int, seed: int | None = None) -> torch.Tensor:
+            return torch.as_tensor(self.sample_initial_states(n, seed), dtype=dtype,
+                                   device=device)
+        return initial_states
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array(shape={value.shape})"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
+
+
+# ====================================================================== flows
+class Flow(DynamicalSystem):
+    """A continuous-time system dx/dt = f(x).
+
+    Subclasses implement :meth:`_rhs` and :meth:`_jacobian` on (B, dim) tensors, or, for
+    low-dimensional systems, :class:`ComponentFlow`'s ``field`` and ``jacobian_rows``.
+    """
+
+    default_method: str = "rk8"
+    default_substeps: int = 1
+
+    def _rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rhs(self, x: Any, t: float = 0.0):
+        """The vector field at ``x`` (shape (..., dim)); returns the type it was given."""
+        tensor = _to_tensor(x)
+        self._check_state_shape(tensor, "x")
+        flat = tensor.reshape(-1, self.dim)
+        out = self._rhs(t, flat).reshape(tensor.shape)
+        return out if isinstance(x, torch.Tensor) else out.cpu().numpy()
+
+    def jacobian(self, x: Any):
+        """The Jacobian df/dx at ``x`` (shape (..., dim)) → (..., dim, dim)."""
+        tensor = _to_tensor(x)
+        self._check_state_shape(tensor, "x")
+        flat = tensor.reshape(-1, self.dim)
+        out = self._jacobian(flat).reshape(*tensor.shape, self.dim)
+        return out if isinstance(x, torch.Tensor) else out.cpu().numpy()
+
+    def _check_state_shape(self, x: torch.Tensor, name: str) -> None:
+        if x.ndim == 0 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{name} must have shape (..., {self.dim}) for {type(self).__name__}, "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _resolve_integration(self, method, substeps):
+        method = self.default_method if method is None else method
+        check_option(method, "method", integrators.METHODS)
+        substeps = self.default_substeps if substeps is None else substeps
+        substeps = check_positive(substeps, "substeps", integer=True)
+        return method, substeps
+
+    def _simulate(self, x0, n_steps, dt, transient, *, method, substeps, rtol, atol,
+                  device, dtype) -> torch.Tensor:
+        dt = self._check_dt(dt)
+        method, substeps = self._resolve_integration(method, substeps)
+        fast = self._fast_path(x0, method, device, dtype)
+        if fast is not None:
+            y = x0[0]
+            if transient:
+                y = fast(y, dt, transient, substeps=substeps, record=False)
+            states = fast(y, dt, n_steps, substeps=substeps, record=True,
+                          t0=transient * dt)
+            return torch.from_numpy(states)[None]
+        y = torch.as_tensor(x0, dtype=dtype, device=device)
+        common = dict(method=method, substeps=substeps, rtol=rtol, atol=atol)
+        if transient:
+            y = integrators.solve(self._rhs, y, dt, transient, record=False, **common)
+        return integrators.solve(self._rhs, y, dt, n_steps, t0=transient * dt, **common)
+
+    def _fast_path(self, x0, method, device, dtype):
+        return None
+
+    def as_discrete_map(self, dt: float | None = None, *, method: str = "rk4",
+                        substeps: int | None = None, device: Any = "cpu",
+                        dtype: Any = torch.float64) -> DiscreteMap:
+        """One integrator step of length ``dt`` as a map. Its tangent integrates the
+        variational equation dQ/dt = J(x) Q with the same fixed-step scheme and step."""
+        dt = self._check_dt(dt)
+        method, substeps = self._resolve_integration(method, substeps)
+        if method not in integrators.FIXED_STEPPERS:
+            raise ValueError(
+                f"as_discrete_map needs a fixed-step method {integrators.FIXED_STEP_METHODS}, "
+                f"got {method!r}"
+            )
+        stepper = integrators.FIXED_STEPPERS[method]
+        h = dt / substeps
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, torch.float64)
+        dim = self.dim
+
+        def step(x: torch.Tensor) -> torch.Tensor:
+            for _ in range(substeps):
+                x = stepper(self._rhs, 0.0, x, h)
+            return x
+
+        def tangent(x: torch.Tensor, frame: torch.Tensor):
+            batch, _, k = frame.shape
+
+            def augmented(t, y):
+                state = y[:, :dim]
+                vectors = y[:, dim:].reshape(batch, dim, k)
+                return torch.cat(
+                    [self._rhs(t, state), (self._jacobian(state) @ vectors).reshape(batch, -1)],
+                    1,
+                )
+
+            y = torch.cat([x, frame.reshape(batch, -1)], 1)
+            for _ in range(substeps):
+                y = stepper(augmented, 0.0, y, h)
+            return y[:, :dim], y[:, dim:].reshape(batch, dim, k)
+
+        return DiscreteMap(step=step, dim=dim, time_step=dt, tangent=tangent,
+                           initial_states=self._initial_states_fn(dtype, device),
+                           dtype=dtype, device=device, name=type(self).__name__)
+
+
+class ComponentFlow(Flow):
+    """A low-dimensional flow written once in component form.
+
+    Subclasses define ``field(self, *x)`` returning the tuple of derivatives and
+    ``jacobian_rows(self, *x)`` returning the Jacobian as a tuple of rows; entries may be
+    numbers. Only arithmetic and :mod:`tsrnn.systems._math` functions may be used, so the
+    same code runs on tensors, arrays and floats.
+    """
+
+    def field(self, *x):
+        raise NotImplementedError
+
+    def jacobian_rows(self, *x):
+        raise NotImplementedError
+
+    def _rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.field(*x.unbind(-1)), -1)
+
+    def _jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        components = x.unbind(-1)
+        return _stack_rows(self.jacobian_rows(*components), components[0])
+
+    def as_discrete_map(self, dt: float | None = None, *, method: str = "rk4",
+                        substeps: int | None = None, device: Any = "cpu",
+                        dtype: Any = torch.float64) -> DiscreteMap:
+        """As :meth:`Flow.as_discrete_map`, with a fused tangent step written in component
+        form: (J Q)_i = sum_j J_ij Q_j skips the structural zeros of J and never builds it.
+        On the CPU it runs on zero-copy numpy views of the tensors, whose per-call overhead
+        is several times lower than torch's for the small arrays of a 3-dimensional flow."""
+        dmap = super().as_discrete_map(dt, method=method, substeps=substeps, device=device,
+                                       dtype=dtype)
+        method, substeps = self._resolve_integration(method, substeps)
+        h = dmap.time_step / substeps
+        a, b, c = integrators.butcher_tableau(method)
+        use_numpy = dmap.device.type == "cpu"
+        field, jacobian_rows = self.field, self.jacobian_rows
+
+        # Components-first layout inside the step: x is (dim, B) and the frame (dim, k, B),
+        # so that every component is a contiguous row and J_ij (B,) broadcasts over k.
+        def derivative(x, frame, stack):
+            rows = jacobian_rows(*x)
+            tangent_rows = []
+            for row in rows:
+                terms = [entry * frame[j] for j, entry in enumerate(row)
+                         if not (isinstance(entry, float | int) and entry == 0)]
+                tangent_rows.append(sum(terms) if terms else 0.0 * frame[0])
+            return stack(field(*x)), stack(tangent_rows)
+
+        stages = len(c)
+        coefficients = [[(j, float(a[s, j])) for j in range(s) if a[s, j] != 0]
+                        for s in range(stages)]
+        weights = [(j, float(b[j])) for j in range(stages) if b[j] != 0]
+
+        def tangent(x: torch.Tensor, frame: torch.Tensor):
+            if use_numpy:
+                x = np.ascontiguousarray(x.numpy().T)
+                frame = np.ascontiguousarray(frame.numpy().transpose(1, 2, 0))
+                stack = np.stack
+            else:
+                x, frame = x.T.contiguous(), frame.permute(1, 2, 0).contiguous()
+                stack = torch.stack
+            for _ in range(substeps):
+                kx, kq = [], []
+                for s in range(stages):
+                    if s == 0:
+                        fx, fq = derivative(x, frame, stack)
+                    else:
+                        ix = sum(w * kx[j] for j, w in coefficients[s])
+                        iq = sum(w * kq[j] for j, w in coefficients[s])
+                        fx, fq = derivative(x + h * ix, frame + h * iq, stack)
+                    kx.append(fx)
+                    kq.append(fq)
+                x = x + h * sum(w * kx[j] for j, w in weights)
+                frame = frame + h * sum(w * kq[j] for j, w in weights)
+            if use_numpy:
+                return (torch.from_numpy(np.ascontiguousarray(x.T)),
+                        torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))))
+            return x.T.contiguous(), frame.permute(2, 0, 1).contiguous()
+
+        return dataclasses.replace(dmap, tangent=tangent)
+
+    def _fast_path(self, x0, method, device, dtype):
+        if (x0.shape[0] == 1 and method in integrators.FIXED_STEP_METHODS
+                and device.type == "cpu" and dtype == torch.float64):
+            def run(y, dt, n, **options):
+                return integrators.solve_scalar(self.field, y, dt, n, method=method, **options)
+            return run
+        return None
+
+
+# ====================================================================== maps
+class Map(DynamicalSystem):
+    """A discrete-time system x_{n+1} = F(x_n). Subclasses implement ``_step`` and
+    ``_jacobian`` on (B, dim) tensors."""
+
+    is_map = True
+    default_dt = 1.0
+
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _jacobian(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, x: Any):
+        """One iteration of the map at ``x`` (shape (..., dim)); returns the type given."""
+        tensor = _to_tensor(x)
+        Flow._check_state_shape(self, tensor, "x")
+        out = self._step(tensor.reshape(-1, self.dim)).reshape(tensor.shape)
+        return out if isinstance(x, torch.Tensor) else out.cpu().numpy()
+
+    def jacobian(self, x: Any):
+        """The Jacobian dF/dx at ``x`` (shape (..., dim)) → (..., dim, dim)."""
+        tensor = _to_tensor(x)
+        Flow._check_state_shape(self, tensor, "x")
+        out = self._jacobian(tensor.reshape(-1, self.dim)).reshape(*tensor.shape, self.dim)
+        return out if isinstance(x, torch.Tensor) else out.cpu().numpy()
+
+    def as_discrete_map(self, dt: float | None = None, *, device: Any = "cpu",
+                        dtype: Any = torch.float64) -> DiscreteMap:
+        """The map itself, with its analytic Jacobian; one step is one time unit."""
+        self._check_dt(dt)
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, torch.float64)
+        return DiscreteMap(step=self._step, dim=self.dim, time_step=1.0,
+                           jacobian=self._jacobian,
+                           initial_states=self._initial_states_fn(dtype, device),
+                           dtype=dtype, device=device, name=type(self).__name__)
+
+    def _check_dt(self, dt):
+        if dt is not None and dt != 1:
+            raise ValueError(f"{type(self).__name__} is a map: it takes no dt (got dt={dt})")
+        return 1.0
+
+    def _simulate(self, x0, n_steps, dt, transient, *, method, substeps, rtol, atol,
+                  device, dtype) -> torch.Tensor:
+        self._check_dt(dt)
+        if method is not None or substeps is not None:
+            raise ValueError(f"{type(self).__name__} is a map: method and substeps do not apply")
+        y = torch.as_tensor(x0, dtype=dtype, device=device)
+        for i in range(transient):
+            y = self._step(y)
+            if (i + 1) % 256 == 0:
+                integrators.check_state(y, i + 1, "iteration")
+        integrators.check_state(y, transient, "iteration")
+        out = y.new_empty((y.shape[0], n_steps, self.dim))
+        out[:, 0] = y
+        for i in range(1, n_steps):
+            y = self._step(y)
+            out[:, i] = y
+            if i % 256 == 0:
+                integrators.check_state(y, transient + i, "iteration")
+        integrators.check_state(y, transient + n_steps - 1, "iteration")
+        return out
+
+
+__all__ = ["ComponentFlow", "DynamicalSystem", "Flow", "Map", "check_finite"]
