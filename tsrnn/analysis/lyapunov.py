@@ -190,8 +190,7 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     every = check_positive(orthonormalize_every, "orthonormalize_every", integer=True)
 
     generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    with torch.no_grad() if dmap.tangent is not None or dmap.jacobian is not None \
-            else torch.enable_grad():
+    with torch.no_grad():  # forward-mode tangents (torch.func.jvp) work without autograd
         x = _initial_points(dmap, batch, x0, seed)
         for i in range(transient):
             x = dmap.step(x)

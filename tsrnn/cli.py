@@ -1,0 +1,261 @@
+"""The ``tsrnn`` command.
+
+    tsrnn reconstruct            simulate a system, fit a model, analyse it, report
+    tsrnn simulate lorenz63      simulate a system and write a csv or npz file
+    tsrnn lyapunov lorenz63      Lyapunov spectrum with standard errors
+    tsrnn systems                list the systems and their parameters
+
+Run ``tsrnn <verb> --help`` for the options of each verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DESCRIPTION = """\
+tsrnn: recurrent models, reservoirs and dynamical-systems reconstruction.
+
+Verbs:
+  reconstruct   the main job: simulate a chaotic system, fit a model to part of the
+                trajectory, let the model run freely, and report how well it reproduces
+                the attractor (state-space divergence, power-spectrum distance, valid
+                prediction time) and its Lyapunov spectrum. With no options it runs on
+                Lorenz-63 in a few minutes on a laptop CPU.
+  simulate      write a trajectory of a system (e.g. lorenz63, kuramotosivashinsky)
+                to a .csv or .npz file
+  lyapunov      estimate the Lyapunov spectrum of a system, with standard errors
+  systems       list the available systems, their dimension and default parameters
+
+Examples:
+  tsrnn reconstruct
+  tsrnn simulate lorenz63 --n-steps 10000 --transient 1000 -o lorenz.csv
+  tsrnn simulate lorenz96 --param n=20 --param forcing=10 -o l96.npz
+  tsrnn lyapunov henon
+"""
+
+
+def _parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"error: --param expects name=value, got {pair!r}")
+        name, text = pair.split("=", 1)
+        try:
+            value: Any = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        params[name.strip()] = value
+    return params
+
+
+def _system(name: str, pairs: list[str] | None):
+    from .systems import get_system
+
+    try:
+        return get_system(name, **_parse_params(pairs))
+    except TypeError as error:  # an unknown parameter name
+        raise SystemExit(f"error: {error}") from error
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+def _write(path: Path, array: np.ndarray, dt: float, columns: list[str], overwrite: bool,
+           metadata: dict) -> None:
+    if path.exists() and not overwrite:
+        raise SystemExit(f"error: {path} exists; pass --overwrite to replace it")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        np.savez_compressed(path, states=array, dt=dt, metadata=json.dumps(metadata))
+    elif suffix == ".csv":
+        if array.ndim == 3:
+            raise SystemExit("error: a batch of trajectories needs an .npz file, not .csv")
+        import pandas as pd
+
+        frame = pd.DataFrame(array, columns=columns)
+        frame.insert(0, "time", np.arange(array.shape[0]) * dt)
+        frame.to_csv(path, index=False, float_format="%.10g")
+    else:
+        raise SystemExit(f"error: unknown output format {suffix!r}; use .csv or .npz")
+
+
+def cmd_systems(args: argparse.Namespace) -> int:
+    from .systems import SYSTEMS
+
+    for name, cls in sorted(SYSTEMS.items()):
+        system = cls()
+        kind = "map" if system.is_map else "flow"
+        print(f"{name:22s} {kind:4s} dim={system.dim:<4d} dt={system.default_dt:<6g} {system!r}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    system = _system(args.system, args.param)
+    x0 = None
+    if args.batch > 1:
+        x0 = system.sample_initial_states(args.batch, args.seed)
+    states = system.simulate(args.n_steps, dt=args.dt, x0=x0, transient=args.transient,
+                             seed=args.seed, noise=args.noise, method=args.method)
+    dt = system.default_dt if args.dt is None else args.dt
+    columns = [f"x{i}" for i in range(system.dim)]
+    metadata = {"system": repr(system), "dt": dt, "transient": args.transient,
+                "seed": args.seed, "noise": args.noise}
+    if args.output is None:
+        if states.ndim == 3:
+            raise SystemExit("error: a batch of trajectories needs -o FILE.npz")
+        np.savetxt(sys.stdout, states, fmt="%.10g", delimiter=",",
+                   header=",".join(columns), comments="")
+        return 0
+    _write(Path(args.output), states, dt, columns, args.overwrite, metadata)
+    print(f"wrote {states.shape} states of {system!r} (dt={dt:g}) to {args.output}")
+    return 0
+
+
+def cmd_lyapunov(args: argparse.Namespace) -> int:
+    from .analysis import kaplan_yorke_dimension, lyapunov_spectrum
+
+    system = _system(args.system, args.param)
+    options = {}
+    if args.method is not None:
+        options["method"] = args.method
+    start = time.perf_counter()
+    spectrum, stderr = lyapunov_spectrum(
+        system, args.n_exponents, dt=args.dt, n_steps=args.n_steps,
+        n_trajectories=args.n_trajectories, seed=args.seed, return_stderr=True, **options)
+    elapsed = time.perf_counter() - start
+    reference = system.lyapunov_reference
+    unit = "per step" if system.is_map else "per time unit"
+    result = {
+        "system": repr(system), "unit": unit, "exponents": spectrum.tolist(),
+        "stderr": stderr.tolist(), "kaplan_yorke_dimension": kaplan_yorke_dimension(spectrum),
+        "reference": None if reference is None else list(reference), "seconds": elapsed,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"Lyapunov spectrum of {system!r} ({unit}), {elapsed:.2f} s")
+    for i, (value, error) in enumerate(zip(spectrum, stderr), 1):
+        known = reference is not None and i <= len(reference)
+        ref = f"   reference {reference[i - 1]:+.4f}" if known else ""
+        print(f"  lambda_{i:<3d} {value:+.5f} +- {error:.5f}{ref}")
+    print(f"  Kaplan-Yorke dimension {result['kaplan_yorke_dimension']:.4f}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from .reconstruct import ReconstructionConfig, run_reconstruction
+
+    if args.threads < 1:
+        raise SystemExit("error: --threads must be >= 1")
+    torch.set_num_threads(args.threads)
+
+    config = ReconstructionConfig(
+        system=args.system, system_params=_parse_params(args.param), model=args.model,
+        n_train=args.n_train, n_test=args.n_test, noise=args.noise, seed=args.seed,
+        max_epochs=args.max_epochs, device=args.device, verbose=not args.quiet,
+    )
+    report = run_reconstruction(config)
+    print(report.text())
+    if args.output is not None:
+        path = Path(args.output)
+        if path.exists() and not args.overwrite:
+            raise SystemExit(f"error: {path} exists; pass --overwrite to replace it")
+        path.write_text(json.dumps(report.as_dict(), indent=2))
+        print(f"report written to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tsrnn", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"tsrnn {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="verb")
+
+    def add_system_arguments(sub):
+        sub.add_argument("system", help="system name, e.g. lorenz63 (see `tsrnn systems`)")
+        sub.add_argument("--param", action="append", metavar="NAME=VALUE",
+                         help="set a parameter of the system (repeatable), e.g. rho=35")
+        sub.add_argument("--dt", type=float, default=None,
+                         help="time step (default: the system's default_dt)")
+        sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        sub.add_argument("--method", default=None,
+                         help="integrator for flows: euler, rk4, rk8 (default), dopri5, dop853")
+
+    sub = verbs.add_parser(
+        "reconstruct", help="simulate, fit, analyse and report (the main job)",
+        description="Simulate a system, fit a model to a training part, generate freely from "
+                    "the model and compare with held-out data; report attractor measures and "
+                    "the learned Lyapunov spectrum.")
+    sub.add_argument("--system", default="lorenz63", help="system to reconstruct")
+    sub.add_argument("--param", action="append", metavar="NAME=VALUE",
+                     help="set a parameter of the system (repeatable)")
+    sub.add_argument("--model", default=None,
+                     help="model to fit (default: the best available for the job; "
+                          "see --help of tsrnn.reconstruct.MODELS)")
+    sub.add_argument("--n-train", type=int, default=20_000, help="training steps")
+    sub.add_argument("--n-test", type=int, default=20_000, help="held-out steps")
+    sub.add_argument("--noise", type=float, default=0.0,
+                     help="relative observation noise (0.05 = 5%%)")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--max-epochs", type=int, default=None, help="training epochs")
+    sub.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    sub.add_argument("-o", "--output", default=None, help="write the report as JSON here")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sub.add_argument("--threads", type=int, default=1,
+                     help="CPU threads for torch (default 1: the default models are small, "
+                          "and extra threads only add synchronisation)")
+    sub.set_defaults(func=cmd_reconstruct)
+
+    sub = verbs.add_parser("simulate", help="simulate a system to .csv or .npz",
+                           description="Simulate a system and write the trajectory.")
+    add_system_arguments(sub)
+    sub.add_argument("--n-steps", type=int, default=10_000, help="recorded steps")
+    sub.add_argument("--transient", type=int, default=0, help="steps discarded first")
+    sub.add_argument("--noise", type=float, default=0.0,
+                     help="relative observation noise (0.05 = 5%% of each std)")
+    sub.add_argument("--batch", type=int, default=1,
+                     help="number of trajectories from random initial states (npz only)")
+    sub.add_argument("-o", "--output", default=None,
+                     help=".csv or .npz file (default: csv on standard output)")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    sub.set_defaults(func=cmd_simulate)
+
+    sub = verbs.add_parser("lyapunov", help="Lyapunov spectrum of a system",
+                           description="Estimate a Lyapunov spectrum by the QR method, with "
+                                       "standard errors over independent trajectories.")
+    add_system_arguments(sub)
+    sub.add_argument("--n-exponents", type=int, default=None, help="how many (default all)")
+    sub.add_argument("--n-steps", type=int, default=None, help="measured steps per trajectory")
+    sub.add_argument("--n-trajectories", type=int, default=32,
+                     help="independent trajectories (default 32)")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.set_defaults(func=cmd_lyapunov)
+
+    sub = verbs.add_parser("systems", help="list the systems")
+    sub.set_defaults(func=cmd_systems)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

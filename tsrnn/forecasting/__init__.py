@@ -1,0 +1,11 @@
+"""Forecasting estimators with ``fit(y, X=None)`` and ``predict(n_steps, context=None, X=None)``.
+
+All share :class:`~tsrnn.forecasting.base.BaseForecaster` (validation, scaling, device,
+seeding, save/load) and, when trained by gradient descent,
+:class:`~tsrnn.forecasting.base.NeuralForecaster` (the training loop).
+"""
+
+from .base import BaseForecaster, NeuralForecaster
+from .rnn import GRUForecaster, LSTMForecaster
+
+__all__ = ["BaseForecaster", "GRUForecaster", "LSTMForecaster", "NeuralForecaster"]

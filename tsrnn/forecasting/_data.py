@@ -1,0 +1,182 @@
+"""Validation of the series given to ``fit`` and ``predict``, and their time index.
+
+Estimators accept an array (T, d), a list of such arrays (several trajectories), a pandas
+DataFrame or Series, or torch tensors. This module turns all of them into a list of float
+arrays with the checks that every estimator needs, and keeps what is required to return
+forecasts in the caller's format (a DataFrame whose index continues the one given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._validation import as_float_array
+
+
+@dataclass
+class IndexInfo:
+    """What is needed to continue a pandas index after its last entry."""
+
+    kind: str  # "none", "range", "datetime" or "period"
+    columns: list | None = None
+    name: Any = None
+    last: Any = None
+    step: Any = None
+    series: bool = False  # the caller gave a pandas Series (return one)
+
+    def to_state(self) -> dict:
+        """A form that ``torch.load(weights_only=True)`` accepts (strings and numbers)."""
+        return {
+            "kind": self.kind,
+            "columns": None if self.columns is None else [str(c) for c in self.columns],
+            "name": None if self.name is None else str(self.name),
+            "last": None if self.last is None else str(self.last),
+            "step": None if self.step is None else str(self.step),
+            "series": self.series,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> IndexInfo:
+        kind, last, step = state["kind"], state["last"], state["step"]
+        if kind == "range":
+            last, step = int(last), int(step)
+        elif kind == "datetime":
+            last = pd.Timestamp(last)
+            step = pd.tseries.frequencies.to_offset(step)
+        elif kind == "period":
+            last = pd.Period(last, freq=step)
+        return cls(kind=kind, columns=state["columns"], name=state["name"], last=last,
+                   step=step, series=state["series"])
+
+    def continuation(self, n_steps: int):
+        """The index of the ``n_steps`` entries that follow the last one."""
+        if self.kind == "range":
+            start = self.last + self.step
+            return pd.RangeIndex(start, start + n_steps * self.step, self.step, name=self.name)
+        if self.kind == "datetime":
+            return pd.date_range(self.last + self.step, periods=n_steps, freq=self.step,
+                                 name=self.name)
+        if self.kind == "period":
+            return pd.period_range(self.last + 1, periods=n_steps, name=self.name)
+        return None
+
+
+def index_info(data: Any) -> IndexInfo:
+    """Describe the index of a pandas object (``kind="none"`` for anything else)."""
+    if not isinstance(data, pd.DataFrame | pd.Series):
+        return IndexInfo("none")
+    columns = [data.name] if isinstance(data, pd.Series) else list(data.columns)
+    series = isinstance(data, pd.Series)
+    index = data.index
+    if len(index) == 0:
+        return IndexInfo("none", columns, series=series)
+    if isinstance(index, pd.RangeIndex):
+        return IndexInfo("range", columns, index.name, int(index[-1]), int(index.step),
+                         series)
+    if isinstance(index, pd.DatetimeIndex):
+        freq = index.freq or (pd.infer_freq(index) if len(index) >= 3 else None)
+        if freq is not None:
+            offset = pd.tseries.frequencies.to_offset(freq)
+            return IndexInfo("datetime", columns, index.name, index[-1], offset, series)
+    if isinstance(index, pd.PeriodIndex):
+        return IndexInfo("period", columns, index.name, index[-1], index.freqstr, series)
+    if pd.api.types.is_integer_dtype(index) and len(index) >= 2:
+        steps = np.diff(np.asarray(index))
+        if np.all(steps == steps[0]) and steps[0] > 0:
+            return IndexInfo("range", columns, index.name, int(index[-1]), int(steps[0]),
+                             series)
+    # An irregular index: forecasts are returned with a plain range index.
+    return IndexInfo("none", columns, series=series)
+
+
+def _is_collection(data: Any) -> bool:
+    """Several trajectories are a list or tuple of arrays, tensors or pandas objects.
+
+    A list of plain numbers or nested lists is read as one series (its rows), as numpy would.
+    """
+    return isinstance(data, list | tuple) and len(data) > 0 and all(
+        isinstance(item, np.ndarray | torch.Tensor | pd.DataFrame | pd.Series) for item in data
+    )
+
+
+def as_series_list(data: Any, name: str, *, allow_nan: bool = False
+                   ) -> tuple[list[np.ndarray], bool]:
+    """Convert one series or a collection of them to a list of (T_i, d) float arrays.
+
+    Returns the list and whether the input was a collection. One-dimensional series become
+    a single column.
+    """
+    collection = _is_collection(data)
+    items = list(data) if collection else [data]
+    arrays = []
+    for i, item in enumerate(items):
+        label = f"{name}[{i}]" if collection else name
+        array = as_float_array(item, label, ndim=(1, 2), allow_nan=allow_nan)
+        if array.ndim == 1:
+            array = array[:, None]
+        arrays.append(array)
+    widths = {a.shape[1] for a in arrays}
+    if len(widths) > 1:
+        raise ValueError(
+            f"all trajectories in {name} must have the same number of columns, "
+            f"got {sorted(widths)}"
+        )
+    if arrays[0].shape[1] == 0:
+        raise ValueError(f"{name} has no columns")
+    return arrays, collection
+
+
+def check_exogenous(X: Any, y_list: list[np.ndarray], collection: bool, name: str = "X"
+                    ) -> list[np.ndarray] | None:
+    """Validate exogenous inputs aligned row by row with the trajectories in ``y_list``."""
+    if X is None:
+        return None
+    x_list, x_collection = as_series_list(X, name)
+    if collection and not x_collection and len(y_list) > 1:
+        raise ValueError(f"y holds {len(y_list)} trajectories: give {name} as a list of as many")
+    if len(x_list) != len(y_list):
+        raise ValueError(
+            f"{name} holds {len(x_list)} series but y holds {len(y_list)} trajectories"
+        )
+    for i, (x, y) in enumerate(zip(x_list, y_list)):
+        if x.shape[0] != y.shape[0]:
+            where = f" (trajectory {i})" if len(y_list) > 1 else ""
+            raise ValueError(
+                f"{name} must have one row per time step of y{where}: "
+                f"got {x.shape[0]} rows of {name} for {y.shape[0]} rows of y"
+            )
+    return x_list
+
+
+class StandardScaler:
+    """Per-column standardisation with statistics from the training data.
+
+    Kept minimal (and separate from scikit-learn's) so that it serialises with the model as
+    two arrays, ignores NaN (masked observations), and maps constant columns to zero.
+    """
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray):
+        self.mean = mean
+        self.scale = scale
+
+    @classmethod
+    def fit(cls, arrays: list[np.ndarray], enabled: bool = True) -> StandardScaler:
+        width = arrays[0].shape[1]
+        if not enabled:
+            return cls(np.zeros(width), np.ones(width))
+        stacked = np.concatenate(arrays, axis=0)
+        mean = np.nanmean(stacked, axis=0)
+        scale = np.nanstd(stacked, axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        return cls(mean, scale)
+
+    def transform(self, array: np.ndarray) -> np.ndarray:
+        return (array - self.mean) / self.scale
+
+    def inverse_transform(self, array: np.ndarray) -> np.ndarray:
+        return array * self.scale + self.mean

@@ -1,0 +1,607 @@
+"""The estimator base shared by every forecaster, reservoir and reconstruction model.
+
+Two layers:
+
+:class:`BaseForecaster`
+    The scikit-learn contract (hyperparameters stored verbatim by ``__init__``, learned
+    state in trailing-underscore attributes, ``get_params``/``set_params``/``clone``),
+    validation of the series with clear errors, several trajectories, exogenous inputs,
+    standardisation, device, dtype, seeding, closed-loop ``predict`` with a context,
+    pandas index continuation, and ``save``/``load`` (a GPU-trained model loads on a CPU).
+    A concrete estimator implements ``_fit`` and ``_predict`` on standardised arrays.
+
+:class:`NeuralForecaster`
+    Adds the gradient-training loop: windows of the series, mini-batches, Adam or RAdam with
+    an exponentially decaying learning rate, gradient clipping, a validation split at the
+    end of each trajectory, early stopping that keeps the best checkpoint, one optional tqdm
+    bar, and detection of divergence. A concrete model implements ``_build_module`` and, if
+    its training differs from one-step-ahead teacher forcing, ``_training_loss``.
+
+Conventions for exogenous inputs X: to forecast y_{t+1} a model sees y up to t and X up to
+t+1 (X is known for the step being predicted). In ``predict``, ``X`` holds the ``n_steps``
+rows of the forecast horizon, preceded by the context's rows when a ``context`` is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._torch import resolve_device, resolve_dtype, seed_everything, torch_generator
+from .._validation import as_float_array, check_in_range, check_option, check_positive
+from ..exceptions import DivergenceError, NotFittedError
+from ._data import IndexInfo, StandardScaler, as_series_list, check_exogenous, index_info
+
+_FORMAT = "tsrnn-estimator"
+_FORMAT_VERSION = 1
+
+
+class BaseForecaster(BaseEstimator):
+    """Base class of all tsrnn estimators (see the module docstring).
+
+    Subclasses declare every hyperparameter as an ``__init__`` keyword stored unchanged
+    under its own name, including ``random_state``, ``device``, ``dtype`` and ``verbose``
+    (and ``scale`` when they standardise). They implement:
+
+    - ``_fit(y_list, x_list)``: learn from standardised float64 arrays, a list of (T_i, d)
+      and a list of (T_i, p) or None;
+    - ``_predict(n_steps, context_y, context_x, future_x)``: the standardised forecast
+      (n_steps, d) following ``context_y`` (T_c, d), with exogenous rows ``context_x``
+      (T_c, p) and ``future_x`` (n_steps, p), or None.
+
+    and may override ``_min_length`` (rows a training series needs) and ``_context_length``
+    (how many trailing rows of the training data ``predict(context=None)`` starts from).
+    """
+
+    _allow_nan: bool = False
+    _default_dtype: torch.dtype = torch.float32
+
+    # ------------------------------------------------------------------ hooks
+    def _fit(self, y_list: list[np.ndarray], x_list: list[np.ndarray] | None) -> None:
+        raise NotImplementedError
+
+    def _predict(self, n_steps: int, context_y: np.ndarray, context_x: np.ndarray | None,
+                 future_x: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _min_length(self) -> int:
+        return 2
+
+    def _context_length(self) -> int | None:
+        """Trailing training rows kept for ``predict(context=None)``; None keeps them all."""
+        return None
+
+    # ------------------------------------------------------------------ runtime
+    def _resolve_runtime(self) -> None:
+        """Set ``device_`` and ``dtype_`` from the hyperparameters and seed the generators."""
+        self.device_ = resolve_device(getattr(self, "device", None))
+        self.dtype_ = resolve_dtype(getattr(self, "dtype", None), self._default_dtype)
+        seed_everything(getattr(self, "random_state", None))
+
+    def _generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator derived from ``random_state`` (fresh entropy when it is None)."""
+        seed = getattr(self, "random_state", None)
+        return torch_generator(None if seed is None else int(seed) + offset)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=self.dtype_, device=self.device_)
+
+    @property
+    def _verbose(self) -> bool:
+        return bool(getattr(self, "verbose", False))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, y: Any, X: Any = None):
+        """Fit the model to one or several trajectories.
+
+        Parameters
+        ----------
+        y : array (T, d) or (T,), DataFrame, Series, tensor, or a list of those
+            The series; a list holds several trajectories of the same system.
+        X : optional, same forms as ``y``
+            Exogenous inputs, one row per row of ``y`` (a list when ``y`` is one).
+
+        Returns
+        -------
+        self
+        """
+        y_list, collection = as_series_list(y, "y", allow_nan=self._allow_nan)
+        minimum = self._min_length()
+        for i, series in enumerate(y_list):
+            if series.shape[0] < minimum:
+                where = f"trajectory {i} of y" if collection else "y"
+                raise ValueError(
+                    f"{where} has {series.shape[0]} time steps; {type(self).__name__} with "
+                    f"these settings needs at least {minimum}"
+                )
+            if self._allow_nan and np.isnan(series).all(axis=0).any():
+                raise ValueError("y has a column with no observed value")
+        x_list = check_exogenous(X, y_list, collection)
+        self._resolve_runtime()
+        self.n_features_in_ = y_list[0].shape[1]
+        self.n_exog_ = 0 if x_list is None else x_list[0].shape[1]
+        self.index_info_ = index_info(y[-1] if collection else y)
+        self.output_1d_ = (not collection and np.ndim(y) == 1
+                           and not isinstance(y, pd.Series))
+        enabled = getattr(self, "scale", True)
+        self.y_scaler_ = StandardScaler.fit(y_list, enabled)
+        y_scaled = [self.y_scaler_.transform(s) for s in y_list]
+        if x_list is not None:
+            self.x_scaler_ = StandardScaler.fit(x_list, enabled)
+            x_scaled = [self.x_scaler_.transform(s) for s in x_list]
+        else:
+            self.x_scaler_ = None
+            x_scaled = None
+        self._fit(y_scaled, x_scaled)
+        keep = self._context_length()
+        last = slice(None) if keep is None else slice(-keep, None)
+        self.context_y_ = y_scaled[-1][last].copy()
+        self.context_x_ = None if x_scaled is None else x_scaled[-1][last].copy()
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "y_scaler_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(y) before using it"
+            )
+
+    def predict(self, n_steps: int, context: Any = None, X: Any = None):
+        """Forecast ``n_steps`` values in closed loop (each output fed back as the next input).
+
+        Parameters
+        ----------
+        n_steps : int
+            Length of the forecast.
+        context : array (T_c, d), DataFrame or Series, optional
+            Recent observations that set the model's state; the forecast continues right
+            after them. ``None`` continues after the end of the training data.
+        X : array, optional
+            Exogenous inputs: the ``n_steps`` rows of the forecast horizon, preceded by the
+            ``T_c`` rows aligned with ``context`` when one is given.
+
+        Returns
+        -------
+        array (n_steps, d) (1-D when ``fit`` was given a 1-D array), or a DataFrame/Series
+        whose index continues that of the training data (or of ``context``).
+        """
+        self._check_fitted()
+        n_steps = check_positive(n_steps, "n_steps", integer=True)
+        if context is None:
+            context_y, context_x = self.context_y_, self.context_x_
+            info = self.index_info_
+            future_x = self._check_future_x(X, n_steps, 0)
+        else:
+            raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan)
+            raw = raw[:, None] if raw.ndim == 1 else raw
+            if raw.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"context must have {self.n_features_in_} columns like the training data, "
+                    f"got shape {raw.shape}"
+                )
+            if raw.shape[0] == 0:
+                raise ValueError("context is empty; pass None to continue the training data")
+            context_y = self.y_scaler_.transform(raw)
+            info = index_info(context) if isinstance(context, pd.DataFrame | pd.Series) \
+                else IndexInfo("none")
+            rows = self._check_future_x(X, n_steps, raw.shape[0])
+            if rows is None:
+                context_x = future_x = None
+            else:
+                context_x, future_x = rows[: raw.shape[0]], rows[raw.shape[0]:]
+        with torch.no_grad():
+            forecast = self._predict(n_steps, context_y, context_x, future_x)
+        forecast = np.asarray(forecast, dtype=np.float64)
+        if not np.isfinite(forecast).all():
+            first = int(np.argwhere(~np.isfinite(forecast))[0][0])
+            warnings.warn(
+                f"the closed-loop forecast of {type(self).__name__} left the finite range at "
+                f"step {first}: the learned dynamics diverge from this state",
+                RuntimeWarning, stacklevel=2,
+            )
+        forecast = self.y_scaler_.inverse_transform(forecast)
+        return self._format_output(forecast, info, context is None)
+
+    def _check_future_x(self, X: Any, n_steps: int, n_context: int) -> np.ndarray | None:
+        if self.n_exog_ == 0:
+            if X is not None:
+                raise ValueError(
+                    f"{type(self).__name__} was fitted without exogenous inputs; got X"
+                )
+            return None
+        if X is None:
+            raise ValueError(
+                f"{type(self).__name__} was fitted with {self.n_exog_} exogenous inputs: "
+                "predict needs X for the forecast horizon"
+            )
+        rows = as_float_array(X, "X", ndim=(1, 2))
+        rows = rows[:, None] if rows.ndim == 1 else rows
+        expected = n_context + n_steps
+        if rows.shape != (expected, self.n_exog_):
+            what = ("the n_steps rows of the horizon" if n_context == 0 else
+                    f"the {n_context} rows of the context followed by the {n_steps} rows of "
+                    "the horizon")
+            raise ValueError(
+                f"X must have shape ({expected}, {self.n_exog_}): {what}; got {rows.shape}"
+            )
+        return self.x_scaler_.transform(rows)
+
+    def _format_output(self, forecast: np.ndarray, info: IndexInfo, from_training: bool):
+        if info.kind == "none" and info.columns is None:
+            return forecast[:, 0] if (self.output_1d_ and from_training) or (
+                forecast.shape[1] == 1 and self.output_1d_) else forecast
+        index = info.continuation(forecast.shape[0])
+        columns = info.columns if info.columns is not None else list(range(forecast.shape[1]))
+        if info.series:
+            return pd.Series(forecast[:, 0], index=index, name=columns[0])
+        return pd.DataFrame(forecast, index=index, columns=columns)
+
+    # ------------------------------------------------------------------ save / load
+    def _get_state(self) -> dict:
+        """Learned state: every public trailing-underscore attribute, modules as state dicts."""
+        attributes, modules = {}, {}
+        for name, value in vars(self).items():
+            if not name.endswith("_") or name.startswith("_") or name in ("device_", "dtype_"):
+                continue
+            if isinstance(value, torch.nn.Module):
+                modules[name] = {k: v.detach().cpu() for k, v in value.state_dict().items()}
+            else:
+                attributes[name] = value
+        return {"attributes": attributes, "modules": modules}
+
+    def _set_state(self, state: dict) -> None:
+        self._resolve_runtime()
+        for name, value in state["attributes"].items():
+            setattr(self, name, value)
+        for name, weights in state["modules"].items():
+            module = self._build_module() if name == "module_" else self._rebuild(name)
+            module.load_state_dict(weights)
+            setattr(self, name, module.to(device=self.device_))
+
+    def _build_module(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _rebuild(self, name: str) -> torch.nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} cannot rebuild module {name!r}")
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Save the fitted estimator (hyperparameters and learned state) to ``path``.
+
+        An existing file is never replaced unless ``overwrite=True``; the file is written
+        to a temporary name first, so an interrupted save cannot corrupt an earlier one.
+        """
+        self._check_fitted()
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        payload = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "tsrnn_version": __version__,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "params": _encode(self.get_params(deep=False), "params"),
+            "state": _encode(self._get_state(), "state"),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(payload, file)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: Any = None):
+        """Load an estimator saved by :meth:`save`.
+
+        Tensors are read onto the CPU first; a model trained on a GPU is moved to ``device``
+        (default: its own, or the CPU when that GPU is absent, with a warning).
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no saved estimator at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"{path} is not a tsrnn estimator file: {error}") from error
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a tsrnn estimator file")
+        module_name, _, qualname = payload["class"].partition(":")
+        klass = getattr(importlib.import_module(module_name), qualname)
+        if not issubclass(klass, cls):
+            raise TypeError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
+        params = _decode(payload["params"])
+        saved_device = params.get("device")
+        if device is not None:
+            params["device"] = device
+        elif saved_device not in (None, "auto") and "cuda" in str(saved_device) \
+                and not torch.cuda.is_available():
+            warnings.warn(f"the model was trained on {saved_device}, which is not available "
+                          "here; it is loaded on the CPU", UserWarning, stacklevel=2)
+            params["device"] = "cpu"
+        estimator = klass(**params)
+        estimator._set_state(_decode(payload["state"]))
+        return estimator
+
+
+def _encode(value: Any, where: str) -> Any:
+    """Turn learned state into what ``torch.load(weights_only=True)`` accepts."""
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, StandardScaler):
+        return {"__scaler__": [_encode(value.mean, where), _encode(value.scale, where)]}
+    if isinstance(value, IndexInfo):
+        return {"__index__": value.to_state()}
+    if isinstance(value, torch.device | torch.dtype):
+        return {"__torch__": str(value)}
+    if isinstance(value, dict):
+        return {str(k): _encode(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        encoded = [_encode(v, where) for v in value]
+        return {"__tuple__": encoded} if isinstance(value, tuple) else encoded
+    raise TypeError(f"cannot save {where} of type {type(value).__name__}")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__ndarray__" in value:
+        return value["__ndarray__"].numpy()
+    if "__scaler__" in value:
+        mean, scale = (_decode(v) for v in value["__scaler__"])
+        return StandardScaler(mean, scale)
+    if "__index__" in value:
+        return IndexInfo.from_state(value["__index__"])
+    if "__tuple__" in value:
+        return tuple(_decode(v) for v in value["__tuple__"])
+    if "__torch__" in value:
+        text = value["__torch__"]
+        return getattr(torch, text.split(".")[-1]) if text.startswith("torch.") \
+            else torch.device(text)
+    return {k: _decode(v) for k, v in value.items()}
+
+
+# ====================================================================== gradient training
+OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam, "adamw": torch.optim.AdamW}
+
+
+class NeuralForecaster(BaseForecaster):
+    """Base of the estimators trained by gradient descent on windows of the series.
+
+    Subclasses store these hyperparameters (as ``__init__`` keywords):
+    ``sequence_length``, ``batch_size``, ``max_epochs``, ``learning_rate``,
+    ``learning_rate_final`` (None: constant), ``optimizer`` ("adam", "radam", "adamw"),
+    ``weight_decay``, ``gradient_clip`` (None: off), ``validation_fraction``,
+    ``early_stopping`` (patience in epochs; None: off), ``divergence`` ("raise" or
+    "restore"), ``checkpoint_path`` (None: nothing written), plus those of
+    :class:`BaseForecaster`.
+
+    Learned attributes: ``module_``, ``history_`` (per-epoch losses), ``n_epochs_``,
+    ``best_epoch_``.
+    """
+
+    # ------------------------------------------------------------------ hooks
+    def _training_loss(self, module: torch.nn.Module, y: torch.Tensor,
+                       x: torch.Tensor | None) -> torch.Tensor:
+        """Loss on a batch of windows ``y`` (B, L + 1, d), ``x`` (B, L + 1, p) or None.
+
+        Default: one-step-ahead teacher forcing, MSE of the module's predictions of
+        y[:, 1:] from y[:, :-1] (and x[:, 1:]).
+        """
+        prediction, _ = module(y[:, :-1], None if x is None else x[:, 1:])
+        return torch.nn.functional.mse_loss(prediction, y[:, 1:])
+
+    def _validation_loss(self, module: torch.nn.Module, windows: list) -> float:
+        """Mean training loss over fixed validation windows (no gradients)."""
+        total, count = 0.0, 0
+        for y, x in windows:
+            total += float(self._training_loss(module, y, x)) * y.shape[0]
+            count += y.shape[0]
+        return total / max(count, 1)
+
+    def _min_length(self) -> int:
+        return int(self.sequence_length) + 1
+
+    def _check_hyperparameters(self) -> None:
+        check_positive(self.sequence_length, "sequence_length", integer=True)
+        check_positive(self.batch_size, "batch_size", integer=True)
+        check_positive(self.max_epochs, "max_epochs", integer=True)
+        check_positive(self.learning_rate, "learning_rate")
+        if self.learning_rate_final is not None:
+            check_positive(self.learning_rate_final, "learning_rate_final")
+        check_option(self.optimizer, "optimizer", tuple(OPTIMIZERS))
+        check_positive(self.weight_decay, "weight_decay", allow_zero=True)
+        if self.gradient_clip is not None:
+            check_positive(self.gradient_clip, "gradient_clip")
+        check_in_range(self.validation_fraction, "validation_fraction", 0.0, 1.0,
+                       closed="left")
+        if self.early_stopping is not None:
+            check_positive(self.early_stopping, "early_stopping", integer=True)
+        check_option(self.divergence, "divergence", ("raise", "restore"))
+
+    # ------------------------------------------------------------------ data
+    def _split_validation(self, y_list, x_list):
+        """Hold out the last ``validation_fraction`` of every trajectory long enough."""
+        length = int(self.sequence_length) + 1
+        train, validation = [], []
+        for i, y in enumerate(y_list):
+            x = None if x_list is None else x_list[i]
+            n_validation = round(self.validation_fraction * y.shape[0])
+            if n_validation >= length and y.shape[0] - n_validation >= length:
+                cut = y.shape[0] - n_validation
+                train.append((y[:cut], None if x is None else x[:cut]))
+                validation.append((y[cut:], None if x is None else x[cut:]))
+            else:
+                train.append((y, x))
+        if self.validation_fraction > 0 and not validation:
+            warnings.warn(
+                f"validation_fraction={self.validation_fraction} leaves fewer than "
+                f"sequence_length + 1 = {length} steps for validation: training without a "
+                "validation split (early stopping watches the training loss)",
+                UserWarning, stacklevel=3,
+            )
+        return train, validation
+
+    def _windows(self, pairs, starts_per_series) -> tuple[torch.Tensor, torch.Tensor | None]:
+        length = int(self.sequence_length) + 1
+        ys, xs = [], []
+        for (y, x), starts in zip(pairs, starts_per_series):
+            if len(starts) == 0:
+                continue
+            index = np.asarray(starts)[:, None] + np.arange(length)
+            ys.append(y[index])
+            if x is not None:
+                xs.append(x[index])
+        y_batch = self._tensor(np.concatenate(ys))
+        x_batch = self._tensor(np.concatenate(xs)) if xs else None
+        return y_batch, x_batch
+
+    def _epoch_batches(self, pairs, generator: torch.Generator):
+        """Random windows covering the training data about once per epoch."""
+        length = int(self.sequence_length) + 1
+        counts = np.array([y.shape[0] - length + 1 for y, _ in pairs])
+        total = int(counts.sum())
+        n_windows = max(1, math.ceil(sum(y.shape[0] for y, _ in pairs) / (length - 1)))
+        picks = torch.randint(total, (n_windows,), generator=generator).numpy()
+        series = np.searchsorted(np.cumsum(counts), picks, side="right")
+        offsets = picks - np.concatenate([[0], np.cumsum(counts)[:-1]])[series]
+        for begin in range(0, n_windows, int(self.batch_size)):
+            chosen = slice(begin, begin + int(self.batch_size))
+            starts = [offsets[chosen][series[chosen] == i] for i in range(len(pairs))]
+            yield self._windows(pairs, starts)
+
+    def _fixed_windows(self, pairs) -> list:
+        """Consecutive non-overlapping windows (validation), in batches."""
+        length = int(self.sequence_length) + 1
+        starts = [np.arange(0, y.shape[0] - length + 1, length - 1) for y, _ in pairs]
+        flat = [(i, s) for i, ss in enumerate(starts) for s in ss]
+        batches = []
+        for begin in range(0, len(flat), int(self.batch_size)):
+            chunk = flat[begin: begin + int(self.batch_size)]
+            per_series = [[s for i, s in chunk if i == k] for k in range(len(pairs))]
+            batches.append(self._windows(pairs, per_series))
+        return batches
+
+    # ------------------------------------------------------------------ training loop
+    def _make_optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+        return OPTIMIZERS[self.optimizer](module.parameters(), lr=self.learning_rate,
+                                          weight_decay=self.weight_decay)
+
+    def _fit(self, y_list, x_list) -> None:
+        self._check_hyperparameters()
+        if self.checkpoint_path is not None and Path(self.checkpoint_path).exists():
+            raise FileExistsError(
+                f"checkpoint_path {self.checkpoint_path} exists; choose a new path so that "
+                "no saved model is overwritten"
+            )
+        self.module_ = self._build_module().to(device=self.device_, dtype=self.dtype_)
+        train, validation = self._split_validation(y_list, x_list)
+        validation_windows = self._fixed_windows(validation) if validation else []
+        optimizer = self._make_optimizer(self.module_)
+        scheduler = None
+        if self.learning_rate_final is not None and self.max_epochs > 1:
+            gamma = (self.learning_rate_final / self.learning_rate) ** (1 / (self.max_epochs - 1))
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        generator = self._generator(offset=1)
+        best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
+        history = {"train_loss": [], "validation_loss": []}
+        bar = tqdm(range(int(self.max_epochs)), disable=not self._verbose,
+                   desc=type(self).__name__, leave=False)
+        epoch = -1
+        for epoch in bar:
+            train_loss = self._train_epoch(train, optimizer, generator, epoch, best_state)
+            if train_loss is None:  # diverged, and divergence="restore"
+                break
+            self.module_.eval()
+            with torch.no_grad():
+                score = (self._validation_loss(self.module_, validation_windows)
+                         if validation_windows else train_loss)
+            if not math.isfinite(score):
+                self._on_divergence(epoch, score, best_state)
+                break
+            history["train_loss"].append(train_loss)
+            history["validation_loss"].append(score if validation_windows else None)
+            if score < best_score:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(self.module_.state_dict())
+                if self.checkpoint_path is not None:
+                    self._write_checkpoint()
+            else:
+                stale += 1
+            if scheduler is not None:
+                scheduler.step()
+            bar.set_postfix(loss=f"{train_loss:.3g}", val=f"{score:.3g}")
+            if self.early_stopping is not None and stale >= self.early_stopping:
+                break
+        bar.close()
+        if best_state is not None:
+            self.module_.load_state_dict(best_state)
+        self.module_.eval()
+        self.history_ = history
+        self.n_epochs_ = epoch + 1
+        self.best_epoch_ = best_epoch
+
+    def _train_epoch(self, train, optimizer, generator, epoch: int, best_state
+                     ) -> float | None:
+        """One pass of optimizer steps; the mean loss, or None after a restored divergence."""
+        self.module_.train()
+        losses = []
+        for y, x in self._epoch_batches(train, generator):
+            loss = self._training_loss(self.module_, y, x)
+            if not torch.isfinite(loss):
+                self._on_divergence(epoch, float(loss), best_state)
+                return None
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.gradient_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.gradient_clip)
+            optimizer.step()
+            self._after_optimizer_step()
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses))
+
+    def _after_optimizer_step(self) -> None:
+        """Hook for constraints applied after each step (e.g. clipping a spectrum)."""
+
+    def _on_divergence(self, epoch: int, value: float, best_state) -> None:
+        """Raise, or with ``divergence="restore"`` warn (the caller stops and restores)."""
+        message = (f"training of {type(self).__name__} diverged at epoch {epoch + 1} "
+                   f"(loss {value}); lower learning_rate or set gradient_clip")
+        if self.divergence == "raise" or best_state is None:
+            raise DivergenceError(message)
+        warnings.warn(message + "; the best checkpoint so far is kept", RuntimeWarning,
+                      stacklevel=3)
+
+    def _write_checkpoint(self) -> None:
+        # The estimator is not complete mid-training (context_y_ is set after _fit), so the
+        # checkpoint holds the module weights and the scalers, enough to resume or inspect.
+        payload = {"format": "tsrnn-checkpoint",
+                   "module": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
+                   "params": _encode(self.get_params(deep=False), "params")}
+        path = Path(self.checkpoint_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
