@@ -1,10 +1,21 @@
-"""Analysis of dynamical systems and trained models: Lyapunov spectra and dimensions.
+"""Analysis of dynamical systems and trained models: Lyapunov spectra and dimensions,
+fixed points and cycles.
 
 Everything here takes a simulator, a fitted estimator or a torch module through one small
 protocol, :class:`DiscreteMap` (a step function with its tangent map or Jacobian).
 """
 
 from .._protocol import DiscreteMap
+from .fixed_points import Cycle, FixedPoint, find_cycles, fixed_points
 from .lyapunov import as_discrete_map, kaplan_yorke_dimension, lyapunov_spectrum
 
-__all__ = ["DiscreteMap", "as_discrete_map", "kaplan_yorke_dimension", "lyapunov_spectrum"]
+__all__ = [
+    "Cycle",
+    "DiscreteMap",
+    "FixedPoint",
+    "as_discrete_map",
+    "find_cycles",
+    "fixed_points",
+    "kaplan_yorke_dimension",
+    "lyapunov_spectrum",
+]
