@@ -41,6 +41,15 @@ class DiscreteMap:
         Of the states the map expects.
     name : str
         For messages.
+    tangent_dim : int, optional
+        Dimension of the tangent space the analysis works in when smaller than ``dim`` (a
+        conserved quantity removes directions: Kuramoto-Sivashinsky perturbations keep zero
+        mean); the default number of Lyapunov exponents.
+    default_steps : int, optional
+        A run length (steps per trajectory) that gives converged exponents for this map.
+
+    ``step`` must be plain differentiable tensor code without data-dependent Python control
+    flow (no ``bool(tensor)``), so that forward-mode autodiff can push tangents through it.
     """
 
     step: Callable[[Tensor], Tensor]
@@ -52,6 +61,8 @@ class DiscreteMap:
     dtype: torch.dtype = torch.float64
     device: torch.device = torch.device("cpu")  # noqa: RUF009 (immutable value)
     name: str = "map"
+    tangent_dim: int | None = None
+    default_steps: int | None = None
 
     def advance(self, x: Tensor, frame: Tensor) -> tuple[Tensor, Tensor]:
         """Advance ``x`` (B, dim) and the tangent frame (B, dim, k) by one step."""

@@ -7,6 +7,9 @@ wrong and what is expected, so that bad input never turns into a silent NaN or a
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -98,3 +101,18 @@ def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None =
     if not allow_nan:
         check_finite(array, name)
     return array
+
+
+_PACKAGE_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn with the location of the first caller outside tsrnn, so that the warning points
+    at the user's line (and filters on module ``tsrnn.*`` do not catch user-facing ones)."""
+    frame = sys._getframe(1)  # the caller of warn(), which is warnings' stacklevel 2
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE_DIRECTORY):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

@@ -58,11 +58,17 @@ def _parse_params(pairs: list[str] | None) -> dict[str, Any]:
 def _system(name: str, pairs: list[str] | None):
     from .systems import get_system
 
+    params = _parse_params(pairs)
     try:
-        return get_system(name, **_parse_params(pairs))
-    except TypeError as error:  # an unknown parameter name
-        raise SystemExit(f"error: {error}") from error
-    except ValueError as error:
+        system = get_system(name)
+        known = system._param_names()
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            names = ", ".join(repr(n) for n in unknown)
+            raise SystemExit(f"error: unknown parameter(s) {names} of {name}; "
+                             f"known: {', '.join(known)}")
+        return get_system(name, **params)
+    except (TypeError, ValueError) as error:
         raise SystemExit(f"error: {error}") from error
 
 
@@ -155,6 +161,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise SystemExit("error: --threads must be >= 1")
+    if args.output is not None and Path(args.output).exists() and not args.overwrite:
+        raise SystemExit(f"error: {args.output} exists; pass --overwrite to replace it")
     torch.set_num_threads(args.threads)
 
     config = ReconstructionConfig(
@@ -166,8 +174,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     print(report.text())
     if args.output is not None:
         path = Path(args.output)
-        if path.exists() and not args.overwrite:
-            raise SystemExit(f"error: {path} exists; pass --overwrite to replace it")
         path.write_text(json.dumps(report.as_dict(), indent=2))
         print(f"report written to {path}")
     return 0

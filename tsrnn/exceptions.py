@@ -1,5 +1,7 @@
 """Exceptions raised by tsrnn."""
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class DivergenceError(ArithmeticError):
     """A simulation or a training run produced non-finite or exploding values.
@@ -9,5 +11,6 @@ class DivergenceError(ArithmeticError):
     """
 
 
-class NotFittedError(ValueError, AttributeError):
-    """An estimator was used before ``fit`` (same bases as scikit-learn's, so both catch it)."""
+class NotFittedError(_SklearnNotFittedError):
+    """An estimator was used before ``fit``; scikit-learn's ``NotFittedError`` (a ValueError
+    and an AttributeError) catches it too."""

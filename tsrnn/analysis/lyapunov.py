@@ -17,7 +17,6 @@ cheap: the per-step cost of B trajectories is close to that of one.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -139,13 +138,14 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     obj : system, fitted estimator, torch module, callable or DiscreteMap
         See :func:`as_discrete_map`.
     n_exponents : int, optional
-        How many of the largest exponents to compute (all of them by default).
+        How many of the largest exponents to compute (by default as many as the tangent
+        space has dimensions).
     dt : float, optional
         Step of the map: for flows the integration step of state and variational equation
         (default: the system's ``default_dt``); for modules the time one step stands for.
     n_steps : int, optional
-        Measured steps per trajectory. Default: 10,000 for maps and modules, and for flows
-        ``ceil(50 / dt)`` (50 time units).
+        Measured steps per trajectory. Default: what the object recommends (flows: 50 time
+        units; Kuramoto-Sivashinsky: 2000), else 10,000.
     transient : int, optional
         Steps to settle onto the attractor, followed by as many steps to align the frame,
         neither of them measured. Default ``n_steps // 5``.
@@ -173,13 +173,14 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     stderr : array (n_exponents,), only with ``return_stderr``.
     """
     dmap = as_discrete_map(obj, dt=dt, dim=dim, device=device, dtype=dtype, **options)
-    k = dmap.dim if n_exponents is None else check_positive(n_exponents, "n_exponents",
-                                                            integer=True)
-    if k > dmap.dim:
-        raise ValueError(f"n_exponents={k} exceeds the state dimension {dmap.dim}")
+    space = dmap.tangent_dim or dmap.dim
+    k = space if n_exponents is None else check_positive(n_exponents, "n_exponents",
+                                                         integer=True)
+    if k > space:
+        raise ValueError(f"n_exponents={k} exceeds the dimension {space} of the tangent space "
+                         f"of {dmap.name}")
     if n_steps is None:
-        step_time = dmap.time_step if dmap.time_step else 1.0
-        n_steps = 10_000 if dmap.time_step in (None, 1.0) else math.ceil(50.0 / step_time)
+        n_steps = dmap.default_steps or 10_000
     n_steps = check_positive(n_steps, "n_steps", integer=True)
     transient = n_steps // 5 if transient is None else check_positive(
         transient, "transient", integer=True, allow_zero=True)

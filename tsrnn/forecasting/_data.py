@@ -8,6 +8,7 @@ forecasts in the caller's format (a DataFrame whose index continues the one give
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +32,15 @@ class IndexInfo:
 
     def to_state(self) -> dict:
         """A form that ``torch.load(weights_only=True)`` accepts (strings and numbers)."""
+        step = self.step
+        if isinstance(step, pd.offsets.BaseOffset):
+            step = step.freqstr
         return {
             "kind": self.kind,
-            "columns": None if self.columns is None else [str(c) for c in self.columns],
-            "name": None if self.name is None else str(self.name),
+            "columns": None if self.columns is None else [_label(c) for c in self.columns],
+            "name": _label(self.name),
             "last": None if self.last is None else str(self.last),
-            "step": None if self.step is None else str(self.step),
+            "step": None if step is None else str(step),
             "series": self.series,
         }
 
@@ -66,6 +70,15 @@ class IndexInfo:
         return None
 
 
+def _label(value: Any) -> Any:
+    """Column labels and names as saved: numbers and strings kept, anything else as text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
 def index_info(data: Any) -> IndexInfo:
     """Describe the index of a pandas object (``kind="none"`` for anything else)."""
     if not isinstance(data, pd.DataFrame | pd.Series):
@@ -79,7 +92,11 @@ def index_info(data: Any) -> IndexInfo:
         return IndexInfo("range", columns, index.name, int(index[-1]), int(index.step),
                          series)
     if isinstance(index, pd.DatetimeIndex):
-        freq = index.freq or (pd.infer_freq(index) if len(index) >= 3 else None)
+        freq = index.freq
+        if freq is None and len(index) >= 3:
+            with warnings.catch_warnings():  # pandas warns about its own future defaults
+                warnings.simplefilter("ignore")
+                freq = pd.infer_freq(index)
         if freq is not None:
             offset = pd.tseries.frequencies.to_offset(freq)
             return IndexInfo("datetime", columns, index.name, index[-1], offset, series)

@@ -29,7 +29,6 @@ import importlib
 import math
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .._torch import resolve_device, resolve_dtype, seed_everything, torch_generator
-from .._validation import as_float_array, check_in_range, check_option, check_positive
+from .._validation import as_float_array, check_in_range, check_option, check_positive, warn
 from ..exceptions import DivergenceError, NotFittedError
 from ._data import IndexInfo, StandardScaler, as_series_list, check_exogenous, index_info
 
@@ -130,10 +129,28 @@ class BaseForecaster(BaseEstimator):
             if self._allow_nan and np.isnan(series).all(axis=0).any():
                 raise ValueError("y has a column with no observed value")
         x_list = check_exogenous(X, y_list, collection)
+        # A refit starts from nothing, and a failed fit leaves nothing behind: no mix of an
+        # old model with new data.
+        self._clear_learned_state()
+        try:
+            self._fit_validated(y, y_list, x_list, collection)
+        except BaseException:
+            self._clear_learned_state()
+            raise
+        return self
+
+    def _clear_learned_state(self) -> None:
+        for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
+            delattr(self, name)
+
+    def _fit_validated(self, y, y_list, x_list, collection) -> None:
         self._resolve_runtime()
         self.n_features_in_ = y_list[0].shape[1]
         self.n_exog_ = 0 if x_list is None else x_list[0].shape[1]
-        self.index_info_ = index_info(y[-1] if collection else y)
+        last = y[-1] if collection else y
+        if isinstance(last, pd.DataFrame):
+            self.feature_names_in_ = np.asarray([str(c) for c in last.columns], dtype=object)
+        self.index_info_ = index_info(last)
         self.output_1d_ = (not collection and np.ndim(y) == 1
                            and not isinstance(y, pd.Series))
         enabled = getattr(self, "scale", True)
@@ -147,14 +164,14 @@ class BaseForecaster(BaseEstimator):
             x_scaled = None
         self._fit(y_scaled, x_scaled)
         keep = self._context_length()
-        last = slice(None) if keep is None else slice(-keep, None)
-        self.context_y_ = y_scaled[-1][last].copy()
-        self.context_x_ = None if x_scaled is None else x_scaled[-1][last].copy()
-        return self
+        window = slice(None) if keep is None else slice(-keep, None)
+        self.context_x_ = None if x_scaled is None else x_scaled[-1][window].copy()
+        # Set last: its presence is what marks the estimator as fitted.
+        self.context_y_ = y_scaled[-1][window].copy()
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
-        if not hasattr(self, "y_scaler_"):
+        if not hasattr(self, "context_y_"):
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit(y) before using it"
             )
@@ -207,11 +224,8 @@ class BaseForecaster(BaseEstimator):
         forecast = np.asarray(forecast, dtype=np.float64)
         if not np.isfinite(forecast).all():
             first = int(np.argwhere(~np.isfinite(forecast))[0][0])
-            warnings.warn(
-                f"the closed-loop forecast of {type(self).__name__} left the finite range at "
-                f"step {first}: the learned dynamics diverge from this state",
-                RuntimeWarning, stacklevel=2,
-            )
+            warn(f"the closed-loop forecast of {type(self).__name__} left the finite range at "
+                 f"step {first}: the learned dynamics diverge from this state", RuntimeWarning)
         forecast = self.y_scaler_.inverse_transform(forecast)
         return self._format_output(forecast, info, context is None)
 
@@ -332,8 +346,8 @@ class BaseForecaster(BaseEstimator):
             params["device"] = device
         elif saved_device not in (None, "auto") and "cuda" in str(saved_device) \
                 and not torch.cuda.is_available():
-            warnings.warn(f"the model was trained on {saved_device}, which is not available "
-                          "here; it is loaded on the CPU", UserWarning, stacklevel=2)
+            warn(f"the model was trained on {saved_device}, which is not available here; it "
+                 "is loaded on the CPU")
             params["device"] = "cpu"
         estimator = klass(**params)
         estimator._set_state(_decode(payload["state"]))
@@ -344,6 +358,8 @@ def _encode(value: Any, where: str) -> Any:
     """Turn learned state into what ``torch.load(weights_only=True)`` accepts."""
     if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
         return value
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return {"__strings__": [str(v) for v in value]}
     if isinstance(value, np.ndarray):
         return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
     if isinstance(value, np.generic):
@@ -369,6 +385,8 @@ def _decode(value: Any) -> Any:
         return value
     if "__ndarray__" in value:
         return value["__ndarray__"].numpy()
+    if "__strings__" in value:
+        return np.asarray(value["__strings__"], dtype=object)
     if "__scaler__" in value:
         mean, scale = (_decode(v) for v in value["__scaler__"])
         return StandardScaler(mean, scale)
@@ -385,6 +403,11 @@ def _decode(value: Any) -> Any:
 
 # ====================================================================== gradient training
 OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam, "adamw": torch.optim.AdamW}
+
+# A batch loss this many times the first batch's loss counts as divergence even while finite
+# (on standardised data the first loss is of order one, so 1e6 is far beyond any honest
+# fluctuation and far below float overflow).
+_EXPLOSION_FACTOR = 1e6
 
 
 class NeuralForecaster(BaseForecaster):
@@ -456,12 +479,10 @@ class NeuralForecaster(BaseForecaster):
             else:
                 train.append((y, x))
         if self.validation_fraction > 0 and not validation:
-            warnings.warn(
-                f"validation_fraction={self.validation_fraction} leaves fewer than "
-                f"sequence_length + 1 = {length} steps for validation: training without a "
-                "validation split (early stopping watches the training loss)",
-                UserWarning, stacklevel=3,
-            )
+            warn(f"validation_fraction={self.validation_fraction} leaves no trajectory with "
+                 f"sequence_length + 1 = {length} steps in both its training and its "
+                 "validation part: training without a validation split (early stopping "
+                 "watches the training loss)")
         return train, validation
 
     def _windows(self, pairs, starts_per_series) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -525,6 +546,7 @@ class NeuralForecaster(BaseForecaster):
             gamma = (self.learning_rate_final / self.learning_rate) ** (1 / (self.max_epochs - 1))
             scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
         generator = self._generator(offset=1)
+        self._reference_loss_ = None
         best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
         history = {"train_loss": [], "validation_loss": []}
         bar = tqdm(range(int(self.max_epochs)), disable=not self._verbose,
@@ -559,6 +581,7 @@ class NeuralForecaster(BaseForecaster):
         if best_state is not None:
             self.module_.load_state_dict(best_state)
         self.module_.eval()
+        del self._reference_loss_
         self.history_ = history
         self.n_epochs_ = epoch + 1
         self.best_epoch_ = best_epoch
@@ -570,8 +593,11 @@ class NeuralForecaster(BaseForecaster):
         losses = []
         for y, x in self._epoch_batches(train, generator):
             loss = self._training_loss(self.module_, y, x)
-            if not torch.isfinite(loss):
-                self._on_divergence(epoch, float(loss), best_state)
+            value = float(loss.detach())
+            if self._reference_loss_ is None:
+                self._reference_loss_ = max(value, 1e-6)
+            if not math.isfinite(value) or value > _EXPLOSION_FACTOR * self._reference_loss_:
+                self._on_divergence(epoch, value, best_state)
                 return None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -579,7 +605,7 @@ class NeuralForecaster(BaseForecaster):
                 torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.gradient_clip)
             optimizer.step()
             self._after_optimizer_step()
-            losses.append(float(loss.detach()))
+            losses.append(value)
         return float(np.mean(losses))
 
     def _after_optimizer_step(self) -> None:
@@ -588,11 +614,11 @@ class NeuralForecaster(BaseForecaster):
     def _on_divergence(self, epoch: int, value: float, best_state) -> None:
         """Raise, or with ``divergence="restore"`` warn (the caller stops and restores)."""
         message = (f"training of {type(self).__name__} diverged at epoch {epoch + 1} "
-                   f"(loss {value}); lower learning_rate or set gradient_clip")
+                   f"(loss {value:.3g}, first loss {self._reference_loss_:.3g}); lower "
+                   "learning_rate or set gradient_clip")
         if self.divergence == "raise" or best_state is None:
             raise DivergenceError(message)
-        warnings.warn(message + "; the best checkpoint so far is kept", RuntimeWarning,
-                      stacklevel=3)
+        warn(message + "; the best checkpoint so far is kept", RuntimeWarning)
 
     def _write_checkpoint(self) -> None:
         # The estimator is not complete mid-training (context_y_ is set after _fit), so the

@@ -7,6 +7,8 @@ These are the baselines that every other model of tsrnn is compared with.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -87,7 +89,10 @@ class _RecurrentForecaster(NeuralForecaster):
         if self.n_exog_:
             raise ValueError("the closed loop of a model with exogenous inputs is not "
                              "autonomous; no discrete map can be formed")
-        module, d = self.module_, self.n_features_in_
+        # A float64 copy: exponents come out more accurately, and torch's oneDNN float32 LSTM
+        # kernel on the CPU has no forward-mode derivative for the tangents.
+        module = copy.deepcopy(self.module_).double().eval()
+        d = self.n_features_in_
         layers, hidden = int(self.num_layers), int(self.hidden_size)
         lstm = self._cell == "lstm"
 
@@ -100,14 +105,14 @@ class _RecurrentForecaster(NeuralForecaster):
             return y, (h.contiguous(), c.contiguous())
 
         def step(z):
-            y, state = split(z)
+            y, state = split(z.to(torch.float64))
             prediction, state = module(y, None, state)
             parts = [prediction[:, 0]] + [s.transpose(0, 1).reshape(z.shape[0], -1)
                                           for s in (state if lstm else (state,))]
             return torch.cat(parts, dim=1)
 
         def initial_states(n, seed=None):
-            y = self._tensor(self.context_y_)[None]
+            y = torch.as_tensor(self.context_y_, dtype=torch.float64, device=self.device_)[None]
             with torch.no_grad():
                 prediction, state = module(y, None, None)
             parts = [prediction[:, -1]] + [s.transpose(0, 1).reshape(1, -1)
@@ -121,7 +126,7 @@ class _RecurrentForecaster(NeuralForecaster):
 
         dim = d + layers * hidden * (2 if lstm else 1)
         return DiscreteMap(step=step, dim=dim, time_step=dt, initial_states=initial_states,
-                           dtype=self.dtype_, device=self.device_, name=type(self).__name__)
+                           dtype=torch.float64, device=self.device_, name=type(self).__name__)
 
 
 class GRUForecaster(_RecurrentForecaster):

@@ -13,6 +13,7 @@ transient=0, seed=None, noise=0.0)``. Flows also give ``rhs`` and ``jacobian``; 
 from __future__ import annotations
 
 from .base import ComponentFlow, DynamicalSystem, Flow, Map
+from .delay import MackeyGlass
 from .flows import (
     Chen,
     Chua,
@@ -27,12 +28,15 @@ from .flows import (
     VanDerPol,
 )
 from .maps import Henon, Ikeda, Logistic
+from .pde import KuramotoSivashinsky
 
 SYSTEMS: dict[str, type[DynamicalSystem]] = {
     cls.__name__.lower(): cls
     for cls in (Lorenz63, Rossler, Lorenz96, Chen, Chua, DoubleScroll, Duffing,
                 FitzHughNagumo, KuramotoOscillators, Thomas, VanDerPol, Henon, Ikeda, Logistic)
 }
+SYSTEMS["kuramotosivashinsky"] = KuramotoSivashinsky
+SYSTEMS["mackeyglass"] = MackeyGlass
 
 
 def get_system(name: str, **params) -> DynamicalSystem:
@@ -56,9 +60,11 @@ __all__ = [
     "Henon",
     "Ikeda",
     "KuramotoOscillators",
+    "KuramotoSivashinsky",
     "Logistic",
     "Lorenz63",
     "Lorenz96",
+    "MackeyGlass",
     "Map",
     "Rossler",
     "Thomas",

@@ -1,0 +1,171 @@
+"""Tests of the ``tsrnn`` command (tsrnn.cli), run in-process through ``main`` except for one
+call of the installed console script. Every file goes to tmp_path."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsrnn.reconstruct
+from tsrnn.cli import main
+from tsrnn.reconstruct import ReconstructionReport
+
+REPORT_KEYS = {
+    "system", "model", "dt", "n_train", "n_test", "fit_seconds", "valid_prediction_time",
+    "valid_prediction_unit", "state_space_divergence", "power_spectrum_distance",
+    "lyapunov_learned", "lyapunov_learned_stderr", "lyapunov_true", "lyapunov_true_source",
+    "total_seconds",
+}
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Run every command from tmp_path, so that a stray relative path stays there."""
+    monkeypatch.chdir(tmp_path)
+
+
+def test_console_script_help_lists_the_verbs(tmp_path):
+    script = Path(sys.executable).with_name("tsrnn")
+    command = str(script) if script.exists() else shutil.which("tsrnn")
+    assert command is not None, "the tsrnn console script is not installed"
+    result = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    for verb in ("reconstruct", "simulate", "lyapunov", "systems"):
+        assert verb in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_verb_prints_help_and_succeeds(capsys):
+    assert main([]) == 0
+    assert "usage: tsrnn" in capsys.readouterr().out
+
+
+def test_systems_lists_lorenz63_and_henon(capsys):
+    assert main(["systems"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    lorenz = [line for line in lines if line.startswith("lorenz63 ")]
+    assert len(lorenz) == 1
+    assert "flow" in lorenz[0] and "dim=3" in lorenz[0]
+    assert any(line.startswith("henon ") and " map " in line for line in lines)
+
+
+def test_simulate_writes_a_csv_with_a_time_column(tmp_path, capsys):
+    path = tmp_path / "out.csv"
+    assert main(["simulate", "lorenz63", "--n-steps", "50", "-o", str(path)]) == 0
+    assert "wrote (50, 3) states" in capsys.readouterr().out
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == ["time", "x0", "x1", "x2"]
+    assert len(frame) == 50
+    np.testing.assert_allclose(frame["time"], np.arange(50) * 0.01, atol=1e-12)
+    assert np.isfinite(frame.to_numpy()).all()
+
+
+def test_simulate_refuses_to_overwrite_without_the_flag(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("keep me\n")
+    with pytest.raises(SystemExit, match=r"exists; pass --overwrite to replace it"):
+        main(["simulate", "lorenz63", "--n-steps", "50", "-o", str(path)])
+    assert path.read_text() == "keep me\n"
+    assert main(["simulate", "lorenz63", "--n-steps", "50", "-o", str(path),
+                 "--overwrite"]) == 0
+    assert len(pd.read_csv(path)) == 50
+
+
+def test_simulate_batch_to_npz_has_shape_batch_steps_dim(tmp_path):
+    path = tmp_path / "out.npz"
+    assert main(["simulate", "lorenz63", "--n-steps", "50", "--batch", "3", "-o",
+                 str(path)]) == 0
+    with np.load(path) as data:
+        states = data["states"]
+        assert float(data["dt"]) == 0.01
+    assert states.shape == (3, 50, 3)
+    assert np.isfinite(states).all()
+    assert np.abs(states[0] - states[1]).max() > 1e-3  # different initial states
+    with pytest.raises(SystemExit, match=r"needs an \.npz file"):
+        main(["simulate", "lorenz63", "--n-steps", "5", "--batch", "3", "-o",
+              str(tmp_path / "batch.csv")])
+
+
+def test_simulate_parameters_reach_the_system(tmp_path):
+    default, changed = tmp_path / "a.npz", tmp_path / "b.npz"
+    main(["simulate", "lorenz63", "--n-steps", "100", "-o", str(default)])
+    main(["simulate", "lorenz63", "--n-steps", "100", "--param", "rho=35", "-o", str(changed)])
+    with np.load(default) as a, np.load(changed) as b:
+        assert np.abs(a["states"] - b["states"]).max() > 1e-3
+        assert "rho=35" in str(b["metadata"])
+
+
+def test_unknown_system_is_a_clean_error_listing_the_known_names(tmp_path):
+    with pytest.raises(SystemExit, match=r"unknown system 'nosuch'; expected one of .*"
+                                         r"'henon'.*'lorenz63'"):
+        main(["simulate", "nosuch", "--n-steps", "5", "-o", str(tmp_path / "x.csv")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_parameter_is_a_clean_error(tmp_path):
+    with pytest.raises(SystemExit, match=r"error: .*'nosuch'"):
+        main(["simulate", "lorenz63", "--param", "nosuch=1", "-o", str(tmp_path / "x.csv")])
+    with pytest.raises(SystemExit, match=r"--param expects name=value"):
+        main(["simulate", "lorenz63", "--param", "rho", "-o", str(tmp_path / "x.csv")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_parameter_error_lists_the_known_parameters():
+    with pytest.raises(SystemExit, match=r"sigma.*rho.*beta"):
+        main(["simulate", "lorenz63", "--param", "nosuch=1", "-o", "x.csv"])
+
+
+def test_lyapunov_henon_json_matches_the_reference(capsys):
+    assert main(["lyapunov", "henon", "--n-steps", "2000", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["unit"] == "per step"
+    # Literature values (0.419, -1.623); 32 trajectories of 2000 steps: stderr ~0.002.
+    np.testing.assert_allclose(result["exponents"], [0.419, -1.623], atol=0.02)
+    assert len(result["stderr"]) == 2
+    assert result["kaplan_yorke_dimension"] == pytest.approx(1.26, abs=0.02)
+
+
+def test_reconstruct_prints_the_report_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "report.json"
+    with pytest.warns(UserWarning, match="validation_fraction"):  # 600 steps, windows of 100
+        code = main(["reconstruct", "--n-train", "600", "--n-test", "300", "--max-epochs",
+                     "1", "-q", "-o", str(path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    for line in ("Reconstruction of Lorenz63", "600 training and 300 held-out steps",
+                 "valid prediction time:", "state-space divergence D_stsp:",
+                 "power-spectrum distance D_H:", "Lyapunov spectrum, learned model:",
+                 "Lyapunov spectrum, true system:", f"report written to {path}"):
+        assert line in out
+    report = json.loads(path.read_text())
+    assert set(report) == REPORT_KEYS
+    assert REPORT_KEYS == {field.name for field in dataclasses.fields(ReconstructionReport)}
+    assert (report["n_train"], report["n_test"]) == (600, 300)
+    assert report["model"] == "GRUForecaster"
+    assert len(report["lyapunov_learned"]) == 3
+    assert report["lyapunov_true"] == pytest.approx([0.9056, 0.0, -14.5723])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_reconstruct_refuses_an_existing_report_before_running(tmp_path, monkeypatch):
+    path = tmp_path / "report.json"
+    path.write_text("{}")
+    calls = []
+
+    def fake_run(config):
+        calls.append(config)
+        raise AssertionError("the reconstruction ran although its report would be refused")
+
+    monkeypatch.setattr(tsrnn.reconstruct, "run_reconstruction", fake_run)
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        main(["reconstruct", "-q", "-o", str(path)])
+    assert path.read_text() == "{}"
