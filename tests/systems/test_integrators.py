@@ -299,18 +299,12 @@ def test_check_state_flags_non_finite_and_exploding_values():
             integrators.check_state(torch.tensor([0.0, bad], dtype=torch.float64), 2.5)
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=(
-    "integrators._initial_step divides by h0 = 0.01 * d0 / d1, which is 0 when the field is "
-    "infinite at the initial state (d1 = inf): ZeroDivisionError instead of DivergenceError"))
 @pytest.mark.parametrize("method", ["dopri5", "dop853"])
 def test_adaptive_method_with_infinite_initial_derivative_raises_divergence_error(method):
     with pytest.raises(DivergenceError, match="t = "):
         Lorenz63().simulate(10, x0=[1e200, 1e200, 1e200], method=method)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "the float fast path evaluates math.sin on an infinite state, which raises ValueError "
-    "('math domain error') before solve_scalar's blow-up check can raise DivergenceError"))
 def test_fast_path_blow_up_through_math_functions_raises_divergence_error():
     # Thomas' field uses sin; rk8 at dt = 50 is far outside its stability region.
     with pytest.raises(DivergenceError, match="t = "):

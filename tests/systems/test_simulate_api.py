@@ -296,11 +296,6 @@ def _first_divergent_length(system, **kwargs) -> int:
     raise AssertionError("no divergence")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the blow-up is detected only at periodic checks (every 1024 steps on the float fast "
-    "path, every 256 on the torch path and for maps, and at the last step), and the message "
-    "names the time of the check, not the time the state first became non-finite: "
-    "Lorenz63 at dt=0.5 blows up at t = 1.5 but simulate(100, dt=0.5) reports t = 49.5"))
 @pytest.mark.parametrize("system, kwargs", [
     (Lorenz63(), dict(dt=0.5)),
     (Logistic(r=4.5), dict()),

@@ -226,6 +226,8 @@ def fixed_points(obj: Any, *, n_initial: int = 256, x0: Any = None, seed: int = 
     """
     check_positive(n_initial, "n_initial", integer=True)
     flow = _is_flow(obj)
+    if "dim" not in options and x0 is not None and not hasattr(obj, "as_discrete_map"):
+        options["dim"] = int(np.shape(x0)[-1])
     dmap = as_discrete_map(obj, dt=dt, **options)
     if flow:
         residual, jacobian = _flow_functions(obj)
@@ -274,6 +276,8 @@ def find_cycles(obj: Any, order: int, *, n_initial: int = 256, x0: Any = None, s
             "find_cycles applies to maps and discrete-time models; a flow's periodic orbits "
             "are not k-cycles (use fixed_points for its equilibria)"
         )
+    if "dim" not in options and x0 is not None and not hasattr(obj, "as_discrete_map"):
+        options["dim"] = int(np.shape(x0)[-1])
     dmap = as_discrete_map(obj, dt=dt, **options)
     residual, jacobian = _map_functions(dmap, order)
     states = _sample_states(obj, dmap, n_initial, x0, seed)

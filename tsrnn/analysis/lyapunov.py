@@ -147,8 +147,10 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
         Measured steps per trajectory. Default: what the object recommends (flows: 50 time
         units; Kuramoto-Sivashinsky: 2000), else 10,000.
     transient : int, optional
-        Steps to settle onto the attractor, followed by as many steps to align the frame,
-        neither of them measured. Default ``n_steps // 5``.
+        Steps to settle onto the attractor (each trajectory takes a random extra number of
+        up to as many, so that starts from nearby points decorrelate even in weakly mixing
+        systems such as Rossler), followed by as many steps to align the frame; none of
+        them measured. Default ``n_steps // 5``.
     n_trajectories : int
         Independent trajectories run as one batch; their spread gives the standard error.
     orthonormalize_every : int, optional
@@ -172,6 +174,8 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
         known (flows, maps, estimators trained on sampled data), else per step.
     stderr : array (n_exponents,), only with ``return_stderr``.
     """
+    if dim is None and x0 is not None and not hasattr(obj, "as_discrete_map"):
+        dim = int(np.shape(x0)[-1])
     dmap = as_discrete_map(obj, dt=dt, dim=dim, device=device, dtype=dtype, **options)
     space = dmap.tangent_dim or dmap.dim
     k = space if n_exponents is None else check_positive(n_exponents, "n_exponents",
@@ -190,20 +194,32 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
         orthonormalize_every = max(1, round(0.1 / step_time)) if step_time < 0.1 else 1
     every = check_positive(orthonormalize_every, "orthonormalize_every", integer=True)
 
-    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
     with torch.no_grad():  # forward-mode tangents (torch.func.jvp) work without autograd
         x = _initial_points(dmap, batch, x0, seed)
-        for i in range(transient):
-            x = dmap.step(x)
+        extra = torch.randint(0, max(transient, 1), (batch,), generator=generator)
+        extra = extra.to(dmap.device)[:, None]
+        for i in range(2 * transient):
+            stepped = dmap.step(x)
+            x = stepped if i < transient else torch.where(extra > i - transient, stepped, x)
             if (i + 1) % 500 == 0:
                 _check_finite_state(x, i + 1, dmap.name)
         _check_finite_state(x, transient, dmap.name)
-        frame = torch.randn((batch, dmap.dim, k), generator=generator, dtype=torch.float64)
+        # Draw the columns of a full frame and keep k: runs that differ only in n_exponents
+        # then follow the same leading directions.
+        frame = torch.randn((batch, dmap.dim, space), generator=generator,
+                            dtype=torch.float64)[..., :k]
         frame = torch.linalg.qr(frame.to(dtype=dmap.dtype, device=dmap.device))[0]
         for i in range(transient):
             x, frame = dmap.advance(x, frame)
             if (i + 1) % every == 0:
                 frame = torch.linalg.qr(frame)[0]
+        # Growth left in the frame by alignment steps after the last QR is not measured.
+        frame = torch.linalg.qr(frame)[0]
         log_growth = torch.zeros((batch, k), dtype=torch.float64, device=dmap.device)
         for i in range(n_steps):
             x, frame = dmap.advance(x, frame)

@@ -475,20 +475,25 @@ class Map(DynamicalSystem):
         self._check_dt(dt)
         if method is not None or substeps is not None:
             raise ValueError(f"{type(self).__name__} is a map: method and substeps do not apply")
+        advice = "try another initial state or other parameters"
         y = torch.as_tensor(x0, dtype=dtype, device=device)
         for i in range(transient):
             y = self._step(y)
-            if (i + 1) % 256 == 0:
-                integrators.check_state(y, i + 1, "iteration")
-        integrators.check_state(y, transient, "iteration")
+            if (i + 1) % 256 == 0 or i == transient - 1:
+                integrators.check_state(y, i + 1, "iteration", since=max(0, i - 255),
+                                        advice=advice)
         out = y.new_empty((y.shape[0], n_steps, self.dim))
         out[:, 0] = y
+        checked = 0
         for i in range(1, n_steps):
             y = self._step(y)
             out[:, i] = y
-            if i % 256 == 0:
-                integrators.check_state(y, transient + i, "iteration")
-        integrators.check_state(y, transient + n_steps - 1, "iteration")
+            if i % 256 == 0 or i == n_steps - 1:
+                integrators.check_recorded(out, checked, i + 1, transient, 1.0, "iteration",
+                                           advice)
+                checked = i + 1
+        if n_steps == 1:
+            integrators.check_recorded(out, 0, 1, transient, 1.0, "iteration", advice)
         return out
 
 

@@ -44,14 +44,37 @@ METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 _BLOWUP_MAGNITUDE = 1e150
 
 
-def check_state(y: torch.Tensor, t: float, what: str = "simulation") -> None:
-    """Raise :class:`DivergenceError` naming the time ``t`` if ``y`` is not finite."""
+_ADVICE = ("try a smaller dt, more substeps, a tighter tolerance or another initial state")
+
+
+def _diverged(what: str, when: str, advice: str) -> DivergenceError:
+    return DivergenceError(f"{what} diverged (non-finite or exploding values) {when}; {advice}")
+
+
+def _bad_rows(states: torch.Tensor) -> torch.Tensor:
+    """Per time index (dim 1 of (B, n, d)), whether any batch member is non-finite/huge."""
+    good = torch.isfinite(states) & (states.abs() < _BLOWUP_MAGNITUDE)
+    return ~good.all(-1).all(0)
+
+
+def check_state(y: torch.Tensor, t: float, what: str = "simulation", *,
+                since: float | None = None, advice: str = _ADVICE) -> None:
+    """Raise :class:`DivergenceError` if ``y`` is not finite: at time ``t``, or between
+    ``since`` and ``t`` when the state was not recorded in between."""
     finite = torch.isfinite(y).all() & (y.abs() < _BLOWUP_MAGNITUDE).all()
     if not bool(finite):
-        raise DivergenceError(
-            f"{what} diverged (non-finite or exploding values) at t = {t:.6g}; "
-            "try a smaller dt, more substeps, a tighter tolerance or another initial state"
-        )
+        when = f"at t = {t:.6g}" if since is None else f"between t = {since:.6g} and t = {t:.6g}"
+        raise _diverged(what, when, advice)
+
+
+def check_recorded(states: torch.Tensor, start: int, stop: int, t0: float, dt: float,
+                   what: str = "simulation", advice: str = _ADVICE) -> None:
+    """Raise :class:`DivergenceError` at the time of the first bad row of
+    ``states[:, start:stop]`` (rows are at times ``t0 + index * dt``)."""
+    bad = _bad_rows(states[:, start:stop])
+    if bool(bad.any()):
+        first = start + int(torch.nonzero(bad)[0, 0])
+        raise _diverged(what, f"at t = {t0 + first * dt:.6g}", advice)
 
 
 # --------------------------------------------------------------------------- tableaux
@@ -176,18 +199,24 @@ def solve_scalar(field: Callable[..., Sequence[float]], y0: Sequence[float], dt:
     y = tuple(float(v) for v in y0)
     intervals = n_steps - 1 if record else n_steps
     rows = [y] if record else None
-    append = rows.append if record else None
+    checked = 0
     for i in range(intervals):
-        for _ in range(substeps):
-            y = step(y, h, field)
+        try:
+            for _ in range(substeps):
+                y = step(y, h, field)
+        except (OverflowError, ValueError, ZeroDivisionError):
+            # math.sin(inf) and friends fail before the state can be tested
+            y = (float("nan"),) * len(y)
         if record:
-            append(y)
-        if (i + 1) % 1024 == 0 or i == intervals - 1:
-            if not all(abs(v) < _BLOWUP_MAGNITUDE for v in y):  # NaN fails the test too
-                raise DivergenceError(
-                    f"{what} diverged (non-finite or exploding values) at "
-                    f"t = {t0 + (i + 1) * dt:.6g}; try a smaller dt or more substeps"
-                )
+            rows.append(y)
+        exploded = not all(abs(v) < _BLOWUP_MAGNITUDE for v in y)  # NaN fails the test too
+        if exploded or (i + 1) % 1024 == 0 or i == intervals - 1:
+            if record:
+                check_recorded(torch.as_tensor(np.array(rows[checked + 1:]))[None], 0,
+                               i + 1 - checked, t0 + (checked + 1) * dt, dt, what)
+            elif exploded:
+                check_state(torch.tensor([float("nan")]), t0 + (i + 1) * dt, what)
+            checked = i + 1
     return np.array(rows) if record else np.array(y)
 
 
@@ -301,6 +330,7 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
         stepper = FIXED_STEPPERS[method]
         h = dt / substeps
         t = t0
+        checked = 0
         for i in range(intervals):
             for _ in range(substeps):
                 y = stepper(func, t, y, h)
@@ -308,7 +338,11 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
             if record:
                 out[:, i + 1] = y
             if (i + 1) % check_every == 0 or i == intervals - 1:
-                check_state(y, t0 + (i + 1) * dt, what)
+                if record:
+                    check_recorded(out, checked + 1, i + 2, t0, dt, what)
+                else:
+                    check_state(y, t0 + (i + 1) * dt, what, since=t0 + checked * dt)
+                checked = i + 1
         return out if record else y
     if method not in ADAPTIVE_METHODS:
         known = ", ".join(repr(m) for m in METHODS)
@@ -317,7 +351,9 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
     tableau = _EmbeddedPair(method, y.dtype, y.device)
     t = t0
     f = func(t, y)
+    check_state(f, t0, what)  # an infinite derivative at the start: no step size fits
     h = _initial_step(func, t, y, f, tableau.error_order + 1, rtol, atol, dt)
+    checked = 0
     for i in range(intervals):
         t_target = t0 + (i + 1) * dt
         while t < t_target - 1e-12 * max(1.0, abs(t_target)):
@@ -344,5 +380,9 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
         if record:
             out[:, i + 1] = y
         if (i + 1) % check_every == 0 or i == intervals - 1:
-            check_state(y, t, what)
+            if record:
+                check_recorded(out, checked + 1, i + 2, t0, dt, what)
+            else:
+                check_state(y, t, what, since=t0 + checked * dt)
+            checked = i + 1
     return out if record else y
