@@ -279,7 +279,7 @@ class Flow(DynamicalSystem):
                           t0=transient * dt)
             return torch.from_numpy(states)[None]
         y = torch.as_tensor(x0, dtype=dtype, device=device)
-        common = dict(method=method, substeps=substeps, rtol=rtol, atol=atol)
+        common = dict(method=method, substeps=substeps, rtol=rtol, atol=atol, autonomous=True)
         if transient:
             y = integrators.solve(self._rhs, y, dt, transient, record=False, **common)
         return integrators.solve(self._rhs, y, dt, n_steps, t0=transient * dt, **common)

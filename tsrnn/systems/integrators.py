@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .._cuda import GraphedLoop, use_graphs
 from ..exceptions import DivergenceError
 
 Func = Callable[[float, torch.Tensor], torch.Tensor]
@@ -293,10 +294,38 @@ def _initial_step(func: Func, t: float, y: torch.Tensor, f0: torch.Tensor, order
 
 
 # --------------------------------------------------------------------------- driver
+_GRAPH_STEPS = 64
+
+
+def _solve_graphed(func, y, stepper, h, substeps, intervals, out, t0, dt, what):
+    """The fixed-step loop of :func:`solve` as replays of one captured CUDA graph."""
+    def interval(state):
+        for _ in range(substeps):
+            state = stepper(func, 0.0, state, h)
+        return state
+
+    loop = GraphedLoop(interval, y, _GRAPH_STEPS, record=out is not None)
+    done = 0
+    while done < intervals:
+        n = min(_GRAPH_STEPS, intervals - done)
+        if n == _GRAPH_STEPS:
+            y, block = loop(y)
+            y = y.clone()
+        else:  # the remainder, eagerly
+            states = [y := interval(y) for _ in range(n)]
+            block = torch.stack(states, 1) if out is not None else None
+        if out is not None:
+            out[:, done + 1: done + 1 + n] = block[:, :n]
+            check_recorded(out, done + 1, done + 1 + n, t0, dt, what)
+        else:
+            check_state(y, t0 + (done + n) * dt, what, since=t0 + done * dt)
+        done += n
+    return out if out is not None else y
+
 def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 0.0,
           method: str = "rk4", substeps: int = 1, rtol: float = 1e-9, atol: float = 1e-12,
-          record: bool = True, check_every: int = 256, what: str = "simulation"
-          ) -> torch.Tensor:
+          record: bool = True, check_every: int = 256, what: str = "simulation",
+          autonomous: bool = False) -> torch.Tensor:
     """Integrate ``dy/dt = func(t, y)`` from ``y0`` and return the states on the output grid.
 
     Parameters
@@ -310,6 +339,9 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
     rtol, atol : tolerances of the adaptive methods.
     record : if False, only the final state is returned, shape (B, n) (used for transients).
     check_every : test for blow-up every this many intervals (a device sync on GPUs).
+    autonomous : bool
+        ``func`` ignores t. On a CUDA device fixed-step runs are then replayed as CUDA
+        graphs of :data:`_GRAPH_STEPS` intervals (see :mod:`tsrnn._cuda`).
 
     Returns
     -------
@@ -331,6 +363,8 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
         h = dt / substeps
         t = t0
         checked = 0
+        if autonomous and use_graphs(y.device, intervals, _GRAPH_STEPS):
+            return _solve_graphed(func, y, stepper, h, substeps, intervals, out, t0, dt, what)
         for i in range(intervals):
             for _ in range(substeps):
                 y = stepper(func, t, y, h)
