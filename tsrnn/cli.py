@@ -206,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--system", default="lorenz63", help="system to reconstruct")
     sub.add_argument("--param", action="append", metavar="NAME=VALUE",
                      help="set a parameter of the system (repeatable)")
-    sub.add_argument("--model", default=None,
-                     help="model to fit (default: the best available for the job; "
-                          "see --help of tsrnn.reconstruct.MODELS)")
+    from .reconstruct import DEFAULT_MODEL, MODELS
+
+    sub.add_argument("--model", default=None, choices=sorted(MODELS),
+                     help=f"model to fit (default: {DEFAULT_MODEL})")
     sub.add_argument("--n-train", type=int, default=20_000, help="training steps")
     sub.add_argument("--n-test", type=int, default=20_000, help="held-out steps")
     sub.add_argument("--noise", type=float, default=0.0,

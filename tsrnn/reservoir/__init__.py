@@ -1,1 +1,13 @@
-"""tsrnn.reservoir (see the package docstring of tsrnn)."""
+"""Reservoir computing: echo state networks and their readouts.
+
+- :class:`ESN`: leaky tanh reservoir with a ridge readout, closed-loop forecasting
+- building blocks: :class:`LeakyReservoir` (torch module), :mod:`~tsrnn.reservoir.matrices`
+  (weights with an exact spectral radius), :mod:`~tsrnn.reservoir.readout` (streaming
+  ridge regression in float64, RLS, LMS)
+"""
+
+from .esn import ESN
+from .readout import LMSReadout, RidgeAccumulator, RLSReadout
+from .reservoir import LeakyReservoir
+
+__all__ = ["ESN", "LMSReadout", "LeakyReservoir", "RLSReadout", "RidgeAccumulator"]

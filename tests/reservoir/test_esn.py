@@ -1,0 +1,262 @@
+"""Echo state networks: reservoir recurrence, readout, estimator, and reservoirpy parity."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sparse
+import torch
+from sklearn.linear_model import Ridge
+
+from tsrnn.analysis import lyapunov_spectrum
+from tsrnn.metrics import valid_prediction_time
+from tsrnn.reservoir import ESN, LeakyReservoir, LMSReadout, RidgeAccumulator, RLSReadout
+from tsrnn.reservoir.matrices import recurrent_matrix, spectral_radius
+from tsrnn.systems import Lorenz63
+
+
+def reference_states(W, W_in, b, leak, inputs, x0=None):
+    """The leaky ESN recurrence written out in float64 numpy, one step at a time."""
+    x = np.zeros(W.shape[0]) if x0 is None else x0.copy()
+    out = []
+    for u in inputs:
+        x = (1 - leak) * x + leak * np.tanh(W_in @ u + W @ x + b)
+        out.append(x)
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def small_reservoir():
+    rng = np.random.default_rng(0)
+    W = recurrent_matrix(80, 0.9, 0.1, rng)
+    W_in = rng.uniform(-0.5, 0.5, (80, 3))
+    b = rng.uniform(-0.2, 0.2, 80)
+    return W, W_in, b
+
+
+@pytest.mark.parametrize("leak", [1.0, 0.3])
+@pytest.mark.parametrize("dense", [False, True])
+def test_reservoir_states_equal_the_sequential_float64_reference(small_reservoir, leak, dense):
+    W, W_in, b = small_reservoir
+    W = W.toarray() if dense else W
+    inputs = np.random.default_rng(1).normal(size=(120, 3))
+    module = LeakyReservoir(W, W_in, b, leak)
+    states, final = module(torch.from_numpy(inputs)[None])
+    W_dense = W if dense else W.toarray()
+    expected = reference_states(W_dense, W_in, b, leak, inputs)
+    np.testing.assert_allclose(states[0].numpy(), expected, rtol=0, atol=1e-13)
+    np.testing.assert_array_equal(final[0].numpy(), states[0, -1].numpy())
+
+
+def test_batched_reservoir_equals_each_sequence_alone(small_reservoir):
+    W, W_in, b = small_reservoir
+    module = LeakyReservoir(W, W_in, b, 0.5)
+    inputs = torch.from_numpy(np.random.default_rng(2).normal(size=(5, 60, 3)))
+    batched, _ = module(inputs)
+    for i in range(5):
+        alone, _ = module(inputs[i:i + 1])
+        np.testing.assert_allclose(batched[i].numpy(), alone[0].numpy(), atol=1e-13)
+
+
+def test_segmented_run_equals_the_sequential_run(small_reservoir):
+    W, W_in, b = small_reservoir
+    module = LeakyReservoir(W, W_in, b, 1.0)
+    inputs = torch.from_numpy(np.random.default_rng(3).normal(size=(3000, 3)))
+    sequential, _ = module(inputs[None])
+    segmented = module.run_segmented(inputs, n_segments=8, washout=300)
+    assert segmented is not None
+    np.testing.assert_allclose(segmented.numpy(), sequential[0].numpy(), atol=1e-12)
+
+
+def test_segmented_run_refuses_when_the_washout_is_too_short():
+    # Spectral radius 1.2 and no input: the state does not forget where it started, so a
+    # seam cannot match and the method must decline rather than return wrong states.
+    rng = np.random.default_rng(4)
+    module = LeakyReservoir(recurrent_matrix(50, 1.2, 0.2, rng), 0.01 * np.ones((50, 1)),
+                            np.zeros(50), 1.0)
+    inputs = torch.from_numpy(np.sin(np.arange(2000) * 0.1)[:, None])
+    assert module.run_segmented(inputs, n_segments=8, washout=5) is None
+
+
+def test_sparse_recurrent_matrix_has_exactly_the_requested_spectral_radius():
+    W = recurrent_matrix(300, 0.85, 0.05, np.random.default_rng(5))
+    assert sparse.issparse(W)
+    assert np.abs(np.linalg.eigvals(W.toarray())).max() == pytest.approx(0.85, rel=1e-8)
+    assert W.nnz == round(0.05 * 300 * 300)
+
+
+def test_dense_circular_law_radius_is_close_for_large_matrices():
+    W = recurrent_matrix(1500, 0.9, 1.0, np.random.default_rng(6), exact=False)
+    # Circular law: the radius is 0.9 up to fluctuations of order n^-1/2.
+    assert spectral_radius(W) == pytest.approx(0.9, rel=0.05)
+
+
+def test_ridge_accumulator_equals_scikit_learn_ridge_with_intercept():
+    rng = np.random.default_rng(7)
+    X, Y = rng.normal(size=(500, 12)), rng.normal(size=(500, 2))
+    accumulator = RidgeAccumulator(12, 2)
+    for chunk in np.array_split(np.arange(500), 7):  # streaming = one-shot
+        accumulator.update(X[chunk], Y[chunk])
+    reference = Ridge(alpha=0.3).fit(X, Y)
+    for solver in ("cholesky", "svd", "lstsq"):
+        weights, intercept = accumulator.solve(0.3, solver)
+        np.testing.assert_allclose(weights, reference.coef_.T, atol=1e-10)
+        np.testing.assert_allclose(intercept, reference.intercept_, atol=1e-10)
+
+
+def test_rls_converges_to_least_squares_and_lms_reduces_the_error():
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(400, 4))
+    Y = X @ np.array([[1.0], [-2.0], [0.5], [0.0]]) + 0.3
+    rls = RLSReadout(4, 1, forgetting=1.0, regularization=1e-6)
+    rls.update(X, Y)
+    weights, intercept = rls.coefficients()
+    np.testing.assert_allclose(weights[:, 0], [1.0, -2.0, 0.5, 0.0], atol=1e-6)
+    assert intercept[0] == pytest.approx(0.3, abs=1e-6)
+    lms = LMSReadout(4, 1, learning_rate=0.01)
+    before = np.mean((Y - 0) ** 2)
+    lms.update(X, Y)
+    w, c = lms.coefficients()
+    assert np.mean((X @ w + c - Y) ** 2) < 0.05 * before
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    return Lorenz63().simulate(8_000, transient=1_000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(lorenz):
+    return ESN(n_units=400, connectivity=0.05, random_state=0).fit(lorenz[:6_000])
+
+
+def test_esn_forecasts_lorenz63_for_several_lyapunov_times(fitted, lorenz):
+    forecast = fitted.predict(1_000)
+    vpt = valid_prediction_time(lorenz[6_000:7_000], forecast, dt=0.01,
+                                lyapunov_exponent=0.9056)
+    assert vpt > 3.0  # 400 units, 6000 steps; the 1000-unit benchmark reaches 8.4
+
+
+def test_predict_from_a_context_continues_that_context(fitted, lorenz):
+    forecast = fitted.predict(300, context=lorenz[5_000:6_000])
+    np.testing.assert_allclose(forecast[:50], lorenz[6_000:6_050], atol=0.05 * lorenz.std())
+
+
+def test_esn_is_reproducible_and_survives_save_and_load(fitted, lorenz, tmp_path):
+    again = ESN(n_units=400, connectivity=0.05, random_state=0).fit(lorenz[:6_000])
+    # Same weights bit for bit; the multithreaded BLAS Gram product may sum in another
+    # order, which moves the readout by round-off (~1e-13 here).
+    np.testing.assert_array_equal(again.reservoir_.input_weights, fitted.reservoir_.input_weights)
+    np.testing.assert_allclose(again.predict(100), fitted.predict(100), rtol=0, atol=1e-9)
+    path = fitted.save(tmp_path / "esn.pt")
+    loaded = ESN.load(path)
+    np.testing.assert_allclose(loaded.predict(100), fitted.predict(100), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(loaded.reservoir_.recurrent_matrix().toarray(),
+                                  fitted.reservoir_.recurrent_matrix().toarray())
+
+
+def test_several_trajectories_and_readout_options_fit(lorenz):
+    model = ESN(n_units=200, connectivity=0.05, readout_input=True, squared_units=True,
+                training_noise=1e-3, leak_rate=0.8, random_state=1)
+    model.fit([lorenz[:3_000], lorenz[3_000:6_000]])
+    assert model.n_training_samples_ == 2 * (3_000 - 1 - 100)
+    assert np.isfinite(model.predict(200)).all()
+
+
+def test_discrete_map_reproduces_the_closed_loop_and_its_tangent(fitted):
+    dmap = fitted.as_discrete_map(dt=0.01)
+    z = dmap.initial_states(1, 0)
+    # The map's y-part iterates like predict's closed loop (in scaled units).
+    trajectory = [z]
+    for _ in range(20):
+        trajectory.append(dmap.step(trajectory[-1]))
+    outputs = torch.cat(trajectory)[:, 400:].numpy()
+    np.testing.assert_allclose(fitted.y_scaler_.inverse_transform(outputs[1:]),
+                               fitted.predict(21)[1:], atol=1e-4)
+    # The analytic tangent equals central differences of the step.
+    frame = torch.randn((1, dmap.dim, 2), dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(0))
+    _, pushed = dmap.tangent(z, frame)
+    eps = 1e-6
+    for j in range(2):
+        difference = (dmap.step(z + eps * frame[..., j]) - dmap.step(z - eps * frame[..., j]))
+        np.testing.assert_allclose(pushed[..., j].numpy(), difference.numpy() / (2 * eps),
+                                   atol=1e-6)
+
+
+def test_lyapunov_exponent_of_a_good_esn_is_close_to_lorenz(fitted):
+    spectrum = lyapunov_spectrum(fitted, n_exponents=3, dt=0.01, n_steps=3_000,
+                                 transient=500, n_trajectories=4)
+    assert 0.5 < spectrum[0] < 1.3 and abs(spectrum[1]) < 0.3
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    (dict(spectral_radius=0.0), "spectral_radius"),
+    (dict(leak_rate=0.0), "leak_rate"),
+    (dict(leak_rate=1.5), "leak_rate"),
+    (dict(ridge=-1.0), "ridge"),
+    (dict(solver="qr"), "solver"),
+    (dict(connectivity=0.0), "connectivity"),
+])
+def test_bad_hyperparameters_are_refused(params, match, lorenz):
+    with pytest.raises(ValueError, match=match):
+        ESN(n_units=50, **params).fit(lorenz[:500])
+
+
+def test_series_shorter_than_the_warmup_is_refused(lorenz):
+    with pytest.raises(ValueError, match="at least"):
+        ESN(n_units=50, warmup=100).fit(lorenz[:50])
+
+
+def test_nan_in_the_data_is_refused(lorenz):
+    data = lorenz[:500].copy()
+    data[10, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ESN(n_units=50).fit(data)
+
+
+def test_short_context_warns(fitted, lorenz):
+    with pytest.warns(UserWarning, match="fewer than warmup"):
+        fitted.predict(10, context=lorenz[:20])
+
+
+def test_large_spectral_radius_warns(lorenz):
+    with pytest.warns(UserWarning, match="echo state property"):
+        ESN(n_units=50, spectral_radius=2.0, ridge=1e-2).fit(lorenz[:500])
+
+
+def test_states_and_predictions_match_reservoirpy_with_identical_weights(lorenz):
+    pytest.importorskip("reservoirpy")
+    from reservoirpy.nodes import Reservoir
+    from reservoirpy.nodes import Ridge as RpyRidge
+
+    model = ESN(n_units=150, connectivity=0.05, ridge=1e-2, warmup=50, scale=False,
+                random_state=3).fit(lorenz[:2_000])
+    module = model.reservoir_
+    reservoir = Reservoir(W=module.recurrent_matrix(), Win=module.input_weights.numpy(),
+                          bias=module.bias.numpy(), lr=1.0)
+    states = reservoir.run(lorenz[:1_999])
+    ours, _ = module(torch.from_numpy(lorenz[:1_999])[None])
+    np.testing.assert_allclose(ours[0].numpy(), states, rtol=0, atol=1e-13)
+
+    # Well-conditioned ridge: the same solution to round-off.
+    readout = RpyRidge(ridge=1e-2).fit(states[50:], lorenz[51:2_000])
+    np.testing.assert_allclose(model.readout_weights_, readout.Wout, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(model.readout_intercept_, readout.bias, rtol=1e-8, atol=1e-9)
+    # At ridge 1e-6 the Gram matrix is so ill-conditioned that both solvers' weights differ
+    # by ~1e-5 from round-off alone; the fitted values still agree closely.
+    tight = ESN(n_units=150, connectivity=0.05, ridge=1e-6, warmup=50, scale=False,
+                random_state=3).fit(lorenz[:2_000])
+    tight_readout = RpyRidge(ridge=1e-6).fit(states[50:], lorenz[51:2_000])
+    np.testing.assert_allclose(states[50:] @ tight.readout_weights_ + tight.readout_intercept_,
+                               tight_readout.run(states[50:]), atol=1e-6)
+
+    # Identical readout weights: the closed loop from the end of the training data agrees,
+    # reservoirpy driven through its own API.
+    model.readout_weights_ = np.array(readout.Wout)
+    model.readout_intercept_ = np.array(readout.bias)
+    u = readout.run(states[-1:])[0]
+    generated = [u]
+    for _ in range(49):
+        u = readout.run(reservoir.run(u[None]))[0]
+        generated.append(u)
+    np.testing.assert_allclose(model.predict(50, context=lorenz[:1_999]), np.array(generated),
+                               rtol=0, atol=1e-10)

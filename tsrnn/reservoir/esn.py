@@ -1,0 +1,360 @@
+"""Echo state network forecaster (leaky reservoir + ridge readout).
+
+Jaeger & Haas (2004), "Harnessing nonlinearity", Science 304; Pathak et al. (2018),
+"Model-free prediction of large spatiotemporally chaotic systems from data: a reservoir
+computing approach", Phys. Rev. Lett. 120.
+
+    x_t = (1 - a) x_{t-1} + a tanh(W_in u_t + W x_{t-1} + b),   u_t = [y_t, X_{t+1}]
+    y_{t+1} = W_out^T phi_t + c,   phi_t = [g(x_t), u_t (optional)]
+
+g squares every other unit when ``squared_units`` (Pathak et al.'s fix of the tanh symmetry,
+which matters for Lorenz and Kuramoto-Sivashinsky). The readout is fitted by ridge
+regression on the teacher-forced states after a warm-up; forecasts run in closed loop, each
+output fed back as the next input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._protocol import DiscreteMap
+from .._validation import check_in_range, check_option, check_positive, warn
+from ..forecasting.base import BaseForecaster
+from .matrices import DISTRIBUTIONS, bias_vector, input_matrix, recurrent_matrix
+from .readout import SOLVERS, RidgeAccumulator
+from .reservoir import LeakyReservoir
+
+# Long teacher-forced runs are computed as this many parallel time segments, each started
+# this many steps early from the zero state (the seams are checked to round-off).
+_SEGMENTS = 32
+_SEGMENT_WASHOUT = 400
+
+
+class ESN(BaseForecaster):
+    """Echo state network with a leaky tanh reservoir and a ridge readout.
+
+    Parameters
+    ----------
+    n_units : int
+        Reservoir size N.
+    spectral_radius : float
+        rho(W), set exactly for sparse W (ARPACK) and by the circular law for dense W.
+    leak_rate : float in (0, 1]
+        a.
+    input_scaling : float or array (I,)
+        Input weights are U(-s, s) (per input when an array is given).
+    bias_scaling : float
+        b ~ U(-s, s); 0 for no bias (SPEC: Lorenz-63 reaches 2.7 Lyapunov times without
+        bias against 8-9 with 0.5).
+    connectivity : float in (0, 1]
+        Fraction of nonzero recurrent weights (W is sparse below 0.25).
+    input_connectivity : float in (0, 1]
+        Fraction of nonzero input weights.
+    ridge : float
+        Ridge penalty lambda of the readout (the intercept is not penalised).
+    warmup : int
+        Teacher-forced steps discarded per trajectory before the readout sees states.
+    solver : {"cholesky", "svd", "lstsq"}
+    readout_input : bool
+        Give the readout the input u_t too (an input-to-readout connection).
+    squared_units : bool
+        Square every other reservoir unit in the readout features (Pathak et al. 2018).
+    training_noise : float
+        Standard deviation of Gaussian noise added to the (standardised) teacher-forced
+        inputs while collecting states; regularises the closed loop.
+    distribution : {"normal", "uniform"}
+        Distribution of the recurrent weights.
+    scale : bool
+        Standardise each column with the training statistics.
+    random_state, device, dtype, verbose
+        Reproducibility, where the reservoir runs, its precision (float64 by default),
+        progress bar over trajectories.
+
+    Attributes
+    ----------
+    reservoir_ : LeakyReservoir
+    readout_weights_ : array (F, d)
+    readout_intercept_ : array (d,)
+    """
+
+    _default_dtype = torch.float64
+
+    def __init__(self, n_units: int = 1000, spectral_radius: float = 0.9,
+                 leak_rate: float = 1.0, input_scaling: float = 0.1,
+                 bias_scaling: float = 0.5, connectivity: float = 0.02,
+                 input_connectivity: float = 1.0, ridge: float = 1e-6, warmup: int = 100,
+                 solver: str = "cholesky", readout_input: bool = False,
+                 squared_units: bool = False, training_noise: float = 0.0,
+                 distribution: str = "normal", scale: bool = True,
+                 random_state: int | None = None, device: str | None = "cpu",
+                 dtype: str = "float64", verbose: bool = False):
+        self.n_units = n_units
+        self.spectral_radius = spectral_radius
+        self.leak_rate = leak_rate
+        self.input_scaling = input_scaling
+        self.bias_scaling = bias_scaling
+        self.connectivity = connectivity
+        self.input_connectivity = input_connectivity
+        self.ridge = ridge
+        self.warmup = warmup
+        self.solver = solver
+        self.readout_input = readout_input
+        self.squared_units = squared_units
+        self.training_noise = training_noise
+        self.distribution = distribution
+        self.scale = scale
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+    def _check_hyperparameters(self) -> None:
+        check_positive(self.n_units, "n_units", integer=True)
+        check_positive(self.spectral_radius, "spectral_radius")
+        if self.spectral_radius > 1.5:
+            warn(f"spectral_radius={self.spectral_radius} is far above 1: the reservoir is "
+                 "likely to lose the echo state property (its state then depends on its "
+                 "initial condition and may be chaotic)")
+        check_in_range(self.leak_rate, "leak_rate", 0.0, 1.0, closed="right")
+        check_positive(self.bias_scaling, "bias_scaling", allow_zero=True)
+        check_in_range(self.connectivity, "connectivity", 0.0, 1.0, closed="right")
+        check_in_range(self.input_connectivity, "input_connectivity", 0.0, 1.0,
+                       closed="right")
+        check_positive(self.ridge, "ridge", allow_zero=True)
+        check_positive(self.warmup, "warmup", integer=True, allow_zero=True)
+        check_option(self.solver, "solver", SOLVERS)
+        check_option(self.distribution, "distribution", DISTRIBUTIONS)
+        check_positive(self.training_noise, "training_noise", allow_zero=True)
+
+    def _min_length(self) -> int:
+        return int(self.warmup) + 2
+
+    def _context_length(self) -> int:
+        # The echo state property: the state forgets where it started, so rerunning the
+        # reservoir over the last stretch of the training data reproduces its final state.
+        return max(2 * int(self.warmup), 200)
+
+    # ------------------------------------------------------------------ model
+    def _build_module(self) -> LeakyReservoir:
+        rng = np.random.default_rng(self.random_state)
+        recurrent_rng, input_rng, bias_rng = rng.spawn(3)
+        n_inputs = self.n_features_in_ + self.n_exog_
+        recurrent = recurrent_matrix(int(self.n_units), self.spectral_radius,
+                                     self.connectivity, recurrent_rng,
+                                     distribution=self.distribution)
+        weights_in = input_matrix(int(self.n_units), n_inputs, self.input_scaling,
+                                  self.input_connectivity, input_rng)
+        bias = bias_vector(int(self.n_units), self.bias_scaling, bias_rng)
+        return LeakyReservoir(recurrent, weights_in, bias, self.leak_rate, dtype=self.dtype_)
+
+    def _set_state(self, state: dict) -> None:
+        # The reservoir is rebuilt from the hyperparameters and then given the saved weights.
+        state = dict(state)
+        modules = state.pop("modules")
+        super()._set_state({"attributes": state["attributes"], "modules": {}})
+        reservoir = self._build_module()
+        reservoir.load_state_dict(modules["reservoir_"])
+        self.reservoir_ = reservoir.to(self.device_)
+
+    def _inputs(self, y: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+        """u_t = [y_t, X_{t+1}] for t = 0 .. T-2 (the input that predicts y_{t+1})."""
+        return y[:-1] if x is None else np.concatenate([y[:-1], x[1:]], axis=1)
+
+    def features(self, states: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Readout features phi (..., F) from states (..., N) and inputs (..., I)."""
+        if self.squared_units:
+            states = states.clone()
+            states[..., ::2] = states[..., ::2].square()
+        return torch.cat([states, inputs], dim=-1) if self.readout_input else states
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, y_list, x_list) -> None:
+        self._check_hyperparameters()
+        self.reservoir_ = self._build_module().to(self.device_)
+        n_features = int(self.n_units) + (
+            self.n_features_in_ + self.n_exog_ if self.readout_input else 0)
+        accumulator = RidgeAccumulator(n_features, self.n_features_in_)
+        generator = np.random.default_rng(None if self.random_state is None
+                                          else int(self.random_state) + 7)
+        warmup = int(self.warmup)
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(len(y_list)), disable=not self._verbose or len(y_list) < 2,
+                      desc=type(self).__name__, leave=False):
+            y, x = y_list[i], None if x_list is None else x_list[i]
+            inputs = self._inputs(y, x)
+            if self.training_noise > 0:
+                inputs = inputs + self.training_noise * generator.standard_normal(inputs.shape)
+            u = self._tensor(inputs)[None]
+            states = self._teacher_forced_states(u[0])
+            phi = self.features(states[warmup:], u[0, warmup:])
+            accumulator.update(phi, self._tensor(y[1 + warmup:]))
+        self.n_training_samples_ = accumulator.count
+        weights, intercept = accumulator.solve(self.ridge, self.solver)
+        if not (np.isfinite(weights).all() and np.isfinite(intercept).all()):
+            raise ValueError("the readout solve gave non-finite weights; raise ridge or use "
+                             "solver='svd'")
+        self.readout_weights_ = weights
+        self.readout_intercept_ = intercept
+
+    def _teacher_forced_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """States (L, N) from the zero state: as parallel segments when the sequence is long
+        (verified at every seam, see :meth:`LeakyReservoir.run_segmented`), else in order."""
+        washout = _SEGMENT_WASHOUT
+        if inputs.shape[0] >= 4 * _SEGMENTS * washout // 2:
+            states = self.reservoir_.run_segmented(inputs, _SEGMENTS, washout)
+            if states is not None:
+                return states
+        return self.reservoir_(inputs[None])[0][0]
+
+    # ------------------------------------------------------------------ predict
+    def _predict(self, n_steps, context_y, context_x, future_x):
+        if context_y.shape[0] < min(int(self.warmup), 50):
+            warn(f"the context has {context_y.shape[0]} steps, fewer than warmup="
+                 f"{self.warmup}: the reservoir state may not have settled, and the first "
+                 "forecast steps depend on the zero initial state")
+        exogenous = None
+        if context_x is not None:
+            exogenous = np.concatenate([context_x, future_x], axis=0)[1:]
+        inputs = context_y if exogenous is None else np.concatenate(
+            [context_y, exogenous[: context_y.shape[0]]], axis=1)
+        u = self._tensor(inputs)[None]
+        states, state = self.reservoir_(u)
+        first = self._readout(self.features(states[:, -1], u[:, -1]))
+        future = None if exogenous is None else exogenous[context_y.shape[0]:]
+        return self._closed_loop(first[0], state[0], n_steps, future)
+
+    def _readout(self, phi: torch.Tensor) -> torch.Tensor:
+        weights = torch.as_tensor(self.readout_weights_, dtype=phi.dtype, device=phi.device)
+        intercept = torch.as_tensor(self.readout_intercept_, dtype=phi.dtype,
+                                    device=phi.device)
+        return phi @ weights + intercept
+
+    def _closed_loop(self, first: torch.Tensor, state: torch.Tensor, n_steps: int,
+                     future_x: np.ndarray | None) -> np.ndarray:
+        """Generate ``n_steps`` outputs, the first given, each fed back as the next input."""
+        reservoir = self.reservoir_
+        if state.device.type == "cpu" and reservoir.is_sparse:
+            return self._closed_loop_numpy(first.numpy(), state.numpy(), n_steps, future_x)
+        outputs = [first]
+        y, x = first[None], state[None]
+        for i in range(1, n_steps):
+            u = y if future_x is None else torch.cat(
+                [y, self._tensor(future_x[i - 1])[None]], dim=1)
+            x = reservoir.step(u, x)
+            y = self._readout(self.features(x, u))
+            outputs.append(y[0])
+        return torch.stack(outputs).double().cpu().numpy()
+
+    def _closed_loop_numpy(self, first, state, n_steps, future_x) -> np.ndarray:
+        reservoir = self.reservoir_
+        reservoir._refresh()
+        weights_in = reservoir.input_weights.numpy()
+        bias = reservoir.bias.numpy()
+        leak = reservoir.leak_rate
+        weights, intercept = self.readout_weights_, self.readout_intercept_
+        n_units = reservoir.n_units
+        state_weights = weights[:n_units]
+        input_weights = weights[n_units:] if self.readout_input else None
+        outputs = np.empty((n_steps, first.shape[0]))
+        outputs[0] = y = first
+        x = state.copy()
+        multiply_add = reservoir._matvec_into()
+        for i in range(1, n_steps):
+            u = y if future_x is None else np.concatenate([y, future_x[i - 1]])
+            activation = weights_in @ u
+            activation += bias
+            multiply_add(x, activation)
+            np.tanh(activation, out=activation)
+            x = activation if leak == 1.0 else (1.0 - leak) * x + leak * activation
+            features = x
+            if self.squared_units:
+                features = x.copy()
+                features[::2] **= 2
+            y = features @ state_weights + intercept
+            if input_weights is not None:
+                y += u @ input_weights
+            outputs[i] = y
+        return outputs
+
+    # ------------------------------------------------------------------ analysis
+    def as_discrete_map(self, dt: float | None = None, **options) -> DiscreteMap:
+        """The closed loop as a map on z = [x (reservoir state), y (next input, scaled)].
+
+        ``dt`` is the sampling step of the training data (exponents per time unit). The
+        tangent map is analytic: with h = tanh(...) and D = diag(1 - h^2),
+        dx' = (1 - a) dx + a D (W dx + W_in dy),  dy' = W_out^T dphi(x', u).
+        """
+        if options:
+            raise ValueError(f"unknown options {sorted(options)}")
+        self._check_fitted()
+        if self.n_exog_:
+            raise ValueError("the closed loop of a model with exogenous inputs is not "
+                             "autonomous; no discrete map can be formed")
+        reservoir = self.reservoir_
+        n_units, d = reservoir.n_units, self.n_features_in_
+        dtype, device = reservoir.input_weights.dtype, reservoir.input_weights.device
+        weights = torch.as_tensor(self.readout_weights_, dtype=dtype, device=device)
+        intercept = torch.as_tensor(self.readout_intercept_, dtype=dtype, device=device)
+        leak = reservoir.leak_rate
+        reservoir._refresh()
+
+        def recurrent_times(matrix: torch.Tensor) -> torch.Tensor:
+            """W @ matrix for matrix (N, m)."""
+            if reservoir.is_sparse:
+                if matrix.device.type == "cpu":
+                    return torch.from_numpy(np.asarray(reservoir._scipy @ matrix.numpy()))
+                return torch.sparse.mm(reservoir._torch_sparse, matrix)
+            return reservoir.recurrent_dense @ matrix
+
+        def features_and_slope(x, u):
+            """phi and d phi / d x (elementwise factor for the state part)."""
+            if self.squared_units:
+                slope = torch.ones_like(x)
+                slope[..., ::2] = 2.0 * x[..., ::2]
+                x_features = x.clone()
+                x_features[..., ::2] = x[..., ::2].square()
+            else:
+                slope, x_features = None, x
+            phi = torch.cat([x_features, u], -1) if self.readout_input else x_features
+            return phi, slope
+
+        def step_with_activation(z):
+            x, y = z[:, :n_units], z[:, n_units:]
+            pre = recurrent_times(x.T).T + y @ reservoir.input_weights.T + reservoir.bias
+            h = torch.tanh(pre)
+            x_next = (1.0 - leak) * x + leak * h
+            phi, slope = features_and_slope(x_next, y)
+            return torch.cat([x_next, phi @ weights + intercept], 1), h, slope
+
+        def step(z):
+            return step_with_activation(z)[0]
+
+        def tangent(z, frame):
+            z_next, h, slope = step_with_activation(z)
+            dx, dy = frame[:, :n_units], frame[:, n_units:]  # (B, N, k), (B, d, k)
+            batch, _, k = frame.shape
+            w_dx = recurrent_times(dx.permute(1, 0, 2).reshape(n_units, -1))
+            w_dx = w_dx.reshape(n_units, batch, k).permute(1, 0, 2)
+            inner = w_dx + reservoir.input_weights @ dy
+            dx_next = (1.0 - leak) * dx + leak * (1.0 - h.square()).unsqueeze(-1) * inner
+            dphi_state = dx_next if slope is None else slope.unsqueeze(-1) * dx_next
+            dy_next = weights[:n_units].T @ dphi_state
+            if self.readout_input:
+                dy_next = dy_next + weights[n_units:].T @ dy
+            return z_next, torch.cat([dx_next, dy_next], 1)
+
+        def initial_states(n, seed=None):
+            u = self._tensor(self.context_y_)[None]
+            states, state = reservoir(u)
+            y = self._readout(self.features(states[:, -1], u[:, -1]))
+            start = torch.cat([state, y], 1).repeat(n, 1)
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+            noise = torch.randn(start.shape, generator=generator, dtype=torch.float64)
+            return start + 1e-6 * noise.to(dtype=dtype, device=device)
+
+        return DiscreteMap(step=step, dim=n_units + d, time_step=dt, tangent=tangent,
+                           initial_states=initial_states, dtype=dtype, device=device,
+                           name=type(self).__name__)

@@ -1,0 +1,127 @@
+"""Random weight matrices of reservoirs.
+
+The recurrent matrix sets the memory and stability of a reservoir through its spectral radius
+rho(W), the largest modulus of its eigenvalues (Jaeger 2001, "The 'echo state' approach to
+analysing and training recurrent neural networks", GMD Report 148; Lukosevicius 2012, "A
+practical guide to applying echo state networks").
+
+- Sparse matrices are scaled to the requested radius *exactly*: the largest eigenvalue
+  modulus is computed by ARPACK (implicitly restarted Arnoldi) on the sparse matrix.
+- Dense matrices with i.i.d. entries of variance s^2 have their eigenvalues spread
+  uniformly over the disc of radius s sqrt(n) (the circular law; Tao & Vu 2010), so scaling
+  the entries to variance rho^2 / n sets the radius to rho up to O(n^-1/2) fluctuations
+  without an eigen-solve (Gallicchio et al.'s choice for deep reservoirs). ``exact=True``
+  computes it instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sparse
+import scipy.sparse.linalg as sparse_linalg
+
+from .._validation import check_in_range, check_option, check_positive
+
+DISTRIBUTIONS = ("normal", "uniform")
+
+
+def _values(rng: np.random.Generator, size: int, distribution: str) -> np.ndarray:
+    """Zero-mean values of unit variance."""
+    if distribution == "normal":
+        return rng.standard_normal(size)
+    return rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size)
+
+
+def spectral_radius(matrix) -> float:
+    """Largest eigenvalue modulus of a dense array or a scipy sparse matrix."""
+    n = matrix.shape[0]
+    if sparse.issparse(matrix) and n > 32:
+        try:
+            value = sparse_linalg.eigs(matrix, k=1, which="LM", return_eigenvectors=False,
+                                       tol=1e-10, maxiter=20 * n, v0=np.ones(n))
+            return float(np.abs(value[0]))
+        except sparse_linalg.ArpackNoConvergence:
+            pass  # fall through to the dense solve
+    dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
+    return float(np.abs(np.linalg.eigvals(dense)).max())
+
+
+def recurrent_matrix(n_units: int, spectral_radius_target: float, connectivity: float,
+                     rng: np.random.Generator, *, distribution: str = "normal",
+                     dense: bool | None = None, exact: bool | None = None):
+    """A random recurrent matrix with the requested spectral radius.
+
+    Parameters
+    ----------
+    n_units : int
+    spectral_radius_target : float
+        rho(W) after scaling (> 0).
+    connectivity : float in (0, 1]
+        Fraction of nonzero entries; rows get their nonzeros at random columns.
+    rng : numpy Generator
+    distribution : {"normal", "uniform"}
+        Distribution of the nonzero values before scaling.
+    dense : bool, optional
+        Return a dense array (default: when connectivity > 0.25).
+    exact : bool, optional
+        Compute the spectral radius by an eigen-solve (default: for sparse matrices, and
+        dense matrices up to 1000 units); otherwise rely on the circular law.
+
+    Returns
+    -------
+    scipy.sparse.csr_array or numpy array (n_units, n_units), float64.
+    """
+    n_units = check_positive(n_units, "n_units", integer=True)
+    check_positive(spectral_radius_target, "spectral_radius")
+    check_in_range(connectivity, "connectivity", 0.0, 1.0, closed="right")
+    check_option(distribution, "distribution", DISTRIBUTIONS)
+    dense = connectivity > 0.25 if dense is None else dense
+    exact = (not dense or n_units <= 1000) if exact is None else exact
+    nonzeros = max(1, round(connectivity * n_units * n_units))
+    if connectivity >= 1.0:
+        matrix = _values(rng, n_units * n_units, distribution).reshape(n_units, n_units)
+    else:
+        flat = rng.choice(n_units * n_units, size=nonzeros, replace=False)
+        rows, columns = np.divmod(flat, n_units)
+        matrix = sparse.csr_array(
+            (_values(rng, nonzeros, distribution), (rows, columns)), shape=(n_units, n_units))
+        matrix.sort_indices()
+        if dense:
+            matrix = matrix.toarray()
+    if exact:
+        radius = spectral_radius(matrix)
+        if radius == 0.0:
+            raise ValueError(
+                f"the random recurrent matrix is nilpotent (connectivity {connectivity} is "
+                f"too low for {n_units} units); raise connectivity"
+            )
+        scale = spectral_radius_target / radius
+    else:
+        # Circular law: entries of variance c (unit variance times connectivity) give a
+        # radius of sqrt(n c).
+        scale = spectral_radius_target / np.sqrt(n_units * connectivity)
+    return matrix * scale
+
+
+def input_matrix(n_units: int, n_inputs: int, scaling, connectivity: float,
+                 rng: np.random.Generator, *, distribution: str = "uniform") -> np.ndarray:
+    """Input weights W_in (n_units, n_inputs), values in [-scaling, scaling] (uniform) or of
+    standard deviation ``scaling`` (normal); ``scaling`` may be one number per input."""
+    check_in_range(connectivity, "input_connectivity", 0.0, 1.0, closed="right")
+    check_option(distribution, "input_distribution", DISTRIBUTIONS)
+    scaling = np.broadcast_to(np.asarray(scaling, dtype=np.float64), (n_inputs,))
+    if np.any(scaling < 0) or not np.all(np.isfinite(scaling)):
+        raise ValueError(f"input_scaling must be finite and >= 0, got {scaling}")
+    if distribution == "uniform":
+        weights = rng.uniform(-1.0, 1.0, (n_units, n_inputs))
+    else:
+        weights = rng.standard_normal((n_units, n_inputs))
+    if connectivity < 1.0:
+        weights = weights * (rng.random((n_units, n_inputs)) < connectivity)
+    return weights * scaling
+
+
+def bias_vector(n_units: int, scaling: float, rng: np.random.Generator) -> np.ndarray:
+    """Bias b ~ U(-scaling, scaling)^n_units (zero when scaling is 0)."""
+    check_positive(scaling, "bias_scaling", allow_zero=True)
+    return rng.uniform(-scaling, scaling, n_units) if scaling > 0 else np.zeros(n_units)

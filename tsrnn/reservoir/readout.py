@@ -1,0 +1,146 @@
+"""Linear readouts of reservoir features: streaming ridge regression, RLS and LMS.
+
+Ridge regression with a fitted, unpenalised intercept (as scikit-learn's ``Ridge`` and
+reservoirpy's ``Ridge`` node):
+
+    W_out = (Phi_c^T Phi_c + lambda I)^{-1} Phi_c^T Y_c,   b = mean(Y) - mean(Phi) W_out,
+
+with Phi_c, Y_c the centred features and targets. Only the sums Phi^T Phi, Phi^T Y, sum Phi,
+sum Y and the count are kept, accumulated in float64 batch by batch, so memory does not grow
+with the length of the series (reservoirpy's memory blow-up, its issue #26, came from
+concatenating all states) and several trajectories simply add up.
+
+Solvers: ``"cholesky"`` (fast; the regularised Gram matrix is symmetric positive definite),
+``"svd"`` (eigen-decomposition of the Gram matrix: robust for tiny ridge), ``"lstsq"``
+(least squares on the Gram system, for singular cases).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as linalg
+import torch
+
+from .._validation import check_in_range, check_option, check_positive
+
+SOLVERS = ("cholesky", "svd", "lstsq")
+
+
+class RidgeAccumulator:
+    """Sufficient statistics of a ridge regression, accumulated in float64.
+
+    Parameters
+    ----------
+    n_features, n_targets : int
+    """
+
+    def __init__(self, n_features: int, n_targets: int):
+        self.gram = np.zeros((n_features, n_features))
+        self.cross = np.zeros((n_features, n_targets))
+        self.feature_sum = np.zeros(n_features)
+        self.target_sum = np.zeros(n_targets)
+        self.count = 0
+
+    def update(self, features, targets) -> None:
+        """Add a batch: ``features`` (n, F) and ``targets`` (n, d), arrays or tensors."""
+        if isinstance(features, torch.Tensor):
+            if features.device.type != "cpu":
+                # On a GPU the products run there, in float64, and only F x F comes back.
+                f, t = features.double(), targets.double()
+                self.gram += (f.T @ f).cpu().numpy()
+                self.cross += (f.T @ t).cpu().numpy()
+                self.feature_sum += f.sum(0).cpu().numpy()
+                self.target_sum += t.sum(0).cpu().numpy()
+                self.count += f.shape[0]
+                return
+            features, targets = features.numpy(), targets.numpy()
+        f = np.asarray(features, dtype=np.float64)
+        t = np.asarray(targets, dtype=np.float64)
+        # numpy evaluates f.T @ f with a symmetric rank-k update (half a general product).
+        self.gram += f.T @ f
+        self.cross += f.T @ t
+        self.feature_sum += f.sum(0)
+        self.target_sum += t.sum(0)
+        self.count += f.shape[0]
+
+    def solve(self, ridge: float, solver: str = "cholesky", fit_intercept: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(weights (F, d), intercept (d,))``."""
+        check_positive(ridge, "ridge", allow_zero=True)
+        check_option(solver, "solver", SOLVERS)
+        if self.count == 0:
+            raise ValueError("the readout saw no training samples (is warmup longer than the "
+                             "series?)")
+        gram, cross = self.gram.copy(), self.cross.copy()
+        if fit_intercept:
+            mean_f = self.feature_sum / self.count
+            mean_t = self.target_sum / self.count
+            gram -= self.count * np.outer(mean_f, mean_f)
+            cross -= self.count * np.outer(mean_f, mean_t)
+        gram[np.diag_indices_from(gram)] += ridge
+        weights = solve_symmetric(gram, cross, solver)
+        intercept = (mean_t - mean_f @ weights) if fit_intercept else np.zeros(cross.shape[1])
+        return weights, intercept
+
+
+def solve_symmetric(matrix: np.ndarray, rhs: np.ndarray, solver: str) -> np.ndarray:
+    """Solve ``matrix @ x = rhs`` for a symmetric positive semi-definite ``matrix``."""
+    if solver == "cholesky":
+        try:
+            factor = linalg.cho_factor(matrix, lower=True, check_finite=False)
+            return linalg.cho_solve(factor, rhs, check_finite=False)
+        except linalg.LinAlgError:
+            solver = "svd"  # not positive definite at this ridge: fall back, robustly
+    if solver == "svd":
+        values, vectors = np.linalg.eigh(matrix)
+        cutoff = values.max() * matrix.shape[0] * np.finfo(np.float64).eps
+        inverse = np.where(values > cutoff, 1.0 / np.where(values > cutoff, values, 1.0), 0.0)
+        return vectors @ (inverse[:, None] * (vectors.T @ rhs))
+    return np.linalg.lstsq(matrix, rhs, rcond=None)[0]
+
+
+class RLSReadout:
+    """Recursive least squares with a forgetting factor (Haykin, *Adaptive Filter Theory*,
+    ch. 10): per sample phi (F,), target y (d,),
+
+        k = P phi / (forgetting + phi^T P phi),  W <- W + k (y - W^T phi)^T,
+        P <- (P - k phi^T P) / forgetting.
+
+    ``P`` starts at ``I / regularization``. The features carry a constant 1 for the bias.
+    """
+
+    def __init__(self, n_features: int, n_targets: int, forgetting: float = 1.0,
+                 regularization: float = 1e-2):
+        check_in_range(forgetting, "forgetting", 0.0, 1.0, closed="right")
+        check_positive(regularization, "regularization")
+        self.forgetting = forgetting
+        self.weights = np.zeros((n_features + 1, n_targets))
+        self.precision = np.eye(n_features + 1) / regularization
+
+    def update(self, features: np.ndarray, targets: np.ndarray) -> None:
+        for phi, y in zip(np.atleast_2d(features), np.atleast_2d(targets)):
+            phi = np.append(phi, 1.0)
+            p_phi = self.precision @ phi
+            gain = p_phi / (self.forgetting + phi @ p_phi)
+            self.weights += np.outer(gain, y - phi @ self.weights)
+            self.precision = (self.precision - np.outer(gain, p_phi)) / self.forgetting
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.weights[:-1], self.weights[-1]
+
+
+class LMSReadout:
+    """Least mean squares (Widrow & Hoff 1960): W <- W + eta phi (y - W^T phi)^T."""
+
+    def __init__(self, n_features: int, n_targets: int, learning_rate: float = 1e-3):
+        check_positive(learning_rate, "learning_rate")
+        self.learning_rate = learning_rate
+        self.weights = np.zeros((n_features + 1, n_targets))
+
+    def update(self, features: np.ndarray, targets: np.ndarray) -> None:
+        for phi, y in zip(np.atleast_2d(features), np.atleast_2d(targets)):
+            phi = np.append(phi, 1.0)
+            self.weights += self.learning_rate * np.outer(phi, y - phi @ self.weights)
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.weights[:-1], self.weights[-1]
