@@ -137,8 +137,8 @@ def test_lyapunov_henon_json_matches_the_reference(capsys):
 def test_reconstruct_prints_the_report_and_writes_json(tmp_path, capsys):
     path = tmp_path / "report.json"
     with pytest.warns(UserWarning, match="validation_fraction"):  # 600 steps, windows of 100
-        code = main(["reconstruct", "--n-train", "600", "--n-test", "300", "--max-epochs",
-                     "1", "-q", "-o", str(path)])
+        code = main(["reconstruct", "--model", "gru", "--n-train", "600", "--n-test", "300",
+                     "--max-epochs", "1", "-q", "-o", str(path)])
     assert code == 0
     out = capsys.readouterr().out
     for line in ("Reconstruction of Lorenz63", "600 training and 300 held-out steps",
@@ -154,6 +154,12 @@ def test_reconstruct_prints_the_report_and_writes_json(tmp_path, capsys):
     assert len(report["lyapunov_learned"]) == 3
     assert report["lyapunov_true"] == pytest.approx([0.9056, 0.0, -14.5723])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_reconstruct_default_model_is_the_echo_state_network(capsys):
+    assert main(["reconstruct", "--n-train", "1500", "--n-test", "500", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "Reconstruction of Lorenz63" in out and "by ESN" in out
 
 
 def test_reconstruct_refuses_an_existing_report_before_running(tmp_path, monkeypatch):
