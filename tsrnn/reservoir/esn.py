@@ -27,8 +27,8 @@ from .reservoir import LeakyReservoir
 
 # Long teacher-forced runs are computed as this many parallel time segments, each started
 # this many steps early from the zero state (the seams are checked to round-off).
-_SEGMENTS = 32
-_SEGMENT_WASHOUT = 400
+_SEGMENTS = 16
+_SEGMENT_WASHOUT = 200
 
 
 class ESN(BaseForecaster):
@@ -203,7 +203,7 @@ class ESN(BaseForecaster):
         """States (L, N) from the zero state: as parallel segments when the sequence is long
         (verified at every seam, see :meth:`LeakyReservoir.run_segmented`), else in order."""
         washout = _SEGMENT_WASHOUT
-        if inputs.shape[0] >= 4 * _SEGMENTS * washout // 2:
+        if inputs.shape[0] >= 2 * _SEGMENTS * washout:
             states = self.reservoir_.run_segmented(inputs, _SEGMENTS, washout)
             if states is not None:
                 return states

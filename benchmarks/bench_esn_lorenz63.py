@@ -1,0 +1,116 @@
+"""Echo state network on Lorenz-63: tsrnn's ESN versus reservoirpy 0.4.2, side by side.
+
+SPEC section 4 settings for both: 1000 units, leak 1.0, spectral radius 0.9, input scaling
+0.1, random bias in [-0.5, 0.5], recurrent connectivity 0.02, ridge 1e-6, warm-up 100;
+Lorenz-63 at dt = 0.01, standardised, 20,000 training steps. Measures the fit time (median
+of 3), the closed-loop generation time per step (1000 steps), and the median valid
+prediction time (threshold 0.4, in Lyapunov times) over 30 test starts, each forecast
+started from the 500 true steps before it.
+
+    pip install reservoirpy==0.4.2
+    python benchmarks/bench_esn_lorenz63.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+from _common import machine, today
+
+from tsrnn.metrics import valid_prediction_time
+from tsrnn.reservoir import ESN
+from tsrnn.systems import Lorenz63
+
+N_TRAIN, N_STARTS, HORIZON, CONTEXT, LYAPUNOV = 20_000, 30, 1_500, 500, 0.9056
+
+
+def data() -> np.ndarray:
+    y = Lorenz63().simulate(N_TRAIN + N_STARTS * 200 + HORIZON + 1, transient=2_000, seed=0)
+    return (y - y[:N_TRAIN].mean(0)) / y[:N_TRAIN].std(0)
+
+
+def starts() -> list[int]:
+    return [N_TRAIN + 200 * k for k in range(N_STARTS)]
+
+
+def vpt(truth: np.ndarray, forecast: np.ndarray) -> float:
+    return valid_prediction_time(truth, forecast, dt=0.01, lyapunov_exponent=LYAPUNOV)
+
+
+def run_tsrnn(y: np.ndarray, seed: int):
+    def fit():
+        return ESN(n_units=1000, spectral_radius=0.9, leak_rate=1.0, input_scaling=0.1,
+                   bias_scaling=0.5, connectivity=0.02, ridge=1e-6, warmup=100,
+                   scale=False, random_state=seed).fit(y[:N_TRAIN + 1])
+
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model = fit()
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    model.predict(1_000, context=y[N_TRAIN - CONTEXT:N_TRAIN])
+    per_step = (time.perf_counter() - start) / 1_000
+    scores = [vpt(y[s:s + HORIZON], model.predict(HORIZON, context=y[s - CONTEXT:s]))
+              for s in starts()]
+    return statistics.median(times), per_step, statistics.median(scores)
+
+
+def run_reservoirpy(y: np.ndarray, seed: int):
+    from reservoirpy.mat_gen import uniform
+    from reservoirpy.nodes import Reservoir, Ridge
+
+    def build():
+        reservoir = Reservoir(1000, lr=1.0, sr=0.9, input_scaling=0.1, rc_connectivity=0.02,
+                              input_connectivity=1.0, Win=uniform(low=-1.0, high=1.0),
+                              bias=uniform(low=-0.5, high=0.5), seed=seed)
+        readout = Ridge(ridge=1e-6)
+        return reservoir, readout, reservoir >> readout
+
+    times = []
+    for _ in range(3):
+        reservoir, readout, model = build()
+        start = time.perf_counter()
+        model.fit(y[:N_TRAIN], y[1:N_TRAIN + 1], warmup=100)
+        times.append(time.perf_counter() - start)
+
+    def forecast(context: np.ndarray, n: int) -> np.ndarray:
+        reservoir.reset()
+        states = reservoir.run(context)
+        u = readout.run(states[-1:])[0]
+        out = [u]
+        for _ in range(n - 1):
+            u = readout.run(reservoir.run(u[None]))[0]
+            out.append(u)
+        return np.array(out)
+
+    start = time.perf_counter()
+    forecast(y[N_TRAIN - CONTEXT:N_TRAIN], 1_000)
+    per_step = (time.perf_counter() - start) / 1_000
+    scores = [vpt(y[s:s + HORIZON], forecast(y[s - CONTEXT:s], HORIZON)) for s in starts()]
+    return statistics.median(times), per_step, statistics.median(scores)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    y = data()
+    print(f"# ESN on Lorenz-63, {N_TRAIN} training steps, 1000 units; {machine()}; {today()}")
+    print(f"{'library':14s} {'seed':>4s} {'fit s':>7s} {'step us':>8s} {'median VPT':>11s}")
+    rows = {"tsrnn": [], "reservoirpy": []}
+    for seed in (0, 1, 2):
+        for name, run in (("tsrnn", run_tsrnn), ("reservoirpy", run_reservoirpy)):
+            fit, step, score = run(y, seed)
+            rows[name].append((fit, step, score))
+            print(f"{name:14s} {seed:4d} {fit:7.2f} {step * 1e6:8.1f} {score:11.2f}")
+    ours, theirs = (np.array(rows[k]) for k in ("tsrnn", "reservoirpy"))
+    print(f"\nmedians over seeds: fit {np.median(theirs[:, 0]) / np.median(ours[:, 0]):.1f}x "
+          f"faster, generation {np.median(theirs[:, 1]) / np.median(ours[:, 1]):.1f}x faster "
+          f"per step, VPT tsrnn {np.median(ours[:, 2]):.2f} vs reservoirpy "
+          f"{np.median(theirs[:, 2]):.2f} Lyapunov times")
+
+
+if __name__ == "__main__":
+    main()
