@@ -173,7 +173,8 @@ class ESN(BaseForecaster):
     def _fit(self, y_list, x_list) -> None:
         self._check_hyperparameters()
         self.reservoir_ = self._build_module().to(self.device_)
-        n_features = int(self.n_units) + (
+        # The module's state size: n_units for one reservoir, more for stacked ones.
+        n_features = self.reservoir_.n_units + (
             self.n_features_in_ + self.n_exog_ if self.readout_input else 0)
         accumulator = RidgeAccumulator(n_features, self.n_features_in_)
         generator = np.random.default_rng(None if self.random_state is None
@@ -203,7 +204,8 @@ class ESN(BaseForecaster):
         """States (L, N) from the zero state: as parallel segments when the sequence is long
         (verified at every seam, see :meth:`LeakyReservoir.run_segmented`), else in order."""
         washout = _SEGMENT_WASHOUT
-        if inputs.shape[0] >= 2 * _SEGMENTS * washout:
+        if inputs.shape[0] >= 2 * _SEGMENTS * washout and hasattr(self.reservoir_,
+                                                                   "run_segmented"):
             states = self.reservoir_.run_segmented(inputs, _SEGMENTS, washout)
             if states is not None:
                 return states
@@ -236,7 +238,8 @@ class ESN(BaseForecaster):
                      future_x: np.ndarray | None) -> np.ndarray:
         """Generate ``n_steps`` outputs, the first given, each fed back as the next input."""
         reservoir = self.reservoir_
-        if state.device.type == "cpu" and reservoir.is_sparse:
+        if (state.device.type == "cpu" and isinstance(reservoir, LeakyReservoir)
+                and reservoir.is_sparse):
             return self._closed_loop_numpy(first.numpy(), state.numpy(), n_steps, future_x)
         outputs = [first]
         y, x = first[None], state[None]
@@ -294,6 +297,8 @@ class ESN(BaseForecaster):
             raise ValueError("the closed loop of a model with exogenous inputs is not "
                              "autonomous; no discrete map can be formed")
         reservoir = self.reservoir_
+        if not isinstance(reservoir, LeakyReservoir):
+            return self._generic_discrete_map(dt)
         n_units, d = reservoir.n_units, self.n_features_in_
         dtype, device = reservoir.input_weights.dtype, reservoir.input_weights.device
         weights = torch.as_tensor(self.readout_weights_, dtype=dtype, device=device)
@@ -358,3 +363,28 @@ class ESN(BaseForecaster):
         return DiscreteMap(step=step, dim=n_units + d, time_step=dt, tangent=tangent,
                            initial_states=initial_states, dtype=dtype, device=device,
                            name=type(self).__name__)
+
+    def _generic_discrete_map(self, dt: float | None) -> DiscreteMap:
+        """Closed loop of any reservoir module with ``step(u, state)``; tangents by autodiff.
+
+        The state is z = [reservoir state (n_units), y (next input, scaled)]."""
+        reservoir = self.reservoir_
+        n_units, d = reservoir.n_units, self.n_features_in_
+
+        def step(z: torch.Tensor) -> torch.Tensor:
+            x, y = z[:, :n_units], z[:, n_units:]
+            x_next = reservoir.step(y, x)
+            return torch.cat([x_next, self._readout(self.features(x_next, y))], 1)
+
+        def initial_states(n: int, seed: int | None = None) -> torch.Tensor:
+            u = self._tensor(self.context_y_)[None]
+            states, state = reservoir(u)
+            y = self._readout(self.features(states[:, -1], u[:, -1]))
+            start = torch.cat([state, y], 1).repeat(n, 1)
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+            noise = torch.randn(start.shape, generator=generator, dtype=torch.float64)
+            return start + 1e-6 * noise.to(start)
+
+        return DiscreteMap(step=step, dim=n_units + d, time_step=dt,
+                           initial_states=initial_states, dtype=self.dtype_,
+                           device=self.device_, name=type(self).__name__)
