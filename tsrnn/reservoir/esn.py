@@ -29,6 +29,8 @@ from .reservoir import LeakyReservoir
 # this many steps early from the zero state (the seams are checked to round-off).
 _SEGMENTS = 16
 _SEGMENT_WASHOUT = 200
+# Teacher-forced states are produced and consumed in blocks of this many steps.
+_BLOCK = 16_384
 
 
 class ESN(BaseForecaster):
@@ -188,10 +190,15 @@ class ESN(BaseForecaster):
             inputs = self._inputs(y, x)
             if self.training_noise > 0:
                 inputs = inputs + self.training_noise * generator.standard_normal(inputs.shape)
-            u = self._tensor(inputs)[None]
-            states = self._teacher_forced_states(u[0])
-            phi = self.features(states[warmup:], u[0, warmup:])
-            accumulator.update(phi, self._tensor(y[1 + warmup:]))
+            u = self._tensor(inputs)
+            targets = self._tensor(y[1:])
+            for start, states in self._teacher_forced_states(u):
+                keep = max(warmup - start, 0)  # the warm-up may span several blocks
+                if keep >= states.shape[0]:
+                    continue
+                stop = start + states.shape[0]
+                phi = self.features(states[keep:], u[start + keep:stop])
+                accumulator.update(phi, targets[start + keep:stop])
         self.n_training_samples_ = accumulator.count
         weights, intercept = accumulator.solve(self.ridge, self.solver)
         if not (np.isfinite(weights).all() and np.isfinite(intercept).all()):
@@ -200,16 +207,27 @@ class ESN(BaseForecaster):
         self.readout_weights_ = weights
         self.readout_intercept_ = intercept
 
-    def _teacher_forced_states(self, inputs: torch.Tensor) -> torch.Tensor:
-        """States (L, N) from the zero state: as parallel segments when the sequence is long
-        (verified at every seam, see :meth:`LeakyReservoir.run_segmented`), else in order."""
-        washout = _SEGMENT_WASHOUT
-        if inputs.shape[0] >= 2 * _SEGMENTS * washout and hasattr(self.reservoir_,
-                                                                   "run_segmented"):
-            states = self.reservoir_.run_segmented(inputs, _SEGMENTS, washout)
-            if states is not None:
-                return states
-        return self.reservoir_(inputs[None])[0][0]
+    def _teacher_forced_states(self, inputs: torch.Tensor):
+        """Yield ``(start, states)`` blocks of the states (L, N) driven from the zero state.
+
+        Blocks of at most :data:`_BLOCK` steps keep memory independent of the series length.
+        Within a long block the states come from parallel time segments (verified at every
+        seam, see :meth:`LeakyReservoir.run_segmented`), else in order.
+        """
+        reservoir = self.reservoir_
+        state = None
+        for start in range(0, inputs.shape[0], _BLOCK):
+            block = inputs[start:start + _BLOCK]
+            states = None
+            if block.shape[0] >= 2 * _SEGMENTS * _SEGMENT_WASHOUT and hasattr(
+                    reservoir, "run_segmented"):
+                states = reservoir.run_segmented(block, _SEGMENTS, _SEGMENT_WASHOUT,
+                                                 state=state)
+            if states is None:
+                states, _ = reservoir(block[None], None if state is None else state[None])
+                states = states[0]
+            state = states[-1]
+            yield start, states
 
     # ------------------------------------------------------------------ predict
     def _predict(self, n_steps, context_y, context_x, future_x):

@@ -188,11 +188,13 @@ class LeakyReservoir(nn.Module):
 
     @torch.no_grad()
     def run_segmented(self, inputs: torch.Tensor, n_segments: int, washout: int,
-                      tolerance: float = 1e-12) -> torch.Tensor | None:
-        """States of one sequence from the zero state, computed as parallel time segments.
+                      tolerance: float = 1e-12, state: torch.Tensor | None = None
+                      ) -> torch.Tensor | None:
+        """States of one sequence, computed as parallel time segments.
 
         The sequence (L, I) is cut into ``n_segments`` consecutive segments run as one
-        batch; each starts from the zero state ``washout`` steps before its first step.
+        batch; the first starts from ``state`` (N,) (zeros when None), every other one from
+        the zero state ``washout`` steps before its first step.
         By the echo state property the state forgets its start, so every segment joins the
         sequential trajectory; this is verified at each seam (the state one step before a
         segment against the previous segment's last state, to ``tolerance`` relative to
@@ -211,7 +213,11 @@ class LeakyReservoir(nn.Module):
             start = k * segment - washout
             piece = inputs[start: start + span]
             padded[k, : piece.shape[0]] = piece
-        states, _ = self(padded)
+        start_states = None
+        if state is not None:
+            start_states = padded.new_zeros((n_segments, self.n_units))
+            start_states[0] = state
+        states, _ = self(padded, start_states)
         pieces = [states[0, :segment]]
         previous_last = states[0, segment - 1]
         for k in range(1, n_segments):
