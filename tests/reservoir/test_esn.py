@@ -260,3 +260,17 @@ def test_states_and_predictions_match_reservoirpy_with_identical_weights(lorenz)
         generated.append(u)
     np.testing.assert_allclose(model.predict(50, context=lorenz[:1_999]), np.array(generated),
                                rtol=0, atol=1e-10)
+
+
+def test_echo_state_diagnostics_match_dense_linear_algebra(fitted):
+    diagnostics = fitted.echo_state_diagnostics()
+    W = fitted.reservoir_.recurrent_matrix().toarray()
+    assert diagnostics["spectral_radius"] == pytest.approx(0.9, rel=1e-8)
+    assert diagnostics["effective_spectral_radius"] == pytest.approx(0.9, rel=1e-8)  # a = 1
+    assert diagnostics["contraction_bound"] == pytest.approx(np.linalg.norm(W, 2), rel=1e-6)
+    leaky = ESN(n_units=100, connectivity=0.1, leak_rate=0.3, random_state=0).fit(
+        Lorenz63().simulate(500))
+    W = leaky.reservoir_.recurrent_matrix().toarray()
+    expected = np.abs(np.linalg.eigvals(0.7 * np.eye(100) + 0.3 * W)).max()
+    assert leaky.echo_state_diagnostics()["effective_spectral_radius"] == pytest.approx(
+        expected, rel=1e-8)

@@ -6,6 +6,13 @@ seeding, save/load) and, when trained by gradient descent,
 """
 
 from .base import BaseForecaster, NeuralForecaster
+from .model_selection import closed_loop_scorer
 from .rnn import GRUForecaster, LSTMForecaster
 
-__all__ = ["BaseForecaster", "GRUForecaster", "LSTMForecaster", "NeuralForecaster"]
+__all__ = [
+    "BaseForecaster",
+    "GRUForecaster",
+    "LSTMForecaster",
+    "NeuralForecaster",
+    "closed_loop_scorer",
+]

@@ -133,6 +133,33 @@ class ESN(BaseForecaster):
     def _min_length(self) -> int:
         return int(self.warmup) + 2
 
+    def echo_state_diagnostics(self) -> dict[str, float]:
+        """Stability of the fitted reservoir at the origin (Jaeger 2001; Yildiz et al. 2012).
+
+        Returns the spectral radius rho(W), the effective radius of the leaky update
+        rho((1 - a) I + a W) (>= 1 means the echo state property is likely lost), and the
+        sufficient contraction bound (1 - a) + a ||W||_2 (< 1 guarantees it for any input).
+        """
+        self._check_fitted()
+        from scipy.sparse.linalg import svds
+
+        from .matrices import spectral_radius as radius_of
+
+        recurrent = self.reservoir_.recurrent_matrix()
+        leak = self.reservoir_.leak_rate
+        identity = np.eye(recurrent.shape[0])
+        dense = recurrent.toarray() if hasattr(recurrent, "toarray") else recurrent
+        if hasattr(recurrent, "toarray") and recurrent.shape[0] > 64:
+            norm = float(svds(recurrent, k=1, return_singular_vectors=False, v0=np.ones(
+                recurrent.shape[0]))[0])
+        else:
+            norm = float(np.linalg.norm(dense, 2))
+        return {
+            "spectral_radius": radius_of(recurrent),
+            "effective_spectral_radius": radius_of((1.0 - leak) * identity + leak * dense),
+            "contraction_bound": (1.0 - leak) + leak * norm,
+        }
+
     def _context_length(self) -> int:
         # The echo state property: the state forgets where it started, so rerunning the
         # reservoir over the last stretch of the training data reproduces its final state.

@@ -1,0 +1,78 @@
+"""Hyperparameter search with scikit-learn's model-selection tools.
+
+tsrnn's estimators take the series as the first argument of ``fit``, which is where
+scikit-learn puts ``X``; so ``GridSearchCV(model, grid, cv=TimeSeriesSplit(5),
+scoring=closed_loop_scorer(...)).fit(series)`` fits each candidate on a contiguous block of
+the series and scores it on the contiguous block that follows. ``n_jobs`` spreads the fits
+over cores through joblib.
+
+The scorer forecasts in closed loop from several starts inside the test block, each from
+its own ``context`` of true values, and returns the mean valid prediction time (or minus a
+forecast error: scikit-learn maximises scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._validation import as_float_array, check_option, check_positive
+from ..metrics import mean_squared_error, valid_prediction_time
+
+METRICS = ("vpt", "mse")
+
+
+def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5,
+                       metric: str = "vpt", dt: float = 1.0,
+                       lyapunov_exponent: float | None = None, threshold: float = 0.4
+                       ) -> Callable[[Any, Any, Any], float]:
+    """A scikit-learn scorer of closed-loop forecasts.
+
+    Parameters
+    ----------
+    context : int
+        True steps that set the model's state before each forecast.
+    horizon : int
+        Length of each forecast.
+    n_starts : int
+        Forecasts per test block, their starts spread evenly over it.
+    metric : {"vpt", "mse"}
+        Valid prediction time (higher is better) or minus the mean squared error.
+    dt, lyapunov_exponent, threshold
+        Passed to :func:`tsrnn.metrics.valid_prediction_time`.
+
+    Returns
+    -------
+    callable ``scorer(estimator, series, y=None) -> float`` (the mean over starts).
+    """
+    context = check_positive(context, "context", integer=True)
+    horizon = check_positive(horizon, "horizon", integer=True)
+    n_starts = check_positive(n_starts, "n_starts", integer=True)
+    check_option(metric, "metric", METRICS)
+
+    def scorer(estimator: Any, series: Any, y: Any = None) -> float:
+        data = as_float_array(series, "series", ndim=(1, 2))
+        data = data[:, None] if data.ndim == 1 else data
+        last_start = data.shape[0] - horizon
+        if last_start < context:
+            raise ValueError(
+                f"a test block of {data.shape[0]} steps is too short for context={context} "
+                f"and horizon={horizon}; use fewer splits or shorter windows"
+            )
+        scores = []
+        for start in np.linspace(context, last_start, n_starts).astype(int):
+            forecast = np.asarray(estimator.predict(horizon, context=data[start - context:start]))
+            forecast = forecast.reshape(horizon, -1)
+            truth = data[start:start + horizon]
+            if metric == "vpt":
+                scores.append(valid_prediction_time(truth, forecast, dt=dt,
+                                                    lyapunov_exponent=lyapunov_exponent,
+                                                    threshold=threshold))
+            else:
+                finite = np.isfinite(forecast).all()
+                scores.append(-mean_squared_error(truth, forecast) if finite else -np.inf)
+        return float(np.mean(scores))
+
+    return scorer
