@@ -75,3 +75,13 @@ class DiscreteMap:
             return torch.func.jvp(self.step, (x,), (vector,))[1]
 
         return self.step(x), torch.func.vmap(push_forward, in_dims=-1, out_dims=-1)(frame)
+
+
+def jittered_copies(start: Tensor, n: int, seed: int | None, scale: float) -> Tensor:
+    """``n`` copies of ``start`` (flattened to (1, dim)), each moved by seeded Gaussian noise of size
+    ``scale``: starting states for trajectories of a learned map that should separate on its
+    attractor during a transient (the model itself defines no other initial states)."""
+    start = start.reshape(1, -1)
+    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    noise = torch.randn((n, start.shape[1]), generator=generator, dtype=torch.float64)
+    return start.repeat(n, 1) + scale * noise.to(start)

@@ -28,24 +28,17 @@ import numpy as np
 from .forecasting.base import BaseForecaster
 
 
-def _gru(config: ReconstructionConfig) -> BaseForecaster:
-    from .forecasting import GRUForecaster
+def _recurrent(name: str) -> Callable[[ReconstructionConfig], BaseForecaster]:
+    def build(config: ReconstructionConfig) -> BaseForecaster:
+        from . import forecasting
 
-    return GRUForecaster(hidden_size=64, sequence_length=100, batch_size=32,
-                         max_epochs=config.max_epochs or 40, learning_rate=2e-3,
-                         learning_rate_final=1e-4, early_stopping=None,
-                         random_state=config.seed, device=config.device,
-                         verbose=config.verbose)
+        return getattr(forecasting, name)(
+            hidden_size=64, sequence_length=100, batch_size=32,
+            max_epochs=config.max_epochs or 40, learning_rate=2e-3, learning_rate_final=1e-4,
+            early_stopping=None, random_state=config.seed, device=config.device,
+            verbose=config.verbose)
 
-
-def _lstm(config: ReconstructionConfig) -> BaseForecaster:
-    from .forecasting import LSTMForecaster
-
-    return LSTMForecaster(hidden_size=64, sequence_length=100, batch_size=32,
-                          max_epochs=config.max_epochs or 40, learning_rate=2e-3,
-                          learning_rate_final=1e-4, early_stopping=None,
-                          random_state=config.seed, device=config.device,
-                          verbose=config.verbose)
+    return build
 
 
 def _esn(config: ReconstructionConfig) -> BaseForecaster:
@@ -60,8 +53,8 @@ def _esn(config: ReconstructionConfig) -> BaseForecaster:
 #: Factories of the models ``tsrnn reconstruct --model NAME`` can fit.
 MODELS: dict[str, Callable[[ReconstructionConfig], BaseForecaster]] = {
     "esn": _esn,
-    "gru": _gru,
-    "lstm": _lstm,
+    "gru": _recurrent("GRUForecaster"),
+    "lstm": _recurrent("LSTMForecaster"),
 }
 DEFAULT_MODEL = "esn"
 

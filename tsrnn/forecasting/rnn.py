@@ -81,7 +81,7 @@ class _RecurrentForecaster(NeuralForecaster):
         For Lyapunov spectra of the learned dynamics; ``dt`` is the sampling step of the
         training data (exponents per time unit), None for per-step exponents.
         """
-        from .._protocol import DiscreteMap
+        from .._protocol import DiscreteMap, jittered_copies
 
         if options:
             raise ValueError(f"unknown options {sorted(options)}")
@@ -119,10 +119,7 @@ class _RecurrentForecaster(NeuralForecaster):
                                            for s in (state if lstm else (state,))]
             # The state reached at the end of the training data, perturbed slightly so that
             # the trajectories separate on the learned attractor during the transient.
-            start = torch.cat(parts, dim=1).repeat(n, 1)
-            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-            noise = torch.randn(start.shape, generator=generator, dtype=torch.float64)
-            return start + 1e-3 * noise.to(dtype=start.dtype, device=start.device)
+            return jittered_copies(torch.cat(parts, dim=1), n, seed, 1e-3)
 
         dim = d + layers * hidden * (2 if lstm else 1)
         return DiscreteMap(step=step, dim=dim, time_step=dt, initial_states=initial_states,

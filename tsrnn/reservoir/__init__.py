@@ -7,9 +7,11 @@
   ridge regression in float64, RLS, LMS)
 """
 
+from .deep import DeepResESN, DeepResidualReservoir, ResidualMemoryReservoir, ResRMN
 from .esn import ESN
 from .nvar import NVAR
 from .readout import LMSReadout, RidgeAccumulator, RLSReadout
 from .reservoir import LeakyReservoir
 
-__all__ = ["ESN", "NVAR", "LMSReadout", "LeakyReservoir", "RLSReadout", "RidgeAccumulator"]
+__all__ = ["ESN", "NVAR", "DeepResESN", "DeepResidualReservoir", "LMSReadout", "LeakyReservoir",
+           "RLSReadout", "ResRMN", "ResidualMemoryReservoir", "RidgeAccumulator"]

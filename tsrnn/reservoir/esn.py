@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._protocol import DiscreteMap
+from .._protocol import DiscreteMap, jittered_copies
 from .._validation import check_in_range, check_option, check_positive, warn
 from ..forecasting.base import BaseForecaster
 from .matrices import DISTRIBUTIONS, bias_vector, input_matrix, recurrent_matrix
@@ -396,18 +396,16 @@ class ESN(BaseForecaster):
                 dy_next = dy_next + weights[n_units:].T @ dy
             return z_next, torch.cat([dx_next, dy_next], 1)
 
-        def initial_states(n, seed=None):
-            u = self._tensor(self.context_y_)[None]
-            states, state = reservoir(u)
-            y = self._readout(self.features(states[:, -1], u[:, -1]))
-            start = torch.cat([state, y], 1).repeat(n, 1)
-            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-            noise = torch.randn(start.shape, generator=generator, dtype=torch.float64)
-            return start + 1e-6 * noise.to(dtype=dtype, device=device)
-
         return DiscreteMap(step=step, dim=n_units + d, time_step=dt, tangent=tangent,
-                           initial_states=initial_states, dtype=dtype, device=device,
-                           name=type(self).__name__)
+                           initial_states=self._closed_loop_starts, dtype=dtype,
+                           device=device, name=type(self).__name__)
+
+    def _closed_loop_starts(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """[state, first forecast] after the end of the training data, jittered by 1e-6."""
+        u = self._tensor(self.context_y_)[None]
+        states, state = self.reservoir_(u)
+        y = self._readout(self.features(states[:, -1], u[:, -1]))
+        return jittered_copies(torch.cat([state, y], 1), n, seed, 1e-6)
 
     def _generic_discrete_map(self, dt: float | None) -> DiscreteMap:
         """Closed loop of any reservoir module with ``step(u, state)``; tangents by autodiff.
@@ -421,15 +419,6 @@ class ESN(BaseForecaster):
             x_next = reservoir.step(y, x)
             return torch.cat([x_next, self._readout(self.features(x_next, y))], 1)
 
-        def initial_states(n: int, seed: int | None = None) -> torch.Tensor:
-            u = self._tensor(self.context_y_)[None]
-            states, state = reservoir(u)
-            y = self._readout(self.features(states[:, -1], u[:, -1]))
-            start = torch.cat([state, y], 1).repeat(n, 1)
-            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-            noise = torch.randn(start.shape, generator=generator, dtype=torch.float64)
-            return start + 1e-6 * noise.to(start)
-
         return DiscreteMap(step=step, dim=n_units + d, time_step=dt,
-                           initial_states=initial_states, dtype=self.dtype_,
+                           initial_states=self._closed_loop_starts, dtype=self.dtype_,
                            device=self.device_, name=type(self).__name__)

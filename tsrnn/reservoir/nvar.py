@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from .._protocol import DiscreteMap
+from .._protocol import DiscreteMap, jittered_copies
 from .._validation import check_option, check_positive, warn
 from ..forecasting.base import BaseForecaster
 from .readout import SOLVERS, RidgeAccumulator
@@ -200,10 +200,7 @@ class NVAR(BaseForecaster):
             return torch.cat([window[:, 1:], following[:, None]], dim=1).reshape(z.shape)
 
         def initial_states(n: int, seed: int | None = None) -> torch.Tensor:
-            start = self._tensor(self.context_y_[-span:]).reshape(1, -1).repeat(n, 1)
-            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-            noise = torch.randn(start.shape, generator=generator, dtype=torch.float64)
-            return start + 1e-6 * noise.to(start)
+            return jittered_copies(self._tensor(self.context_y_[-span:]), n, seed, 1e-6)
 
         return DiscreteMap(step=step, dim=span * d, time_step=dt, initial_states=initial_states,
                            dtype=self.dtype_, device=self.device_, name="NVAR",
