@@ -149,7 +149,10 @@ class NVAR(BaseForecaster):
         mean = accumulator.feature_sum / accumulator.count
         gram = accumulator.gram - accumulator.count * np.outer(mean, mean)
         eigenvalues = np.linalg.eigvalsh(gram + self.ridge * np.eye(n_phi))
-        self.condition_number_ = float(eigenvalues[-1] / max(eigenvalues[0], 1e-300))
+        smallest, largest = eigenvalues[0], eigenvalues[-1]
+        # A singular (or numerically indefinite) system has an infinite condition number.
+        self.condition_number_ = (float(largest / smallest)
+                                  if smallest > largest * np.finfo(float).eps ** 2 else np.inf)
         if self.condition_number_ > 1e13:
             warn(f"the NVAR normal equations are ill-conditioned (condition number "
                  f"{self.condition_number_:.1e}); raise ridge, the stride or lower the order "
