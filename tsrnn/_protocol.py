@@ -78,9 +78,9 @@ class DiscreteMap:
 
 
 def jittered_copies(start: Tensor, n: int, seed: int | None, scale: float) -> Tensor:
-    """``n`` copies of ``start`` (flattened to (1, dim)), each moved by seeded Gaussian noise of size
-    ``scale``: starting states for trajectories of a learned map that should separate on its
-    attractor during a transient (the model itself defines no other initial states)."""
+    """``n`` copies of ``start`` (flattened to (1, dim)), each moved by seeded Gaussian noise
+    of size ``scale``: starting states for trajectories of a learned map that should separate
+    on its attractor during a transient (the model itself defines no other initial states)."""
     start = start.reshape(1, -1)
     generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     noise = torch.randn((n, start.shape[1]), generator=generator, dtype=torch.float64)

@@ -202,9 +202,12 @@ class ESN(BaseForecaster):
     def _fit(self, y_list, x_list) -> None:
         self._check_hyperparameters()
         self.reservoir_ = self._build_module().to(self.device_)
-        # The module's state size: n_units for one reservoir, more for stacked ones.
-        n_features = self.reservoir_.n_units + (
-            self.n_features_in_ + self.n_exog_ if self.readout_input else 0)
+        self._check_reservoir()
+        # The readout's width is what ``features`` makes of a state (subclasses may read
+        # out part of a stacked state, or add the input).
+        probe_state = torch.zeros((1, self.reservoir_.n_units), dtype=self.dtype_)
+        probe_input = torch.zeros((1, self.n_features_in_ + self.n_exog_), dtype=self.dtype_)
+        n_features = self.features(probe_state, probe_input).shape[-1]
         accumulator = RidgeAccumulator(n_features, self.n_features_in_)
         generator = np.random.default_rng(None if self.random_state is None
                                           else int(self.random_state) + 7)
@@ -233,6 +236,9 @@ class ESN(BaseForecaster):
                              "solver='svd'")
         self.readout_weights_ = weights
         self.readout_intercept_ = intercept
+
+    def _check_reservoir(self) -> None:
+        """Hook after the reservoir is built (subclasses check its stability here)."""
 
     def _teacher_forced_states(self, inputs: torch.Tensor):
         """Yield ``(start, states)`` blocks of the states (L, N) driven from the zero state.
