@@ -144,6 +144,12 @@ class BaseForecaster(BaseEstimator):
             delattr(self, name)
 
     def _fit_validated(self, y, y_list, x_list, collection) -> None:
+        y_scaled, x_scaled = self._describe_data(y, y_list, x_list, collection)
+        self._fit(y_scaled, x_scaled)
+        self._store_context(y_scaled[-1], None if x_scaled is None else x_scaled[-1])
+
+    def _describe_data(self, y, y_list, x_list, collection):
+        """Runtime, shapes, index and scalers from the training data; the scaled lists."""
         self._resolve_runtime()
         self.n_features_in_ = y_list[0].shape[1]
         self.n_exog_ = 0 if x_list is None else x_list[0].shape[1]
@@ -162,12 +168,21 @@ class BaseForecaster(BaseEstimator):
         else:
             self.x_scaler_ = None
             x_scaled = None
-        self._fit(y_scaled, x_scaled)
+        return y_scaled, x_scaled
+
+    def _store_context(self, y_scaled: np.ndarray, x_scaled: np.ndarray | None,
+                       previous: bool = False) -> None:
+        """Keep the trailing rows that ``predict(context=None)`` continues from (appended to
+        the rows kept so far when ``previous``, as when data arrive in chunks)."""
+        if previous:
+            y_scaled = np.concatenate([self.context_y_, y_scaled])
+            if x_scaled is not None:
+                x_scaled = np.concatenate([self.context_x_, x_scaled])
         keep = self._context_length()
         window = slice(None) if keep is None else slice(-keep, None)
-        self.context_x_ = None if x_scaled is None else x_scaled[-1][window].copy()
+        self.context_x_ = None if x_scaled is None else x_scaled[window].copy()
         # Set last: its presence is what marks the estimator as fitted.
-        self.context_y_ = y_scaled[-1][window].copy()
+        self.context_y_ = y_scaled[window].copy()
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:

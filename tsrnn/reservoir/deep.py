@@ -695,7 +695,9 @@ class DeepResESN(_ResidualESN):
                  readout_input: bool = False, squared_units: bool = False,
                  training_noise: float = 0.0, scale: bool = True,
                  random_state: int | None = None, device: str | None = "cpu",
-                 dtype: str = "float64", verbose: bool = False):
+                 dtype: str = "float64", verbose: bool = False,
+                 online_readout: str = "ridge", forgetting: float = 1.0,
+                 online_learning_rate: float = 0.1):
         self.n_layers = n_layers
         self.units_per_layer = units_per_layer
         self.alpha = alpha
@@ -717,6 +719,9 @@ class DeepResESN(_ResidualESN):
         self.device = device
         self.dtype = dtype
         self.verbose = verbose
+        self.online_readout = online_readout
+        self.forgetting = forgetting
+        self.online_learning_rate = online_learning_rate
 
     def _check_hyperparameters(self) -> None:
         check_positive(self.n_layers, "n_layers", integer=True)
@@ -793,7 +798,9 @@ class ResRMN(_ResidualESN):
                  readout_input: bool = False, squared_units: bool = False,
                  training_noise: float = 0.0, scale: bool = True,
                  random_state: int | None = None, device: str | None = "cpu",
-                 dtype: str = "float64", verbose: bool = False):
+                 dtype: str = "float64", verbose: bool = False,
+                 online_readout: str = "ridge", forgetting: float = 1.0,
+                 online_learning_rate: float = 0.1):
         self.n_units = n_units
         self.n_memory_units = n_memory_units
         self.alpha = alpha
@@ -817,6 +824,9 @@ class ResRMN(_ResidualESN):
         self.device = device
         self.dtype = dtype
         self.verbose = verbose
+        self.online_readout = online_readout
+        self.forgetting = forgetting
+        self.online_learning_rate = online_learning_rate
 
     def _check_hyperparameters(self) -> None:
         check_positive(self.n_units, "n_units", integer=True)

@@ -20,9 +20,11 @@ import torch
 
 from .._protocol import DiscreteMap, jittered_copies
 from .._validation import check_in_range, check_option, check_positive, warn
+from ..exceptions import DivergenceError
+from ..forecasting._data import as_series_list, check_exogenous
 from ..forecasting.base import BaseForecaster
 from .matrices import DISTRIBUTIONS, bias_vector, input_matrix, recurrent_matrix
-from .readout import SOLVERS, RidgeAccumulator
+from .readout import SOLVERS, LMSReadout, RidgeAccumulator, RLSReadout
 from .reservoir import LeakyReservoir
 
 # Long teacher-forced runs are computed as this many parallel time segments, each started
@@ -67,6 +69,14 @@ class ESN(BaseForecaster):
         inputs while collecting states; regularises the closed loop.
     distribution : {"normal", "uniform"}
         Distribution of the recurrent weights.
+    online_readout : {"ridge", "rls", "lms"}
+        How :meth:`partial_fit` learns: exact ridge from accumulated sums (re-solved after
+        each chunk), recursive least squares with ``forgetting``, or least mean squares
+        with ``online_learning_rate``.
+    forgetting : float in (0, 1]
+        RLS forgetting factor (1: no forgetting).
+    online_learning_rate : float in (0, 2)
+        Step size of the normalised LMS readout.
     scale : bool
         Standardise each column with the training statistics.
     random_state, device, dtype, verbose
@@ -88,9 +98,10 @@ class ESN(BaseForecaster):
                  input_connectivity: float = 1.0, ridge: float = 1e-6, warmup: int = 100,
                  solver: str = "cholesky", readout_input: bool = False,
                  squared_units: bool = False, training_noise: float = 0.0,
-                 distribution: str = "normal", scale: bool = True,
-                 random_state: int | None = None, device: str | None = "cpu",
-                 dtype: str = "float64", verbose: bool = False):
+                 distribution: str = "normal", online_readout: str = "ridge",
+                 forgetting: float = 1.0, online_learning_rate: float = 0.1,
+                 scale: bool = True, random_state: int | None = None,
+                 device: str | None = "cpu", dtype: str = "float64", verbose: bool = False):
         self.n_units = n_units
         self.spectral_radius = spectral_radius
         self.leak_rate = leak_rate
@@ -105,6 +116,9 @@ class ESN(BaseForecaster):
         self.squared_units = squared_units
         self.training_noise = training_noise
         self.distribution = distribution
+        self.online_readout = online_readout
+        self.forgetting = forgetting
+        self.online_learning_rate = online_learning_rate
         self.scale = scale
         self.random_state = random_state
         self.device = device
@@ -236,6 +250,99 @@ class ESN(BaseForecaster):
                              "solver='svd'")
         self.readout_weights_ = weights
         self.readout_intercept_ = intercept
+
+    # ------------------------------------------------------------------ online learning
+    def partial_fit(self, y, X=None):
+        """Learn from the next chunk of one stream (e.g. data arriving over time).
+
+        The first call sets up the model (standardisation from that chunk, the reservoir,
+        the readout); later calls carry the reservoir state and the last row across the
+        chunk boundary, so a stream cut into chunks trains as it would in one piece. How
+        the readout learns is ``online_readout`` ("ridge" exact, "rls", "lms").
+
+        Parameters
+        ----------
+        y : array (T, d) or (T,), DataFrame or Series
+            The next rows of the stream.
+        X : optional, exogenous inputs aligned with ``y``.
+        """
+        check_option(self.online_readout, "online_readout", ("ridge", "rls", "lms"))
+        y_list, collection = as_series_list(y, "y")
+        if collection:
+            raise ValueError("partial_fit takes one chunk of one stream, not a list of series")
+        x_list = check_exogenous(X, y_list, collection)
+        if not hasattr(self, "stream_state_"):
+            self._clear_learned_state()
+            self._check_hyperparameters()
+            y_scaled, x_scaled = self._describe_data(y, y_list, x_list, collection)
+            self.reservoir_ = self._build_module().to(self.device_)
+            self._check_reservoir()
+            self.stream_state_ = torch.zeros(self.reservoir_.n_units, dtype=self.dtype_,
+                                             device=self.device_)
+            self.stream_steps_ = 0
+            self.stream_last_ = None
+        else:
+            if y_list[0].shape[1] != self.n_features_in_:
+                raise ValueError(f"y must have {self.n_features_in_} columns like the first "
+                                 f"chunk, got {y_list[0].shape[1]}")
+            if (x_list is None) != (self.n_exog_ == 0) or (
+                    x_list is not None and x_list[0].shape[1] != self.n_exog_):
+                raise ValueError("X must be given (with the same columns) in every chunk if "
+                                 "and only if it was given in the first")
+            y_scaled = [self.y_scaler_.transform(y_list[0])]
+            x_scaled = None if x_list is None else [self.x_scaler_.transform(x_list[0])]
+        rows_y = y_scaled[0]
+        rows_x = None if x_scaled is None else x_scaled[0]
+        if self.stream_last_ is not None:  # the pair that crosses the chunk boundary
+            rows_y = np.concatenate([self.stream_last_[0][None], rows_y])
+            if rows_x is not None:
+                rows_x = np.concatenate([self.stream_last_[1][None], rows_x])
+        if rows_y.shape[0] >= 2:
+            u = self._tensor(self._inputs(rows_y, rows_x))
+            states, final = self.reservoir_(u[None], self.stream_state_[None])
+            skip = min(max(int(self.warmup) - self.stream_steps_, 0), u.shape[0])
+            phi = self.features(states[0, skip:], u[skip:])
+            self._online_update(phi, self._tensor(rows_y[1 + skip:]))
+            self.stream_state_ = final[0]
+            self.stream_steps_ += u.shape[0]
+        self.stream_last_ = (rows_y[-1], None if rows_x is None else rows_x[-1])
+        if not hasattr(self, "context_y_"):
+            self._store_context(y_scaled[0], None if x_scaled is None else x_scaled[0])
+        else:
+            self._store_context(y_scaled[0], None if x_scaled is None else x_scaled[0],
+                                previous=True)
+        return self
+
+    def _online_update(self, phi: torch.Tensor, targets: torch.Tensor) -> None:
+        if phi.shape[0] == 0:
+            return
+        width = phi.shape[1]
+        kind = self.online_readout
+        if kind == "ridge":
+            readout = (RidgeAccumulator.from_state(self.online_state_)
+                       if hasattr(self, "online_state_")
+                       else RidgeAccumulator(width, targets.shape[1]))
+            readout.update(phi, targets)
+            weights, intercept = readout.solve(self.ridge, self.solver)
+        else:
+            if kind == "rls":
+                readout = (RLSReadout.from_state(self.online_state_, self.forgetting)
+                           if hasattr(self, "online_state_")
+                           else RLSReadout(width, targets.shape[1], self.forgetting))
+            else:
+                readout = (LMSReadout.from_state(self.online_state_, self.online_learning_rate)
+                           if hasattr(self, "online_state_")
+                           else LMSReadout(width, targets.shape[1], self.online_learning_rate))
+            readout.update(phi.double().cpu().numpy(), targets.double().cpu().numpy())
+            weights, intercept = readout.coefficients()
+            if not (np.isfinite(weights).all() and np.isfinite(intercept).all()):
+                raise DivergenceError(
+                    f"the {kind.upper()} readout diverged after {self.stream_steps_} steps; "
+                    "lower online_learning_rate or raise forgetting")
+        self.online_state_ = readout.state()
+        self.n_training_samples_ = getattr(self, "n_training_samples_", 0) + phi.shape[0]
+        self.readout_weights_ = np.array(weights)
+        self.readout_intercept_ = np.array(intercept)
 
     def _check_reservoir(self) -> None:
         """Hook after the reservoir is built (subclasses check its stability here)."""

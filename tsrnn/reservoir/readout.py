@@ -41,6 +41,18 @@ class RidgeAccumulator:
         self.target_sum = np.zeros(n_targets)
         self.count = 0
 
+    def state(self) -> dict:
+        """The statistics as plain arrays (to save them with an estimator)."""
+        return {"gram": self.gram, "cross": self.cross, "feature_sum": self.feature_sum,
+                "target_sum": self.target_sum, "count": self.count}
+
+    @classmethod
+    def from_state(cls, state: dict) -> RidgeAccumulator:
+        accumulator = cls(*state["cross"].shape)
+        for name, value in state.items():
+            setattr(accumulator, name, value)
+        return accumulator
+
     def update(self, features, targets) -> None:
         """Add a batch: ``features`` (n, F) and ``targets`` (n, d), arrays or tensors."""
         if isinstance(features, torch.Tensor):
@@ -117,6 +129,15 @@ class RLSReadout:
         self.weights = np.zeros((n_features + 1, n_targets))
         self.precision = np.eye(n_features + 1) / regularization
 
+    def state(self) -> dict:
+        return {"weights": self.weights, "precision": self.precision}
+
+    @classmethod
+    def from_state(cls, state: dict, forgetting: float) -> RLSReadout:
+        readout = cls(state["weights"].shape[0] - 1, state["weights"].shape[1], forgetting)
+        readout.weights, readout.precision = state["weights"], state["precision"]
+        return readout
+
     def update(self, features: np.ndarray, targets: np.ndarray) -> None:
         for phi, y in zip(np.atleast_2d(features), np.atleast_2d(targets)):
             phi = np.append(phi, 1.0)
@@ -130,17 +151,33 @@ class RLSReadout:
 
 
 class LMSReadout:
-    """Least mean squares (Widrow & Hoff 1960): W <- W + eta phi (y - W^T phi)^T."""
+    """Normalised least mean squares (Widrow & Hoff 1960; Nagumo & Noda 1967):
 
-    def __init__(self, n_features: int, n_targets: int, learning_rate: float = 1e-3):
-        check_positive(learning_rate, "learning_rate")
+        W <- W + eta phi (y - W^T phi)^T / (eps + ||phi||^2),
+
+    stable for 0 < eta < 2 whatever the scale of the features (plain LMS needs eta below
+    2 / lambda_max(E[phi phi^T]), which a reservoir's features make hard to know)."""
+
+    def __init__(self, n_features: int, n_targets: int, learning_rate: float = 0.1):
+        check_in_range(learning_rate, "online_learning_rate", 0.0, 2.0, closed="neither")
         self.learning_rate = learning_rate
         self.weights = np.zeros((n_features + 1, n_targets))
 
     def update(self, features: np.ndarray, targets: np.ndarray) -> None:
         for phi, y in zip(np.atleast_2d(features), np.atleast_2d(targets)):
             phi = np.append(phi, 1.0)
-            self.weights += self.learning_rate * np.outer(phi, y - phi @ self.weights)
+            step = self.learning_rate / (1e-12 + phi @ phi)
+            self.weights += step * np.outer(phi, y - phi @ self.weights)
 
     def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
         return self.weights[:-1], self.weights[-1]
+
+    def state(self) -> dict:
+        return {"weights": self.weights}
+
+    @classmethod
+    def from_state(cls, state: dict, learning_rate: float) -> LMSReadout:
+        readout = cls(state["weights"].shape[0] - 1, state["weights"].shape[1], learning_rate)
+        readout.weights = state["weights"]
+        return readout
+
