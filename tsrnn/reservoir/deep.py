@@ -615,9 +615,11 @@ class _ResidualESN(ESN):
     def _readout_units(self) -> slice:
         raise NotImplementedError
 
-    def features(self, states: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def features(self, states: torch.Tensor, inputs: torch.Tensor, *,
+                 overwrite: bool = False) -> torch.Tensor:
         """Readout features phi (..., F) from states (..., n_units) and inputs (..., I)."""
-        return super().features(states[..., self._readout_units()], inputs)
+        return super().features(states[..., self._readout_units()], inputs,
+                                overwrite=overwrite)
 
     def _check_common_hyperparameters(self) -> None:
         check_positive(self.ridge, "ridge", allow_zero=True)

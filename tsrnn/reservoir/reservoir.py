@@ -70,6 +70,7 @@ class LeakyReservoir(nn.Module):
         self._cache_key = None
         self._scipy = None
         self._torch_sparse = None
+        self._input_csr = None
 
     # ------------------------------------------------------------------ the operator W
     def _refresh(self) -> None:
@@ -79,7 +80,7 @@ class LeakyReservoir(nn.Module):
         if key == self._cache_key:
             return
         self._cache_key = key
-        self._scipy = self._torch_sparse = None
+        self._scipy = self._torch_sparse = self._input_csr = None
         if not self.is_sparse:
             return
         if reference.device.type == "cpu":
@@ -118,10 +119,10 @@ class LeakyReservoir(nn.Module):
         # W_in u_t is formed step by step: materialising it for a long series would write
         # and read L x N values, which costs more than the products themselves.
         leak = self.leak_rate
-        weights_in = self.input_weights.numpy()
+        weights_in = self.input_operator()
         bias = self.bias.numpy()
         batch, length, _ = inputs.shape
-        states = np.empty((batch, length, self.n_units), dtype=weights_in.dtype)
+        states = np.empty((batch, length, self.n_units), dtype=bias.dtype)
         if batch == 1:
             multiply_add = self._matvec_into()
             x = state[0]
@@ -137,6 +138,17 @@ class LeakyReservoir(nn.Module):
         # quarter of scipy's per column at 32 columns.
         torch_states = self._run_torch(torch.from_numpy(inputs), torch.from_numpy(state))
         return torch_states.numpy()
+
+    def input_operator(self):
+        """W_in on the CPU for products with input vectors: a scipy CSR array when it is
+        sparse (Pathak et al.'s one input per unit: a 4000 x 64 product drops from ~107 to
+        ~16 us), else the dense numpy array."""
+        self._refresh()
+        if self._input_csr is None:
+            weights = self.input_weights.numpy()
+            density = np.count_nonzero(weights) / max(weights.size, 1)
+            self._input_csr = sparse.csr_array(weights) if density < 0.25 else weights
+        return self._input_csr
 
     def _matvec_into(self):
         """A function ``(x, out)`` doing ``out += W @ x`` with the least overhead per call."""
