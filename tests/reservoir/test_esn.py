@@ -314,3 +314,25 @@ def test_partial_fit_refuses_changed_columns_and_lists(lorenz):
         ESN(n_units=30).partial_fit([lorenz[:100], lorenz[100:200]])
     with pytest.raises(ValueError, match="online_readout"):
         ESN(n_units=30, online_readout="sgd").partial_fit(lorenz[:100])
+
+
+def test_equal_length_trajectories_run_as_one_batch_with_the_same_result(lorenz, monkeypatch):
+    import tsrnn.reservoir.esn as esn_module
+
+    options = dict(n_units=100, connectivity=0.1, random_state=0, ridge=1e-3)
+    pieces = [lorenz[:1_000], lorenz[1_000:2_000], lorenz[2_000:3_000]]
+    batched = ESN(**options).fit(pieces)
+    monkeypatch.setattr(esn_module, "_BATCH", 1)  # one trajectory at a time
+    alone = ESN(**options).fit(pieces)
+    np.testing.assert_allclose(batched.readout_weights_, alone.readout_weights_, atol=1e-8)
+    assert batched.n_training_samples_ == 3 * (1_000 - 1 - 100)
+
+
+def test_reservoir_states_are_the_teacher_forced_states(fitted, lorenz):
+    states = fitted.reservoir_states(lorenz[:500])
+    u = torch.from_numpy(fitted.y_scaler_.transform(lorenz[:499]))[None]
+    expected, _ = fitted.reservoir_(u)
+    assert states.shape == (499, 400)
+    np.testing.assert_allclose(states, expected[0].numpy(), atol=1e-14)
+    with pytest.raises(ValueError, match="columns"):
+        fitted.reservoir_states(lorenz[:500, :2])

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._protocol import DiscreteMap, jittered_copies
-from .._validation import check_in_range, check_option, check_positive, warn
+from .._validation import as_float_array, check_in_range, check_option, check_positive, warn
 from ..exceptions import DivergenceError
 from ..forecasting._data import as_series_list, check_exogenous
 from ..forecasting.base import BaseForecaster
@@ -31,8 +31,10 @@ from .reservoir import LeakyReservoir
 # this many steps early from the zero state (the seams are checked to round-off).
 _SEGMENTS = 16
 _SEGMENT_WASHOUT = 200
-# Teacher-forced states are produced and consumed in blocks of this many steps.
+# Teacher-forced states are produced and consumed in blocks of this many steps, for at most
+# this many trajectories at a time.
 _BLOCK = 16_384
+_BATCH = 64
 
 
 class ESN(BaseForecaster):
@@ -236,21 +238,28 @@ class ESN(BaseForecaster):
         warmup = int(self.warmup)
         from tqdm.auto import tqdm
 
-        for i in tqdm(range(len(y_list)), disable=not self._verbose or len(y_list) < 2,
-                      desc=type(self).__name__, leave=False):
-            y, x = y_list[i], None if x_list is None else x_list[i]
-            inputs = self._inputs(y, x)
+        # Trajectories of equal length run as one batch (up to _BATCH of them at a time).
+        by_length: dict[int, list[int]] = {}
+        for i, y in enumerate(y_list):
+            by_length.setdefault(y.shape[0], []).append(i)
+        batches = [members[k:k + _BATCH] for members in by_length.values()
+                   for k in range(0, len(members), _BATCH)]
+        for members in tqdm(batches, disable=not self._verbose or len(batches) < 2,
+                            desc=type(self).__name__, leave=False):
+            inputs = np.stack([self._inputs(y_list[i], None if x_list is None else x_list[i])
+                               for i in members])
             if self.training_noise > 0:
                 inputs = inputs + self.training_noise * generator.standard_normal(inputs.shape)
             u = self._tensor(inputs)
-            targets = self._tensor(y[1:])
+            targets = self._tensor(np.stack([y_list[i][1:] for i in members]))
             for start, states in self._teacher_forced_states(u):
                 keep = max(warmup - start, 0)  # the warm-up may span several blocks
-                if keep >= states.shape[0]:
+                if keep >= states.shape[1]:
                     continue
-                stop = start + states.shape[0]
-                phi = self.features(states[keep:], u[start + keep:stop], overwrite=True)
-                accumulator.update(phi, targets[start + keep:stop])
+                stop = start + states.shape[1]
+                phi = self.features(states[:, keep:], u[:, start + keep:stop], overwrite=True)
+                accumulator.update(phi.reshape(-1, phi.shape[-1]),
+                                   targets[:, start + keep:stop].reshape(-1, targets.shape[-1]))
         self.n_training_samples_ = accumulator.count
         weights, intercept = accumulator.solve(self.ridge, self.solver)
         if not (np.isfinite(weights).all() and np.isfinite(intercept).all()):
@@ -356,26 +365,52 @@ class ESN(BaseForecaster):
         """Hook after the reservoir is built (subclasses check its stability here)."""
 
     def _teacher_forced_states(self, inputs: torch.Tensor):
-        """Yield ``(start, states)`` blocks of the states (L, N) driven from the zero state.
+        """Yield ``(start, states)`` blocks of the states (B, L, N) driven from zero states
+        by inputs (B, L, I).
 
         Blocks of at most :data:`_BLOCK` steps keep memory independent of the series length.
-        Within a long block the states come from parallel time segments (verified at every
-        seam, see :meth:`LeakyReservoir.run_segmented`), else in order.
+        For one long sequence the states of a block come from parallel time segments
+        (verified at every seam, see :meth:`LeakyReservoir.run_segmented`).
         """
         reservoir = self.reservoir_
         state = None
-        for start in range(0, inputs.shape[0], _BLOCK):
-            block = inputs[start:start + _BLOCK]
+        for start in range(0, inputs.shape[1], _BLOCK):
+            block = inputs[:, start:start + _BLOCK]
             states = None
-            if block.shape[0] >= 2 * _SEGMENTS * _SEGMENT_WASHOUT and hasattr(
-                    reservoir, "run_segmented"):
-                states = reservoir.run_segmented(block, _SEGMENTS, _SEGMENT_WASHOUT,
-                                                 state=state)
+            if (block.shape[0] == 1 and block.shape[1] >= 2 * _SEGMENTS * _SEGMENT_WASHOUT
+                    and hasattr(reservoir, "run_segmented")):
+                segmented = reservoir.run_segmented(block[0], _SEGMENTS, _SEGMENT_WASHOUT,
+                                                    state=None if state is None else state[0])
+                states = None if segmented is None else segmented[None]
             if states is None:
-                states, _ = reservoir(block[None], None if state is None else state[None])
-                states = states[0]
-            state = states[-1]
+                states, _ = reservoir(block, state)
+            state = states[:, -1]
             yield start, states
+
+    def reservoir_states(self, y, X=None) -> np.ndarray:
+        """The teacher-forced reservoir states of a series, as the readout sees them.
+
+        Parameters
+        ----------
+        y : array (T, d); X : optional exogenous inputs (T, p).
+
+        Returns
+        -------
+        array (T - 1, n_units): the state after reading u_t = [y_t, X_{t+1}], from the zero
+        state, for t = 0 .. T-2 (standardised with the training statistics).
+        """
+        self._check_fitted()
+        y_array = as_float_array(y, "y", ndim=(1, 2))
+        y_array = y_array[:, None] if y_array.ndim == 1 else y_array
+        if y_array.shape[1] != self.n_features_in_:
+            raise ValueError(f"y must have {self.n_features_in_} columns, got {y_array.shape}")
+        x_list = check_exogenous(X, [y_array], False)
+        if (x_list is None) != (self.n_exog_ == 0):
+            raise ValueError("give X exactly when the model was fitted with X")
+        x_scaled = None if x_list is None else self.x_scaler_.transform(x_list[0])
+        u = self._tensor(self._inputs(self.y_scaler_.transform(y_array), x_scaled))[None]
+        return torch.cat([states for _, states in self._teacher_forced_states(u)], 1)[
+            0].double().cpu().numpy()
 
     # ------------------------------------------------------------------ predict
     def _predict(self, n_steps, context_y, context_x, future_x):
