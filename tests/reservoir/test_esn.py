@@ -84,9 +84,9 @@ def test_sparse_recurrent_matrix_has_exactly_the_requested_spectral_radius():
 
 
 def test_dense_circular_law_radius_is_close_for_large_matrices():
-    W = recurrent_matrix(1500, 0.9, 1.0, np.random.default_rng(6), exact=False)
-    # Circular law: the radius is 0.9 up to fluctuations of order n^-1/2.
-    assert spectral_radius(W) == pytest.approx(0.9, rel=0.05)
+    W = recurrent_matrix(800, 0.9, 1.0, np.random.default_rng(6), exact=False)
+    # Circular law: the radius is 0.9 up to fluctuations of order n^-1/2 (3.5% here).
+    assert spectral_radius(W) == pytest.approx(0.9, rel=0.06)
 
 
 def test_ridge_accumulator_equals_scikit_learn_ridge_with_intercept():
