@@ -1,0 +1,269 @@
+"""DSR estimators (tsrnn/dsr/estimators.py): fit, predict, save/load, analyses, bad input.
+
+Fits are tiny (a few batches of short windows of a 1500-step Lorenz-63 series) and seeded:
+they check the plumbing, not the quality of a reconstruction (benchmarks/ does that).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from tsrnn.analysis import lyapunov_spectrum
+from tsrnn.dsr import ALRNN, PLRNN, RegionGraph, ShallowPLRNN
+from tsrnn.exceptions import DivergenceError
+from tsrnn.systems import Lorenz63
+
+TINY = dict(sequence_length=20, batch_size=8, batches_per_epoch=3, max_epochs=2,
+            checkpoint_every=1, dt=0.01, random_state=0, device="cpu")
+
+
+def tiny(cls, **overrides):
+    model = {ALRNN: dict(n_latent=6, n_pwl=2), PLRNN: dict(n_latent=5),
+             ShallowPLRNN: dict(n_hidden=10)}[cls]
+    return cls(**{**TINY, **model, **overrides})
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    return Lorenz63().simulate(1500, transient=500, seed=0)
+
+
+# ---------------------------------------------------------------------- fit and predict
+@pytest.mark.parametrize("scheme", [dict(teacher_forcing="gtf", alpha="adaptive"),
+                                    dict(teacher_forcing="gtf", alpha=0.4),
+                                    dict(teacher_forcing="sparse", forcing_interval=5),
+                                    dict(teacher_forcing="bptt")])
+@pytest.mark.parametrize("cls", [ALRNN, PLRNN, ShallowPLRNN])
+def test_estimators_fit_a_short_lorenz_series_and_predict(cls, scheme, lorenz):
+    model = tiny(cls, **scheme).fit(lorenz)
+    forecast = model.predict(50)
+    assert forecast.shape == (50, 3) and np.isfinite(forecast).all()
+    assert model.n_epochs_ == 2 and len(model.history_["train_loss"]) == 2
+    assert [e for e, _ in model.checkpoint_scores_] == [0, 1]
+    assert model.best_epoch_ == int(np.argmin([s for _, s in model.checkpoint_scores_]))
+    if scheme.get("alpha") == "adaptive":
+        assert 0.0 <= model.alpha_ <= 1.0  # 6 batches: one update of the rule from 1
+    elif scheme["teacher_forcing"] == "sparse":
+        assert model.alpha_ is None
+
+
+def test_save_load_round_trip_predicts_identically(lorenz, tmp_path):
+    model = tiny(ALRNN).fit(lorenz)
+    path = model.save(tmp_path / "alrnn.pt")
+    loaded = ALRNN.load(path)
+    np.testing.assert_array_equal(loaded.predict(30), model.predict(30))
+    np.testing.assert_array_equal(loaded.predict(10, context=lorenz[:40]),
+                                  model.predict(10, context=lorenz[:40]))
+    assert loaded.get_params() == model.get_params()
+    assert loaded.checkpoint_scores_ == model.checkpoint_scores_
+
+
+def test_same_random_state_gives_identical_models(lorenz):
+    first, second = tiny(ShallowPLRNN).fit(lorenz), tiny(ShallowPLRNN).fit(lorenz)
+    np.testing.assert_array_equal(first.predict(20), second.predict(20))
+    for (name, a), (_, b) in zip(first.module_.state_dict().items(),
+                                 second.module_.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+# The scikit-learn checks that apply to a forecaster whose predict takes a horizon (the same
+# selection as tests/forecasting/test_rnn_forecasters.py, which gives the reasons for the rest).
+SKLEARN_CHECKS = [
+    "check_parameters_default_constructible", "check_no_attributes_set_in_init",
+    "check_get_params_invariance", "check_set_params", "check_estimator_cloneable",
+    "check_estimator_repr", "check_do_not_raise_errors_in_init_or_set_params",
+    "check_estimator_tags_renamed", "check_valid_tag_types", "check_mixin_order",
+    "check_estimators_fit_returns_self", "check_dont_overwrite_parameters",
+    "check_estimators_overwrite_params", "check_fit_check_is_fitted", "check_n_features_in",
+    "check_readonly_memmap_input", "check_inplace_ensure_writeable", "check_fit2d_1feature",
+    "check_supervised_y_no_nan", "check_requires_y_none", "check_estimators_unfitted",
+]
+
+
+@pytest.mark.parametrize("cls", [ALRNN, PLRNN, ShallowPLRNN], ids=lambda c: c.__name__)
+def test_scikit_learn_estimator_checks_pass(cls):
+    from sklearn.utils import estimator_checks
+
+    extra = {"n_pwl": 1} if cls is ALRNN else {}  # one-column checks: M = N = 1
+    for check in SKLEARN_CHECKS:
+        estimator = cls(n_latent=None, sequence_length=4, batch_size=8, max_epochs=1,
+                        batches_per_epoch=2, random_state=0, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            getattr(estimator_checks, check)(cls.__name__, estimator)
+
+
+def test_clone_and_get_params_keep_every_hyperparameter():
+    model = ALRNN(n_latent=7, n_pwl=3, teacher_forcing="gtf", alpha=0.2, noise=0.05)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    assert {"n_latent", "n_pwl", "teacher_forcing", "alpha", "forcing_interval", "noise",
+            "batches_per_epoch", "checkpoint_every", "max_time", "missing", "dt",
+            "learning_rate_final", "gradient_clip", "divergence"} <= set(model.get_params())
+
+
+def test_predict_from_a_context_forces_the_observed_latents_then_runs_free(lorenz):
+    model = tiny(ALRNN).fit(lorenz)
+    context = lorenz[100:160]
+    scaler = model.y_scaler_
+    x = torch.as_tensor(scaler.transform(context), dtype=torch.float32)
+    module = model.module_
+    with torch.no_grad():  # by hand: z_1 = [x_1; L x_1], replace x along the context
+        z = module.observation.initial_state(x[:1])
+        for t in range(1, len(x)):
+            z = module.latent.step(z)
+            z = torch.cat([x[t:t + 1], z[:, 3:]], -1)
+        expected = []
+        for _ in range(15):
+            z = module.latent.step(z)
+            expected.append(z[0, :3].double().numpy())
+    expected = scaler.inverse_transform(np.array(expected))
+    np.testing.assert_allclose(model.predict(15, context=context), expected, rtol=1e-5,
+                               atol=1e-5)
+    latents = model.generate_latents(15, context=context)
+    np.testing.assert_allclose(model.latent_to_data(latents), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_several_trajectories_and_exogenous_inputs(lorenz):
+    y = [lorenz[:700], lorenz[700:]]
+    x = [np.sin(np.arange(700))[:, None], np.cos(np.arange(800))[:, None]]
+    model = tiny(PLRNN).fit(y, X=x)
+    assert model.module_.latent.n_inputs == 1
+    assert model.predict(5, X=np.zeros((5, 1))).shape == (5, 3)
+    with pytest.raises(ValueError, match="autonomous"):
+        model.as_discrete_map()
+
+
+# ---------------------------------------------------------------------- model selection
+def test_checkpoints_are_scored_every_checkpoint_every_epochs_and_the_best_kept(lorenz):
+    model = tiny(ALRNN, max_epochs=7, checkpoint_every=3).fit(lorenz)
+    epochs = [e for e, _ in model.checkpoint_scores_]
+    assert epochs == [0, 2, 5, 6]  # the first, every third, the last
+    scores = dict(model.checkpoint_scores_)
+    assert model.best_epoch_ in scores
+    assert scores[model.best_epoch_] == min(scores.values())
+    # The weights kept are the best checkpoint's: scoring them again gives its D_stsp.
+    pairs = [(model.y_scaler_.transform(lorenz), None)]
+    again = model._reconstruction_score(model.module_, pairs)
+    assert again == pytest.approx(scores[model.best_epoch_], rel=1e-6)
+
+
+def test_max_time_stops_training_and_keeps_the_model_usable(lorenz):
+    model = tiny(ALRNN, max_epochs=50, max_time=1e-9).fit(lorenz)
+    assert model.stopped_by_time_ and model.n_epochs_ == 0
+    assert model.predict(5).shape == (5, 3)
+
+
+def test_noise_is_added_to_training_batches_only(lorenz):
+    clean = tiny(ALRNN).fit(lorenz)
+    noisy = tiny(ALRNN, noise=0.05).fit(lorenz)
+    assert clean.history_["train_loss"] != noisy.history_["train_loss"]
+
+
+# ---------------------------------------------------------------------- analysis
+def test_discrete_map_uses_dt_and_gives_lyapunov_exponents_per_time_unit(lorenz):
+    model = tiny(ALRNN).fit(lorenz)
+    dmap = model.as_discrete_map()
+    assert dmap.time_step == 0.01 and dmap.dim == 6 and dmap.dtype == torch.float64
+    assert model.as_discrete_map(dt=0.5).time_step == 0.5
+    per_time = lyapunov_spectrum(model, n_exponents=2, n_steps=300, n_trajectories=4)
+    per_step = lyapunov_spectrum(model.set_params(dt=None), n_exponents=2, n_steps=300,
+                                 n_trajectories=4)
+    np.testing.assert_allclose(per_time * 0.01, per_step, rtol=1e-9)
+    starts = dmap.initial_states(5, 0)
+    assert starts.shape == (5, 6) and torch.isfinite(starts).all()
+
+
+def test_fixed_points_of_the_fitted_model_are_true_fixed_points(lorenz):
+    model = tiny(ALRNN).fit(lorenz)
+    points = model.fixed_points(n_initial=32)
+    assert points, "an AL-RNN with invertible linear parts has a fixed point"
+    dmap = model.as_discrete_map()
+    for point in points:
+        z = torch.as_tensor(point.location[None])
+        with torch.no_grad():
+            assert float((dmap.step(z) - z).norm()) < 1e-8
+    assert model.latent_to_data(points[0].location).shape == (3,)
+
+
+def test_symbolic_codes_and_region_transition_graph_of_an_alrnn(lorenz):
+    model = tiny(ALRNN, n_pwl=2).fit(lorenz)
+    codes = model.symbolic_codes(n_steps=500)
+    assert codes.shape == (500,) and set(codes) <= {0, 1, 2, 3}
+    latents = model.generate_latents(500)
+    expected = (latents[:, -2] > 0) * 2 + (latents[:, -1] > 0)
+    np.testing.assert_array_equal(codes, expected)
+    graph = model.region_transition_graph(n_steps=500)
+    assert isinstance(graph, RegionGraph)
+    np.testing.assert_array_equal(graph.codes, np.unique(codes))
+    assert graph.counts.sum() == 499 and graph.n_regions <= 4
+    pairs = list(itertools.pairwise(codes))
+    assert graph.as_dict() == {k: pairs.count(k) for k in set(pairs)}
+    np.testing.assert_allclose(graph.transition_matrix().sum(1), 1.0)
+    along_data = model.symbolic_codes(lorenz[:200])
+    assert along_data.shape == (200,)
+
+
+# ---------------------------------------------------------------------- bad input
+def test_nan_is_refused_unless_masked_forcing_is_asked_for(lorenz):
+    y = lorenz.copy()
+    y[50, 1] = np.nan
+    with pytest.raises(ValueError, match=r"NaN \(first at row 50, column 1\).*missing='mask'"):
+        tiny(ALRNN).fit(y)
+    model = tiny(ALRNN, missing="mask").fit(y)
+    assert np.isfinite(model.history_["train_loss"]).all()
+    assert np.isfinite(model.predict(5, context=y[40:60])).all()
+    y[60, 0] = np.inf
+    with pytest.raises(ValueError, match="inf"):
+        tiny(ALRNN, missing="mask").fit(y)
+
+
+def test_masked_forcing_needs_the_identity_observation(lorenz):
+    with pytest.raises(ValueError, match="observation='identity'"):
+        tiny(ALRNN, missing="mask", observation="affine").fit(lorenz)
+
+
+def test_affine_observation_fits(lorenz):
+    model = tiny(ShallowPLRNN, n_latent=4, observation="affine").fit(lorenz)
+    assert model.predict(5).shape == (5, 3)
+
+
+def test_fewer_latents_than_observed_columns_is_an_error(lorenz):
+    with pytest.raises(ValueError, match="n_latent=2 is smaller than the 3 observed"):
+        tiny(ALRNN, n_latent=2, n_pwl=1).fit(lorenz)
+
+
+def test_more_piecewise_linear_units_than_latents_is_an_error(lorenz):
+    with pytest.raises(ValueError, match="n_pwl=7 exceeds n_latent=6"):
+        tiny(ALRNN, n_pwl=7).fit(lorenz)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(teacher_forcing="tbptt"), "unknown teacher_forcing 'tbptt'"),
+    (dict(alpha=1.5), "alpha must lie in"),
+    (dict(alpha="annealed"), "unknown alpha 'annealed'"),
+    (dict(forcing_interval=0), "forcing_interval must be > 0"),
+    (dict(observation="linear"), "unknown observation 'linear'"),
+    (dict(missing="drop"), "unknown missing 'drop'"),
+    (dict(noise=-0.1), "noise must be >= 0"),
+])
+def test_bad_hyperparameters_are_reported_by_name(bad, message, lorenz):
+    with pytest.raises(ValueError, match=message):
+        tiny(ALRNN, **bad).fit(lorenz)
+
+
+def test_divergence_during_training_is_detected_with_the_epoch(lorenz):
+    with pytest.raises(DivergenceError, match="diverged at epoch"):
+        tiny(PLRNN, teacher_forcing="bptt", learning_rate=1e4, gradient_clip=None,
+             max_epochs=3, sequence_length=40).fit(lorenz)
+
+
+def test_too_short_series_is_an_error():
+    with pytest.raises(ValueError, match="needs at least 21"):
+        tiny(ALRNN).fit(np.random.default_rng(0).normal(size=(15, 3)))

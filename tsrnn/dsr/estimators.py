@@ -1,0 +1,656 @@
+"""Dynamical-systems reconstruction estimators: PLRNN, shallow PLRNN and AL-RNN.
+
+Each estimator fits a latent map z_t = F(z_{t-1}) (a :mod:`tsrnn.nn` module) with an
+observation model to a measured series by teacher forcing (:mod:`tsrnn.dsr.teacher_forcing`),
+keeps the checkpoint whose free-running trajectory best matches the data in state space
+(D_stsp, :func:`tsrnn.metrics.state_space_divergence`), and then serves as a generative
+model (``predict``) and as an object of analysis (Lyapunov spectrum, fixed points, symbolic
+codes, region-transition graph).
+
+Training follows the authors' recipe (Hess et al. 2023, "Generalized teacher forcing for
+learning chaotic dynamics", ICML; Brenner et al. 2024, "Almost-linear RNNs yield highly
+interpretable symbolic codes in dynamical systems reconstruction", NeurIPS): each epoch
+``batches_per_epoch`` batches of ``batch_size`` windows of ``sequence_length`` + 1 steps,
+optional Gaussian noise of ``noise`` standard deviations added to every batch, RAdam with
+the learning rate decaying exponentially from ``learning_rate`` to ``learning_rate_final``.
+
+Models (M latents, N observed columns):
+
+- :class:`PLRNN`:        z_t = A z_{t-1} + W relu(z_{t-1}) + h
+- :class:`ShallowPLRNN`: z_t = A z_{t-1} + W1 relu(W2 z_{t-1} + h2) + h1  (clipped:
+  W1 [relu(W2 z + h2) - relu(W2 z)])
+- :class:`ALRNN`:        z_t = A z_{t-1} + W phi*(z_{t-1}) + h, relu on the last P units only
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validation import as_float_array, check_in_range, check_option, check_positive
+from ..forecasting._data import as_series_list
+from ..forecasting.base import NeuralForecaster
+from ..nn import plrnn as _modules
+from .teacher_forcing import (
+    OBSERVATIONS,
+    SCHEMES,
+    ReconstructionModel,
+    _force,
+    make_scheme,
+    teacher_forced_run,
+)
+
+MISSING = ("raise", "mask")
+
+# Generated points per checkpoint evaluation (at most; fewer for a shorter reference), run as
+# this many parallel trajectories from states along the reference data: the same coverage of
+# the attractor for an eighth of the sequential steps.
+_SELECTION_POINTS = 20_000
+_SELECTION_TRAJECTORIES = 8
+# Steps each of those runs makes before it is recorded (at most; no more than the reference
+# has points): a model can follow the data's attractor for a while and then settle on another
+# one (a long chaotic transient into a cycle), which short runs from data states would miss
+# (measured on Lorenz-63: a checkpoint that scored 0.59 on 2,500-step runs read 2.25 on
+# 100,000 steps).
+_SELECTION_TRANSIENT = 10_000
+# A free run that leaves the finite range is scored as if it sat far outside the data.
+_FAR_AWAY = 1e6
+
+
+def _store(estimator: Any, arguments: dict) -> None:
+    """Store ``__init__``'s arguments unchanged under their own names (scikit-learn)."""
+    for name, value in arguments.items():
+        if name != "self" and not name.startswith("__"):
+            setattr(estimator, name, value)
+
+
+@dataclasses.dataclass
+class RegionGraph:
+    """Transitions between linear subregions along a trajectory.
+
+    Attributes
+    ----------
+    codes : int array (K,)
+        The visited subregions, sorted (the ReLU sign bits read as a binary number; for
+        models with more than 62 ReLU units, the rank of the pattern among those visited).
+    counts : int array (K, K)
+        ``counts[i, j]`` = number of steps from subregion ``codes[i]`` to ``codes[j]``
+        (self-transitions on the diagonal).
+    """
+
+    codes: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_regions(self) -> int:
+        """Number of subregions visited."""
+        return int(self.codes.size)
+
+    def transition_matrix(self) -> np.ndarray:
+        """Row-normalised counts: the empirical transition probabilities."""
+        totals = self.counts.sum(axis=1, keepdims=True)
+        return self.counts / np.where(totals > 0, totals, 1)
+
+    def as_dict(self) -> dict[tuple[int, int], int]:
+        """{(from code, to code): count} for the transitions that occur."""
+        rows, cols = np.nonzero(self.counts)
+        return {(int(self.codes[i]), int(self.codes[j])): int(self.counts[i, j])
+                for i, j in zip(rows, cols)}
+
+
+class DSREstimator(NeuralForecaster):
+    """Base of the PLRNN-family estimators (see the module docstring).
+
+    A concrete estimator names its latent module (``_latent_module``) and the weights that
+    ``regularization`` penalises (``_coupling_names``); everything else is shared: the
+    observation model, the forcing scheme, checkpoint selection by D_stsp, prediction from a
+    context, the discrete map for :mod:`tsrnn.analysis`, symbolic codes and region graphs.
+
+    How the forcing composes with the training loop of
+    :class:`~tsrnn.forecasting.base.NeuralForecaster`: ``fit`` builds a scheme object from
+    ``teacher_forcing``/``alpha``/``forcing_interval``; every batch, ``_training_loss`` asks
+    it for the forcing weights w_t, runs :func:`~tsrnn.dsr.teacher_forcing.teacher_forced_run`
+    on the windows and hands the forced trajectory back to the scheme (the adaptive alpha
+    rule reads the Jacobians there). ``_validation_loss`` is the D_stsp of a free run,
+    computed every ``checkpoint_every`` epochs; the base keeps the best checkpoint.
+    """
+
+    _coupling_names: tuple[str, ...] = ("W",)
+
+    # ------------------------------------------------------------------ hooks
+    def _latent_module(self, n_latent: int, generator: torch.Generator) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def _allow_nan(self) -> bool:  # NaN passes the base's checks only with masked forcing
+        return getattr(self, "missing", "raise") == "mask"
+
+    # ------------------------------------------------------------------ checks
+    def _check_hyperparameters(self) -> None:
+        super()._check_hyperparameters()
+        check_option(self.teacher_forcing, "teacher_forcing", tuple(SCHEMES))
+        check_option(self.observation, "observation", tuple(OBSERVATIONS))
+        check_option(self.missing, "missing", MISSING)
+        if isinstance(self.alpha, str):
+            check_option(self.alpha, "alpha", ("adaptive",))
+        else:
+            check_in_range(self.alpha, "alpha", 0.0, 1.0)
+        check_positive(self.forcing_interval, "forcing_interval", integer=True)
+        check_positive(self.noise, "noise", allow_zero=True)
+        check_positive(self.regularization, "regularization", allow_zero=True)
+        if self.batches_per_epoch is not None:
+            check_positive(self.batches_per_epoch, "batches_per_epoch", integer=True)
+        check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
+        if self.max_time is not None:
+            check_positive(self.max_time, "max_time")
+        if self.dt is not None:
+            check_positive(self.dt, "dt")
+        if self.missing == "mask" and self.observation != "identity":
+            raise ValueError("missing='mask' (NaN-masked forcing) needs observation='identity'")
+
+    def fit(self, y: Any, X: Any = None):
+        """Fit the model to one or several trajectories (see the base class).
+
+        NaN marks a missing observation; it is accepted only with ``missing="mask"``, where
+        missing entries are neither forced nor part of the loss.
+        """
+        check_option(self.missing, "missing", MISSING)
+        arrays, collection = as_series_list(y, "y", allow_nan=True)
+        for i, array in enumerate(arrays):
+            bad = np.isinf(array) if self.missing == "mask" else ~np.isfinite(array)
+            if bad.any():
+                row, column = (int(v) for v in np.argwhere(bad)[0])
+                where = f"trajectory {i} of y" if collection else "y"
+                kind = "inf" if np.isinf(array[row, column]) else "NaN"
+                hint = ("mark missing observations with NaN" if kind == "inf" else
+                        f"{type(self).__name__} trains on missing observations only with "
+                        "NaN-masked teacher forcing: pass missing='mask'")
+                raise ValueError(f"{where} contains {kind} (first at row {row}, column "
+                                 f"{column}); {hint}")
+        return super().fit(y, X)
+
+    # ------------------------------------------------------------------ module
+    def _n_latent(self) -> int:
+        n_observed = self.n_features_in_
+        if self.n_latent is None:
+            return n_observed
+        n_latent = check_positive(self.n_latent, "n_latent", integer=True)
+        if n_latent < n_observed:
+            raise ValueError(
+                f"n_latent={n_latent} is smaller than the {n_observed} observed columns of y: "
+                f"{type(self).__name__} needs at least as many latent states as observations "
+                "(with the identity observation the first N latents are the observations)"
+            )
+        return n_latent
+
+    def _build_module(self) -> ReconstructionModel:
+        n_latent = self._n_latent()
+        generator = self._generator(offset=0)
+        latent = self._latent_module(n_latent, generator)
+        observation = OBSERVATIONS[self.observation](self.n_features_in_, n_latent,
+                                                     generator=generator)
+        return ReconstructionModel(latent, observation)
+
+    def _context_length(self) -> int:
+        # Enough rows to synchronise the unobserved latents and to seed analyses with states
+        # spread over the attractor, without storing (and saving) all the training data.
+        return max(1000, 4 * int(self.sequence_length))
+
+    # ------------------------------------------------------------------ training
+    def _fit(self, y_list, x_list) -> None:
+        self._forcing_ = make_scheme(self.teacher_forcing, self.alpha, self.forcing_interval)
+        self._deadline_ = None if self.max_time is None else time.perf_counter() + self.max_time
+        self._n_scored_ = 0
+        self._last_score_ = math.inf
+        self.checkpoint_scores_ = []
+        self.stopped_by_time_ = False
+        started = time.perf_counter()
+        super()._fit(y_list, x_list)
+        self.training_time_ = time.perf_counter() - started
+        self.n_epochs_ = len(self.history_["train_loss"])
+        self.alpha_ = self._forcing_.current_alpha
+
+    def _train_epoch(self, train, optimizer, generator, epoch, best_state):
+        if self._deadline_ is not None and time.perf_counter() > self._deadline_:
+            # The base stops on None and restores the best checkpoint, as after a divergence
+            # with divergence="restore".
+            self.stopped_by_time_ = True
+            return None
+        return super()._train_epoch(train, optimizer, generator, epoch, best_state)
+
+    def _epoch_batches(self, pairs, generator):
+        """``batches_per_epoch`` batches of random windows (None: cover the data once), each
+        with fresh Gaussian noise of ``noise`` standard deviations (the data are
+        standardised, so ``noise`` is a fraction of each column's std)."""
+        if self.batches_per_epoch is None:
+            batches = super()._epoch_batches(pairs, generator)
+        else:
+            batches = self._random_batches(pairs, generator)
+        for y, x in batches:
+            if self.noise:
+                noise = torch.randn(y.shape, generator=generator, dtype=torch.float64)
+                y = y + self.noise * noise.to(y)
+            yield y, x
+
+    def _random_batches(self, pairs, generator):
+        length = int(self.sequence_length) + 1
+        counts = np.array([y.shape[0] - length + 1 for y, _ in pairs])
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for _ in range(int(self.batches_per_epoch)):
+            picks = torch.randint(int(counts.sum()), (int(self.batch_size),),
+                                  generator=generator).numpy()
+            series = np.searchsorted(np.cumsum(counts), picks, side="right")
+            starts = [picks[series == i] - offsets[i] for i in range(len(pairs))]
+            yield self._windows(pairs, starts)
+
+    def _training_loss(self, module: ReconstructionModel, y: torch.Tensor,
+                       x: torch.Tensor | None) -> torch.Tensor:
+        """Teacher-forced MSE of the observations (+ regularisation), see the module doc."""
+        weights = self._forcing_.weights(y.shape[1] - 1)
+        run = teacher_forced_run(module, y, weights, inputs=x)
+        loss = run.loss()
+        if self.regularization:
+            penalty = sum(getattr(module.latent, name).square().sum()
+                          for name in self._coupling_names)
+            loss = loss + self.regularization * penalty
+        if module.training:
+            self._forcing_.after_batch(module.latent, run.inputs)
+        return loss
+
+    # ------------------------------------------------------------------ model selection
+    def _split_validation(self, y_list, x_list):
+        train, validation = super()._split_validation(y_list, x_list)
+        # Without a validation split the free runs are compared with the training data, as
+        # the authors do: D_stsp measures the attractor's geometry, not a fit to points.
+        return train, (validation or train)
+
+    def _fixed_windows(self, pairs) -> list:
+        """The reference trajectories of checkpoint selection (not windows: D_stsp compares
+        whole occupation densities)."""
+        return list(pairs)
+
+    def _validation_loss(self, module: ReconstructionModel, references: list) -> float:
+        """D_stsp of a free run every ``checkpoint_every`` epochs (and after the first and
+        the last); in between the last value, so that no unscored epoch becomes the best."""
+        epoch = self._n_scored_
+        self._n_scored_ += 1
+        due = (epoch == 0 or (epoch + 1) % int(self.checkpoint_every) == 0
+               or epoch + 1 == int(self.max_epochs))
+        if due:
+            self._last_score_ = self._reconstruction_score(module, references)
+            self.checkpoint_scores_.append((epoch, self._last_score_))
+        return self._last_score_
+
+    @torch.no_grad()
+    def _reconstruction_score(self, module: ReconstructionModel, references: list) -> float:
+        from ..metrics import state_space_divergence
+
+        truth = np.concatenate([y for y, _ in references])
+        truth = truth[np.isfinite(truth).all(axis=1)]
+        n_points = min(len(truth), _SELECTION_POINTS)
+        if self.n_exog_:
+            # Driven models: one run per reference from its start, along its own inputs.
+            runs = []
+            for y, x in references:
+                z = self._initial_latent(module, y[:1])
+                steps = min(len(y) - 1, _SELECTION_POINTS)
+                states = module.free_run(z, steps, self._tensor(x[1:steps + 1])[None])
+                runs.append(module.observe(states)[0])
+            generated = torch.cat(runs).double().cpu().numpy()
+        else:
+            series = [y for y, _ in references]
+            starts = []
+            for i in range(_SELECTION_TRAJECTORIES):
+                y = series[i % len(series)]
+                starts.append(y[int(i * (len(y) - 1) / _SELECTION_TRAJECTORIES)])
+            z = self._initial_latent(module, np.stack(starts))
+            transient = min(_SELECTION_TRANSIENT, len(truth))
+            steps = math.ceil(n_points / _SELECTION_TRAJECTORIES)
+            states = module.free_run(z, transient + steps)[:, transient:]
+            generated = module.observe(states).reshape(-1, truth.shape[1])
+            generated = generated.double().cpu().numpy()
+        generated = np.clip(np.nan_to_num(generated, nan=_FAR_AWAY, posinf=_FAR_AWAY,
+                                          neginf=-_FAR_AWAY), -_FAR_AWAY, _FAR_AWAY)
+        return float(state_space_divergence(truth, generated))
+
+    def _initial_latent(self, module: ReconstructionModel, rows: np.ndarray) -> torch.Tensor:
+        """z_1 from observation rows (B, N); missing entries count as 0 (the data mean)."""
+        x = torch.nan_to_num(self._tensor(rows))
+        return module.observation.initial_state(x)
+
+    # ------------------------------------------------------------------ latent trajectories
+    def _infer(self, y: np.ndarray, x: np.ndarray | None) -> torch.Tensor:
+        """Forced latent states ztilde_1 .. ztilde_T (T, M) along standardised rows ``y``:
+        z_1 = [x_1; L x_1], then each step's observed latents replaced by the data."""
+        module = self.module_
+        data = self._tensor(y)[None]
+        observed = ~torch.isnan(data)
+        signals = module.observation.forcing_signal(torch.nan_to_num(data))
+        inputs = None if x is None else self._tensor(x)[None]
+        z = self._initial_latent(module, y[:1])
+        states = [z]
+        with torch.no_grad():
+            for t in range(1, data.shape[1]):
+                z = module.step(z, None if inputs is None else inputs[:, t])
+                mask = None if bool(observed[:, t].all()) else observed[:, t]
+                z = _force(z, signals[:, t], mask, 1.0)
+                states.append(z)
+        return torch.cat(states)
+
+    def _predict(self, n_steps, context_y, context_x, future_x):
+        module = self.module_.eval()
+        z = self._infer(context_y, context_x)[-1:]
+        inputs = None if future_x is None else self._tensor(future_x)[None]
+        states = module.free_run(z, n_steps, inputs)
+        return module.observe(states)[0].double().cpu().numpy()
+
+    def _scaled(self, data: Any, name: str) -> np.ndarray:
+        raw = as_float_array(data, name, ndim=(1, 2), allow_nan=self._allow_nan)
+        raw = raw[:, None] if raw.ndim == 1 else raw
+        if raw.shape[1] != self.n_features_in_ or raw.shape[0] == 0:
+            raise ValueError(f"{name} must have shape (T, {self.n_features_in_}) with T >= 1, "
+                             f"got {raw.shape}")
+        return self.y_scaler_.transform(raw)
+
+    def infer_latents(self, y: Any) -> np.ndarray:
+        """Latent states (T, M) along observations ``y`` (T, N) in data units, by identity
+        forcing of the observed latents (the state the model is in at each step)."""
+        self._check_fitted()
+        self._refuse_inputs("infer_latents")
+        with torch.no_grad():
+            return self._infer(self._scaled(y, "y"), None).double().cpu().numpy()
+
+    def generate_latents(self, n_steps: int, context: Any = None) -> np.ndarray:
+        """The latent trajectory (n_steps, M) of the free run after ``context`` (the end of
+        the training data when None); ``predict`` returns its observations."""
+        self._check_fitted()
+        self._refuse_inputs("generate_latents")
+        n_steps = check_positive(n_steps, "n_steps", integer=True)
+        rows = self.context_y_ if context is None else self._scaled(context, "context")
+        with torch.no_grad():
+            z = self._infer(rows, None)[-1:]
+            return self.module_.free_run(z, n_steps)[0].double().cpu().numpy()
+
+    def latent_to_data(self, z: Any) -> np.ndarray:
+        """Observations in data units of latent states ``z`` (..., M), e.g. of fixed points."""
+        self._check_fitted()
+        latent = torch.as_tensor(np.asarray(z, dtype=np.float64), dtype=self.dtype_,
+                                 device=self.device_)
+        with torch.no_grad():
+            observed = self.module_.observe(latent).double().cpu().numpy()
+        return self.y_scaler_.inverse_transform(observed)
+
+    def _refuse_inputs(self, what: str) -> None:
+        if self.n_exog_:
+            raise ValueError(f"{what} needs an autonomous model; this one was fitted with "
+                             "exogenous inputs")
+
+    # ------------------------------------------------------------------ analysis
+    def as_discrete_map(self, dt: float | None = None, *, device: Any = None,
+                        dtype: Any = None):
+        """The fitted latent map z -> F(z) with its exact Jacobian, for tsrnn.analysis.
+
+        Parameters
+        ----------
+        dt : float, optional
+            Time one step stands for; None uses the estimator's ``dt`` (exponents per time
+            unit when it is set, per step otherwise).
+        device, dtype
+            Of the copy analysed (default: the training device, float64).
+
+        Starting states are latent states along the end of the training data (on the
+        attractor), slightly jittered.
+        """
+        from .._torch import resolve_device, resolve_dtype
+
+        self._check_fitted()
+        self._refuse_inputs("as_discrete_map")
+        time_step = self.dt if dt is None else check_positive(dt, "dt")
+        device = self.device_ if device is None else resolve_device(device)
+        dtype = resolve_dtype(dtype, torch.float64)
+        latent = copy.deepcopy(self.module_.latent).to(device=device, dtype=dtype).eval()
+        with torch.no_grad():
+            anchors = self._infer(self.context_y_, None).to(device=device, dtype=dtype)
+
+        def initial_states(n: int, seed: int | None = None) -> torch.Tensor:
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+            index = torch.linspace(0, anchors.shape[0] - 1, n).round().long()
+            jitter = torch.randn((n, anchors.shape[1]), generator=generator,
+                                 dtype=torch.float64)
+            return anchors[index.to(device)] + 1e-3 * jitter.to(anchors)
+
+        base = latent.as_discrete_map(time_step)
+        return dataclasses.replace(base, initial_states=initial_states,
+                                   name=type(self).__name__)
+
+    def fixed_points(self, **options) -> list:
+        """Fixed points of the latent map (:func:`tsrnn.analysis.fixed_points`); locations
+        are latent states, :meth:`latent_to_data` gives their observations."""
+        from ..analysis import fixed_points
+
+        self._check_fitted()
+        return fixed_points(self, **options)
+
+    def _region_labels(self, states: torch.Tensor) -> np.ndarray:
+        patterns = self.module_.latent.region(states).cpu().numpy().astype(np.int64)
+        if patterns.shape[1] <= 62:
+            weights = 2 ** np.arange(patterns.shape[1] - 1, -1, -1, dtype=np.int64)
+            return patterns @ weights
+        # Too many ReLUs for an integer code: number the visited patterns instead.
+        return np.unique(patterns, axis=0, return_inverse=True)[1].reshape(-1)
+
+    def _trajectory(self, y: Any, n_steps: int | None) -> torch.Tensor:
+        self._check_fitted()
+        self._refuse_inputs("symbolic codes")
+        with torch.no_grad():
+            if y is not None:
+                return self._infer(self._scaled(y, "y"), None)
+            n_steps = check_positive(10_000 if n_steps is None else n_steps, "n_steps",
+                                     integer=True)
+            z = self._infer(self.context_y_, None)[-1:]
+            return self.module_.free_run(z, n_steps)[0]
+
+    def symbolic_codes(self, y: Any = None, n_steps: int | None = None) -> np.ndarray:
+        """The linear subregion of each time step as an integer code (T,).
+
+        The code reads the ReLU sign pattern of the state as a binary number: for the AL-RNN
+        the signs of its last P units, at most 2^P symbols (Brenner et al. 2024). Of the
+        latent states along observations ``y`` (data units) when given, else of a free run
+        of ``n_steps`` (default 10,000) after the training data.
+        """
+        return self._region_labels(self._trajectory(y, n_steps))
+
+    def region_transition_graph(self, y: Any = None, n_steps: int | None = None
+                                ) -> RegionGraph:
+        """Counts of transitions between the subregions visited along a trajectory (the
+        same trajectory as :meth:`symbolic_codes`)."""
+        labels = self._region_labels(self._trajectory(y, n_steps))
+        codes, index = np.unique(labels, return_inverse=True)
+        counts = np.zeros((codes.size, codes.size), dtype=np.int64)
+        np.add.at(counts, (index[:-1], index[1:]), 1)
+        return RegionGraph(codes, counts)
+
+
+_SHARED_DOC = """
+    observation : {"identity", "affine"}
+        "identity": the first N latents are the observations, z_1 = [x_1; L x_1] with a
+        trained L, partial forcing. "affine": x = B z + b, forcing of all latents with
+        B^+ (x - b).
+    teacher_forcing : {"gtf", "sparse", "bptt"}
+        Generalized teacher forcing (Hess et al. 2023), sparse teacher forcing every
+        ``forcing_interval`` steps (Mikhaeil et al. 2022) or none (back-propagation through
+        time of the free run).
+    alpha : float in [0, 1] or "adaptive"
+        GTF strength; "adaptive": alpha* = max(0, 1 - 1/G) every 5 batches with gamma 0.999,
+        starting at 1 (see :mod:`tsrnn.dsr.teacher_forcing`).
+    forcing_interval : int
+        tau of sparse teacher forcing.
+    noise : float
+        Gaussian noise added to every training batch, in standard deviations of the data.
+    regularization : float
+        L2 penalty lambda * sum of squared coupling weights ({coupling}).
+    sequence_length, batch_size, max_epochs : int
+        Windows of ``sequence_length`` + 1 steps, ``batch_size`` per batch.
+    batches_per_epoch : int or None
+        Batches per epoch (the authors: 50); None covers the data about once.
+    learning_rate, learning_rate_final : float
+        Exponential decay between the two over ``max_epochs`` (RAdam, 1e-3 to 1e-6).
+    optimizer, weight_decay, gradient_clip, early_stopping, divergence, checkpoint_path
+        See :class:`tsrnn.forecasting.base.NeuralForecaster` (early stopping counts epochs
+        without a better D_stsp).
+    validation_fraction : float
+        Held-out end of each trajectory for checkpoint selection; 0 selects on the training
+        data.
+    checkpoint_every : int
+        Epochs between checkpoint evaluations: the D_stsp of a free run against the
+        validation (or training) data; the best checkpoint is kept.
+    max_time : float or None
+        Training time budget in seconds; training stops at the first epoch that would
+        start after it and keeps the best checkpoint.
+    missing : {"raise", "mask"}
+        NaN in y: an error, or missing observations (not forced, not in the loss).
+    dt : float or None
+        Sampling step of the data: Lyapunov exponents per time unit in tsrnn.analysis.
+    scale : bool
+        Standardise each column with the training statistics.
+    random_state, device, dtype, verbose
+        Reproducibility, where to compute, precision, one progress bar.
+
+    Attributes
+    ----------
+    module_ : ReconstructionModel (``.latent`` the tsrnn.nn map, ``.observation``)
+    history_ : dict, per-epoch "train_loss" and "validation_loss" (the last D_stsp)
+    checkpoint_scores_ : list of (epoch, D_stsp)
+    best_epoch_, n_epochs_, alpha_ (final GTF alpha, None for sparse forcing),
+    stopped_by_time_, training_time_
+"""
+
+
+class PLRNN(DSREstimator):
+    __doc__ = """PLRNN z_t = A z_{t-1} + W relu(z_{t-1}) + h, trained by teacher forcing.
+
+    Koppe et al. (2019), "Identifying nonlinear dynamical systems via generative recurrent
+    neural networks with applications to fMRI", PLoS Comput. Biol.
+
+    Parameters
+    ----------
+    n_latent : int or None
+        M (>= the number of observed columns N; None: M = N).
+    """ + _SHARED_DOC.replace("{coupling}", "W")
+
+    _coupling_names = ("W",)
+
+    def __init__(self, n_latent: int | None = 20, *, observation: str = "identity",
+                 teacher_forcing: str = "gtf", alpha: float | str = "adaptive",
+                 forcing_interval: int = 16, noise: float = 0.0, regularization: float = 0.0,
+                 sequence_length: int = 200, batch_size: int = 16, max_epochs: int = 100,
+                 batches_per_epoch: int | None = 50, learning_rate: float = 1e-3,
+                 learning_rate_final: float | None = 1e-6, optimizer: str = "radam",
+                 weight_decay: float = 0.0, gradient_clip: float | None = 10.0,
+                 validation_fraction: float = 0.0, early_stopping: int | None = None,
+                 divergence: str = "raise", checkpoint_path: str | None = None,
+                 checkpoint_every: int = 5, max_time: float | None = None,
+                 missing: str = "raise", dt: float | None = None, scale: bool = True,
+                 random_state: int | None = None, device: str | None = None,
+                 dtype: str = "float32", verbose: bool = False):
+        _store(self, locals())
+
+    def _latent_module(self, n_latent, generator):
+        return _modules.PLRNN(n_latent, n_inputs=self.n_exog_, generator=generator)
+
+
+class ShallowPLRNN(DSREstimator):
+    __doc__ = """Shallow PLRNN z_t = A z_{t-1} + W1 relu(W2 z_{t-1} + h2) + h1, trained by
+    teacher forcing; ``clipped``: W1 [relu(W2 z + h2) - relu(W2 z)] (bounded orbits when
+    ||A|| < 1).
+
+    Hess et al. (2023), "Generalized teacher forcing for learning chaotic dynamics", ICML:
+    the clipped shPLRNN with M = 3, H = 100 and adaptive GTF on Lorenz-63.
+
+    Parameters
+    ----------
+    n_latent : int or None
+        M (None: as many as observed columns).
+    n_hidden : int
+        H, the hidden ReLU units.
+    clipped : bool
+    """ + _SHARED_DOC.replace("{coupling}", "W1, W2")
+
+    _coupling_names = ("W1", "W2")
+
+    def __init__(self, n_latent: int | None = None, n_hidden: int = 50, clipped: bool = True,
+                 *, observation: str = "identity", teacher_forcing: str = "gtf",
+                 alpha: float | str = "adaptive", forcing_interval: int = 16,
+                 noise: float = 0.0, regularization: float = 0.0, sequence_length: int = 200,
+                 batch_size: int = 16, max_epochs: int = 100,
+                 batches_per_epoch: int | None = 50, learning_rate: float = 1e-3,
+                 learning_rate_final: float | None = 1e-6, optimizer: str = "radam",
+                 weight_decay: float = 0.0, gradient_clip: float | None = 10.0,
+                 validation_fraction: float = 0.0, early_stopping: int | None = None,
+                 divergence: str = "raise", checkpoint_path: str | None = None,
+                 checkpoint_every: int = 5, max_time: float | None = None,
+                 missing: str = "raise", dt: float | None = None, scale: bool = True,
+                 random_state: int | None = None, device: str | None = None,
+                 dtype: str = "float32", verbose: bool = False):
+        _store(self, locals())
+
+    def _latent_module(self, n_latent, generator):
+        n_hidden = check_positive(self.n_hidden, "n_hidden", integer=True)
+        return _modules.ShallowPLRNN(n_latent, n_hidden, n_inputs=self.n_exog_,
+                                     clipped=bool(self.clipped), generator=generator)
+
+
+class ALRNN(DSREstimator):
+    __doc__ = """Almost-linear RNN z_t = A z_{t-1} + W phi*(z_{t-1}) + h, relu on the last P
+    of M units, trained by teacher forcing (by default sparse forcing with tau = 16, the
+    authors' Lorenz-63 setting).
+
+    Brenner et al. (2024), "Almost-linear RNNs yield highly interpretable symbolic codes in
+    dynamical systems reconstruction", NeurIPS, arXiv 2410.14240. At most 2^P linear
+    subregions: :meth:`symbolic_codes` and :meth:`region_transition_graph` give the symbolic
+    dynamics.
+
+    Parameters
+    ----------
+    n_latent : int or None
+        M.
+    n_pwl : int
+        P <= M, the piecewise-linear units.
+    """ + _SHARED_DOC.replace("{coupling}", "W")
+
+    _coupling_names = ("W",)
+
+    def __init__(self, n_latent: int | None = 20, n_pwl: int = 2, *,
+                 observation: str = "identity", teacher_forcing: str = "sparse",
+                 alpha: float | str = "adaptive", forcing_interval: int = 16,
+                 noise: float = 0.0, regularization: float = 0.0, sequence_length: int = 200,
+                 batch_size: int = 16, max_epochs: int = 100,
+                 batches_per_epoch: int | None = 50, learning_rate: float = 1e-3,
+                 learning_rate_final: float | None = 1e-6, optimizer: str = "radam",
+                 weight_decay: float = 0.0, gradient_clip: float | None = 10.0,
+                 validation_fraction: float = 0.0, early_stopping: int | None = None,
+                 divergence: str = "raise", checkpoint_path: str | None = None,
+                 checkpoint_every: int = 5, max_time: float | None = None,
+                 missing: str = "raise", dt: float | None = None, scale: bool = True,
+                 random_state: int | None = None, device: str | None = None,
+                 dtype: str = "float32", verbose: bool = False):
+        _store(self, locals())
+
+    def _latent_module(self, n_latent, generator):
+        n_pwl = check_positive(self.n_pwl, "n_pwl", integer=True, allow_zero=True)
+        latent = _modules.ALRNN(n_latent, n_pwl, n_inputs=self.n_exog_, generator=generator)
+        # The authors' initialisation (ALRNN-DSR, Python and Julia): A from the normalised
+        # positive-definite matrix, but a weak coupling W ~ N(0, 0.01^2). The module's
+        # default W (the rest of that matrix, spectral radius of A + W exactly 1) makes
+        # sparsely forced training settle on a stable spiral instead of the chaotic
+        # attractor of Lorenz-63 (measured here: D_stsp ~3 after 560 epochs).
+        with torch.no_grad():
+            latent.W.copy_(0.01 * torch.randn(latent.W.shape, generator=generator))
+        return latent
