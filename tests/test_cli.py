@@ -22,6 +22,7 @@ REPORT_KEYS = {
     "system", "model", "dt", "n_train", "n_test", "fit_seconds", "valid_prediction_time",
     "valid_prediction_unit", "state_space_divergence", "power_spectrum_distance",
     "lyapunov_learned", "lyapunov_learned_stderr", "lyapunov_true", "lyapunov_true_source",
+    "fixed_points_learned", "fixed_points_true",
     "total_seconds",
 }
 
@@ -175,3 +176,18 @@ def test_reconstruct_refuses_an_existing_report_before_running(tmp_path, monkeyp
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main(["reconstruct", "-q", "-o", str(path)])
     assert path.read_text() == "{}"
+
+
+def test_reconstruct_with_an_alrnn_reports_learned_and_true_fixed_points(tmp_path, capsys):
+    path = tmp_path / "report.json"
+    code = main(["reconstruct", "--model", "alrnn", "--n-train", "1000", "--n-test", "500",
+                 "--max-epochs", "2", "-q", "-o", str(path)])
+    assert code == 0
+    assert "fixed points, true system: 3" in capsys.readouterr().out
+    report = json.loads(path.read_text())
+    assert report["model"] == "ALRNN"
+    # Lorenz-63's equilibria: the origin (one unstable direction) and C+- (two each).
+    assert sorted(p["unstable_dimension"] for p in report["fixed_points_true"]) == [1, 2, 2]
+    assert all(len(p["location"]) == 3 for p in report["fixed_points_learned"])
+    # The DSR model knows its sampling step: exponents per time unit, finite.
+    assert np.isfinite(report["lyapunov_learned"]).all()

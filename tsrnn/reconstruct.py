@@ -27,9 +27,11 @@ import numpy as np
 
 from .forecasting.base import BaseForecaster
 
+Factory = Callable[["ReconstructionConfig", "float | None"], BaseForecaster]
 
-def _recurrent(name: str) -> Callable[[ReconstructionConfig], BaseForecaster]:
-    def build(config: ReconstructionConfig) -> BaseForecaster:
+
+def _recurrent(name: str) -> Factory:
+    def build(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
         from . import forecasting
 
         return getattr(forecasting, name)(
@@ -41,7 +43,7 @@ def _recurrent(name: str) -> Callable[[ReconstructionConfig], BaseForecaster]:
     return build
 
 
-def _esn(config: ReconstructionConfig) -> BaseForecaster:
+def _esn(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
     from .reservoir import ESN
 
     # SPEC section 4: the settings that reach 8-9 Lyapunov times on Lorenz-63.
@@ -50,11 +52,35 @@ def _esn(config: ReconstructionConfig) -> BaseForecaster:
                device=config.device, verbose=config.verbose)
 
 
-#: Factories of the models ``tsrnn reconstruct --model NAME`` can fit.
-MODELS: dict[str, Callable[[ReconstructionConfig], BaseForecaster]] = {
+def _reconstruction_model(name: str, **settings: Any) -> Factory:
+    """A PLRNN-family estimator with the authors' Lorenz-63 training recipe (SPEC section 5):
+    windows of 200 steps, 16 per batch, 50 batches per epoch, RAdam with a decaying rate."""
+
+    def build(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
+        from . import dsr
+
+        return getattr(dsr, name)(
+            sequence_length=200, batch_size=16, batches_per_epoch=50,
+            max_epochs=config.max_epochs or 100, dt=dt, random_state=config.seed,
+            device=config.device, verbose=config.verbose, **settings)
+
+    return build
+
+
+#: Factories of the models ``tsrnn reconstruct --model NAME`` can fit: called with the run's
+#: settings and the sampling step of the data (None for maps).
+MODELS: dict[str, Factory] = {
     "esn": _esn,
     "gru": _recurrent("GRUForecaster"),
     "lstm": _recurrent("LSTMForecaster"),
+    # Hess et al. 2023: clipped shPLRNN, M = data dimension, H = 100, adaptive GTF.
+    "shplrnn": _reconstruction_model("ShallowPLRNN", n_latent=None, n_hidden=100,
+                                     clipped=True, teacher_forcing="gtf", alpha="adaptive"),
+    # Brenner et al. 2024: AL-RNN, M = 20, P = 2, sparse forcing every 16 steps.
+    "alrnn": _reconstruction_model("ALRNN", n_latent=20, n_pwl=2, teacher_forcing="sparse",
+                                   forcing_interval=16, learning_rate_final=1e-5),
+    "plrnn": _reconstruction_model("PLRNN", n_latent=20, teacher_forcing="gtf",
+                                   alpha="adaptive"),
 }
 DEFAULT_MODEL = "esn"
 
@@ -95,6 +121,10 @@ class ReconstructionReport:
     lyapunov_learned_stderr: list[float]
     lyapunov_true: list[float]
     lyapunov_true_source: str
+    # Fixed points in the standardised data coordinates, for models that find their own
+    # (the PLRNN family): {"location", "kind", "unstable_dimension"} per point.
+    fixed_points_learned: list[dict[str, Any]] | None = None
+    fixed_points_true: list[dict[str, Any]] | None = None
     total_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,14 +147,20 @@ class ReconstructionReport:
             f"  Lyapunov spectrum, learned model: {spectrum(self.lyapunov_learned)}",
             f"  Lyapunov spectrum, true system:   {spectrum(self.lyapunov_true)} "
             f"({self.lyapunov_true_source})",
-            f"  total: {self.total_seconds:.1f} s",
         ]
+        for label, points in (("learned model", self.fixed_points_learned),
+                              ("true system", self.fixed_points_true)):
+            if points is not None:
+                lines.append(f"  fixed points, {label}: {len(points)}")
+                lines.extend(f"    ({', '.join(f'{v:+.3f}' for v in p['location'])}) "
+                             f"{p['kind']}" for p in points)
+        lines.append(f"  total: {self.total_seconds:.1f} s")
         return "\n".join(lines)
 
 
 def run_reconstruction(config: ReconstructionConfig | None = None) -> ReconstructionReport:
     """Run the simulate → fit → generate → analyse pipeline and return its report."""
-    from .analysis import lyapunov_spectrum
+    from .analysis import fixed_points, lyapunov_spectrum
     from .datasets import simulate_splits
     from .metrics import power_spectrum_distance, state_space_divergence, valid_prediction_time
     from .systems import get_system
@@ -139,7 +175,8 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
                             transient=config.transient, noise=config.noise,
                             standardize=True, seed=config.seed)
     dt = float(split.dt)
-    model = MODELS[name](config)
+    # The sampling step lets models that know it report exponents per time unit.
+    model = MODELS[name](config, None if system.is_map else dt)
     fit_start = time.perf_counter()
     model.fit(split.train)
     fit_seconds = time.perf_counter() - fit_start
@@ -168,11 +205,23 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
         model, n_exponents=system.dim, dt=None if system.is_map else dt,
         n_steps=2_000, transient=500, n_trajectories=config.lyapunov_trajectories,
         seed=config.seed, return_stderr=True)
+    learned_points = true_points = None
+    if hasattr(model, "fixed_points") and hasattr(model, "latent_to_data"):
+        learned_points = [_describe_point(model.latent_to_data(p.location), p)
+                          for p in model.fixed_points(seed=config.seed)]
+        true_points = [_describe_point(split.transform(p.location), p)
+                       for p in fixed_points(system, seed=config.seed)]
     return ReconstructionReport(
         system=repr(system), model=type(model).__name__, dt=dt, n_train=config.n_train,
         n_test=config.n_test, fit_seconds=fit_seconds, valid_prediction_time=float(vpt),
         valid_prediction_unit=unit, state_space_divergence=float(d_stsp),
         power_spectrum_distance=float(d_h), lyapunov_learned=learned.tolist(),
         lyapunov_learned_stderr=learned_stderr.tolist(), lyapunov_true=true_spectrum,
-        lyapunov_true_source=source, total_seconds=time.perf_counter() - start,
+        lyapunov_true_source=source, fixed_points_learned=learned_points,
+        fixed_points_true=true_points, total_seconds=time.perf_counter() - start,
     )
+
+
+def _describe_point(location: np.ndarray, point: Any) -> dict[str, Any]:
+    return {"location": np.asarray(location, dtype=float).tolist(), "kind": point.kind,
+            "unstable_dimension": point.unstable_dimension}
