@@ -8,14 +8,23 @@ protocol, :class:`DiscreteMap` (a step function with its tangent map or Jacobian
 from .._protocol import DiscreteMap
 from .fixed_points import Cycle, FixedPoint, find_cycles, fixed_points
 from .lyapunov import as_discrete_map, kaplan_yorke_dimension, lyapunov_spectrum
+from .plots import plot_attractor, plot_power_spectra, plot_symbolic_sequence
+from .scyfi import PiecewiseLinearCycle, PiecewiseLinearFixedPoint, SCYFIResult, scyfi
 
 __all__ = [
     "Cycle",
     "DiscreteMap",
     "FixedPoint",
+    "PiecewiseLinearCycle",
+    "PiecewiseLinearFixedPoint",
+    "SCYFIResult",
     "as_discrete_map",
     "find_cycles",
     "fixed_points",
     "kaplan_yorke_dimension",
     "lyapunov_spectrum",
+    "plot_attractor",
+    "plot_power_spectra",
+    "plot_symbolic_sequence",
+    "scyfi",
 ]

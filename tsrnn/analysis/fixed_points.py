@@ -15,7 +15,9 @@ q below ``tolerance`` are kept, duplicates (and, for cycles, points of the same 
 shorter period) merged, and each is classified by its Jacobian eigenvalues: a fixed point of
 a flow is stable when every eigenvalue has a negative real part, a fixed point or cycle of a
 map when every eigenvalue of the Jacobian (of F^k along the cycle) lies inside the unit
-circle. For piecewise-linear models the exact SCYFI algorithm belongs in :mod:`tsrnn.dsr`.
+circle. Piecewise-linear models (PLRNN, shallow PLRNN, AL-RNN and the fitted tsrnn.dsr
+estimators) are handed to the exact SCYFI algorithm (:mod:`tsrnn.analysis.scyfi`) unless
+``method="newton"``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import numpy as np
 import torch
 
 from .._protocol import DiscreteMap
-from .._validation import as_float_array, check_positive
+from .._validation import as_float_array, check_option, check_positive
 from .lyapunov import as_discrete_map
+
+METHODS = ("auto", "scyfi", "newton")
 
 
 @dataclass
@@ -192,7 +196,30 @@ def _is_flow(obj) -> bool:
     return isinstance(obj, Flow)
 
 
-def fixed_points(obj: Any, *, n_initial: int = 256, x0: Any = None, seed: int = 0,
+def _scyfi_applies(obj: Any, method: str) -> bool:
+    """Whether ``method`` sends ``obj`` to SCYFI ("auto": for piecewise-linear models)."""
+    check_option(method, "method", METHODS)
+    if method == "newton":
+        return False
+    from .scyfi import is_piecewise_linear
+
+    if is_piecewise_linear(obj):
+        return True
+    if method == "scyfi":
+        raise TypeError(f"method='scyfi' needs a piecewise-linear model (tsrnn.nn PLRNN, "
+                        f"ShallowPLRNN, ALRNN or a fitted tsrnn.dsr estimator), got "
+                        f"{type(obj).__name__}")
+    return False
+
+
+def _scyfi_options(options: dict) -> dict:
+    """The options meant for SCYFI: those of the Newton path's map (dim, device, dtype)
+    do not apply to it."""
+    return {k: v for k, v in options.items() if k not in ("dim", "device", "dtype")}
+
+
+def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: Any = None,
+                 seed: int = 0,
                  learning_rate: float = 0.05, max_iterations: int = 2000,
                  newton_steps: int = 25, tolerance: float = 1e-9,
                  dedupe_tolerance: float = 1e-3, dt: float | None = None,
@@ -204,6 +231,10 @@ def fixed_points(obj: Any, *, n_initial: int = 256, x0: Any = None, seed: int = 
     obj
         A tsrnn system, a fitted estimator, a torch module or callable mapping states to
         next states (see :func:`tsrnn.analysis.as_discrete_map`).
+    method : {"auto", "scyfi", "newton"}
+        "auto": SCYFI (exact, :func:`tsrnn.analysis.scyfi`) for piecewise-linear models,
+        Adam + Newton otherwise. With SCYFI, ``x0`` and ``seed`` seed its search and
+        ``options`` are SCYFI's own; the Adam/Newton settings below do not apply.
     n_initial : int
         Starting states, sampled along the object's own trajectories (or taken from x0).
     x0 : array (dim,), (B, dim) or a trajectory (T, dim), optional
@@ -224,6 +255,10 @@ def fixed_points(obj: Any, *, n_initial: int = 256, x0: Any = None, seed: int = 
     -------
     list of :class:`FixedPoint`, sorted by location.
     """
+    if _scyfi_applies(obj, method):
+        from .scyfi import scyfi
+
+        return scyfi(obj, 1, x0=x0, seed=seed, **_scyfi_options(options))
     check_positive(n_initial, "n_initial", integer=True)
     flow = _is_flow(obj)
     if "dim" not in options and x0 is not None and not hasattr(obj, "as_discrete_map"):
@@ -255,7 +290,8 @@ def fixed_points(obj: Any, *, n_initial: int = 256, x0: Any = None, seed: int = 
     return results
 
 
-def find_cycles(obj: Any, order: int, *, n_initial: int = 256, x0: Any = None, seed: int = 0,
+def find_cycles(obj: Any, order: int, *, method: str = "auto", n_initial: int = 256,
+                x0: Any = None, seed: int = 0,
                 learning_rate: float = 0.05, max_iterations: int = 2000,
                 newton_steps: int = 25, tolerance: float = 1e-9,
                 dedupe_tolerance: float = 1e-3, dt: float | None = None,
@@ -265,12 +301,17 @@ def find_cycles(obj: Any, order: int, *, n_initial: int = 256, x0: Any = None, s
     Roots of F^k(x) - x are found as in :func:`fixed_points`; a root whose period is a
     proper divisor of k is dropped, and the k points of one orbit count once. Flows have
     periodic orbits rather than k-cycles: use a map (e.g. a Poincare map) for them.
+    ``method`` as in :func:`fixed_points` (SCYFI for piecewise-linear models by default).
 
     Returns
     -------
     list of :class:`Cycle`, each with its points in visiting order and its multipliers.
     """
     order = check_positive(order, "order", integer=True)
+    if _scyfi_applies(obj, method):
+        from .scyfi import scyfi
+
+        return scyfi(obj, order, cycles=True, x0=x0, seed=seed, **_scyfi_options(options))
     if _is_flow(obj):
         raise ValueError(
             "find_cycles applies to maps and discrete-time models; a flow's periodic orbits "
