@@ -43,6 +43,9 @@ the forced trajectory of a :class:`ReconstructionModel` on a batch of windows.
 Speed: :func:`forced_rollout` runs the recursion without autograd and back-propagates with the
 model's exact Jacobians (a vector-Jacobian product per step, then one batched pass for the
 parameter gradients); ``adjoint=False`` gives the plain autograd loop it is tested against.
+On CUDA (with Triton installed) the forward loop, the adjoint loop and free runs of the
+PLRNN family are each one kernel (:mod:`tsrnn.ops.pwl_rollout`) instead of ~10 launches per
+step; the loops here remain the CPU path and the reference.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import torch
 from torch import nn
 
 from .._validation import check_in_range, check_positive
+from ..ops import pwl_rollout
 
 Tensor = torch.Tensor
 StepFunction = Callable[[Tensor, Tensor | None], Tensor]
@@ -189,8 +193,14 @@ class ReconstructionModel(nn.Module):
         """Latent states z_1 .. z_n (B, n, M) following z (B, M); ``inputs`` (B, n, K).
 
         Without gradients (generation, checkpoint scoring) the fused form of the map is
-        used (see ``_kernels``), which dispatches fewer small operations per step.
+        used (see ``_kernels``), which dispatches fewer small operations per step; on CUDA
+        the whole run is one Triton kernel (:func:`tsrnn.ops.pwl_rollout.free_run`).
         """
+        if not torch.is_grad_enabled():
+            packed = _fast_map(self.latent, z)
+            if packed is not None:  # one Triton kernel for the whole run
+                return pwl_rollout.free_run(packed, z, n_steps, _drive(self.latent, inputs),
+                                            backend="triton")
         step = self.latent.step if torch.is_grad_enabled() else _kernels(self.latent).step
         input_steps = [None] * n_steps if inputs is None else inputs.unbind(1)
         states = []
@@ -527,6 +537,30 @@ def _kernels(latent: nn.Module) -> _Kernels:
         return fused(latent)
 
 
+def _fast_map(latent: nn.Module, z: Tensor) -> pwl_rollout.PackedMap | None:
+    """The map packed for the Triton rollout kernels when ``z`` is on CUDA, Triton imports
+    and the map is one of the PLRNN family in float32/float64 (else None: the loops here)."""
+    if z.dtype not in (torch.float32, torch.float64):
+        return None
+    if pwl_rollout.resolve_backend("auto", z) != "triton":
+        return None
+    return pwl_rollout.pack(latent)
+
+
+def _drive(latent: nn.Module, inputs: Tensor | None) -> Tensor | None:
+    """The input term C s_t (B, L, M) of every step, or None."""
+    weights = getattr(latent, "C", None)
+    if inputs is None or weights is None:
+        return None
+    return inputs @ weights.detach().T
+
+
+def _weight_tensor(weights: Sequence[float] | Tensor, like: Tensor) -> Tensor:
+    if isinstance(weights, Tensor):
+        return weights.to(like)
+    return torch.tensor(list(weights), dtype=like.dtype).to(like.device, non_blocking=True)
+
+
 class _AdjointRollout(torch.autograd.Function):
     """Forward without autograd; backward by the adjoint recursion with exact Jacobians.
 
@@ -535,11 +569,26 @@ class _AdjointRollout(torch.autograd.Function):
     a_k = dloss/dz_{k+2} + (1 - w m) c_{k+1} on the forced latents (+ c_{k+1} elsewhere).
     The parameter gradients then come from one batched evaluation of the module's own
     ``step`` on all inputs, back-propagated with the a_k: per time step the work is a few
-    small matrix products (fused forms of the model equations, see ``_kernels``).
+    small matrix products (fused forms of the model equations, see ``_kernels``). On CUDA
+    both loops are single Triton kernels (:mod:`tsrnn.ops.pwl_rollout`) for the PLRNN family;
+    ``weights`` may then be a tensor (L,) (a CUDA graph's static buffer).
     """
 
     @staticmethod
     def forward(ctx, z1, signals, mask, inputs, weights, latent, *parameters):
+        ctx.latent, ctx.n_forced = latent, signals.shape[-1]
+        packed = _fast_map(latent, z1)
+        ctx.packed = packed
+        if packed is not None:
+            weight_tensor = _weight_tensor(weights, z1)
+            predictions, fed = pwl_rollout.forced_rollout(
+                packed, z1, signals, weight_tensor, mask, _drive(latent, inputs),
+                backend="triton")
+            ctx.save_for_backward(fed, mask, inputs, weight_tensor)
+            ctx.mark_non_differentiable(fed)
+            return predictions, fed
+        if isinstance(weights, Tensor):
+            weights = weights.tolist()
         kernels = _kernels(latent)
         # Per-step views made once (unbind) rather than by indexing inside the loop: on the
         # CPU the loop's cost is the number of small tensor operations it dispatches.
@@ -556,19 +605,28 @@ class _AdjointRollout(torch.autograd.Function):
                 z = _force(z, signal_steps[k], mask_steps[k], weight)
         predictions = torch.stack(predictions, 1)
         fed = torch.stack(fed, 1)
-        ctx.save_for_backward(fed, mask, inputs)
-        ctx.weights, ctx.latent, ctx.kernels = list(weights), latent, kernels
-        ctx.n_forced = signals.shape[-1]
+        ctx.save_for_backward(fed, mask, inputs, None)
+        ctx.weights, ctx.kernels = list(weights), kernels
         ctx.mark_non_differentiable(fed)
         return predictions, fed
 
     @staticmethod
     def backward(ctx, grad_predictions, _grad_fed):
-        fed, mask, inputs = ctx.saved_tensors
-        batch, length, dim = fed.shape
-        weights, n_forced, kernels = ctx.weights, ctx.n_forced, ctx.kernels
+        fed, mask, inputs, weight_tensor = ctx.saved_tensors
         if grad_predictions is None:
             grad_predictions = torch.zeros_like(fed)
+        if ctx.packed is not None:
+            adjoints, carry = pwl_rollout.adjoint(ctx.packed, grad_predictions, fed,
+                                                  weight_tensor, ctx.n_forced, mask,
+                                                  backend="triton")
+        else:
+            adjoints, carry = _AdjointRollout._adjoint_loop(ctx, grad_predictions, fed, mask)
+        return _AdjointRollout._parameter_grads(ctx, adjoints, carry, fed, inputs)
+
+    @staticmethod
+    def _adjoint_loop(ctx, grad_predictions, fed, mask):
+        batch, length, dim = fed.shape
+        weights, n_forced, kernels = ctx.weights, ctx.n_forced, ctx.kernels
         # How much of the next input's adjoint reaches each prediction: 1 - w m on the
         # forced latents, 1 elsewhere; built for all steps at once.
         w = torch.tensor(weights, dtype=fed.dtype, device=fed.device)[None, :, None]
@@ -588,7 +646,11 @@ class _AdjointRollout(torch.autograd.Function):
                 a = a + carry if weights[k] == 0.0 else torch.addcmul(a, carry, keep_steps[k])
             adjoints[k] = a
             carry = kernels.vjp(a, slope_steps[k])
-        adjoints = torch.stack(adjoints, 1)
+        return torch.stack(adjoints, 1), carry
+
+    @staticmethod
+    def _parameter_grads(ctx, adjoints, carry, fed, inputs):
+        batch, length, dim = fed.shape
         grad_z1 = carry if ctx.needs_input_grad[0] else None
         needs = ctx.needs_input_grad[6:]
         parameters = [p for p, need in zip(ctx.latent.parameters(), needs) if need]
@@ -617,8 +679,9 @@ def forced_rollout(latent: nn.Module, z1: Tensor, signals: Tensor, weights: Sequ
         The first state (may require grad, e.g. through the matrix L).
     signals : (B, L, F), F <= M
         zhat_2 .. zhat_{L+1} for the first F latents (NaN-free; masked entries are ignored).
-    weights : sequence of L floats
-        w_2 .. w_{L+1} (a scheme's ``weights(L)``).
+    weights : sequence of L floats, or a tensor (L,)
+        w_2 .. w_{L+1} (a scheme's ``weights(L)``; a tensor stays on the device, as a CUDA
+        graph needs).
     mask : (B, L, F) bool, optional
         Which entries of ``signals`` are observed (force only those).
     inputs : (B, L, K), optional
@@ -639,9 +702,12 @@ def forced_rollout(latent: nn.Module, z1: Tensor, signals: Tensor, weights: Sequ
                          f"{z1.shape[-1]} latents")
     if adjoint and hasattr(latent, "jacobian") and torch.is_grad_enabled():
         parameters = list(latent.parameters())
-        predictions, fed = _AdjointRollout.apply(z1, signals, mask, inputs, list(weights),
-                                                 latent, *parameters)
+        predictions, fed = _AdjointRollout.apply(
+            z1, signals, mask, inputs, weights if isinstance(weights, Tensor) else list(weights),
+            latent, *parameters)
         return Rollout(predictions, fed)
+    if isinstance(weights, Tensor):
+        weights = weights.tolist()
     return _autograd_rollout(latent.step, z1, signals, mask, weights, inputs)
 
 
@@ -678,17 +744,23 @@ def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor | None) -> Tenso
     return difference.square().sum() / mask.sum().clamp_min(1)
 
 
-def teacher_forced_run(model: ReconstructionModel, y: Tensor, weights: Sequence[float], *,
-                       inputs: Tensor | None = None, adjoint: bool = True) -> ForcedRun:
+def teacher_forced_run(model: ReconstructionModel, y: Tensor,
+                       weights: Sequence[float] | Tensor, *, inputs: Tensor | None = None,
+                       adjoint: bool = True, has_missing: bool | None = None) -> ForcedRun:
     """Run ``model`` along windows ``y`` (B, L+1, N) with forcing weights (L of them).
 
     NaN entries of ``y`` are missing observations: they are neither forced nor in the loss,
     and count as 0 (the mean of standardised data) in the first state z_1. ``inputs``
     (B, L+1, K) are external inputs aligned with ``y`` (s_t drives the step into z_t).
+    ``has_missing=False`` skips the search for NaN (a host synchronisation, which a CUDA
+    graph cannot contain) when the caller knows there is none.
     """
     x = y
-    missing = torch.isnan(x)
-    has_missing = bool(missing.any())
+    if has_missing is None:
+        missing = torch.isnan(x)
+        has_missing = bool(missing.any())
+    elif has_missing:
+        missing = torch.isnan(x)
     if has_missing and not model.observation.masks_missing:
         raise ValueError(f"{type(model.observation).__name__} cannot mask missing "
                          "observations; use the identity observation model")

@@ -1,0 +1,263 @@
+"""Fused PLRNN-family rollouts (tsrnn/ops/pwl_rollout.py) and the DSR GPU training path.
+
+CPU tests check the torch reference of the kernels against the model equations, exact
+Jacobians and autograd in float64 (tolerance 1e-12: only round-off differs). Tests marked
+``gpu`` compare the Triton kernels with that reference, and a CUDA training batch or run with
+the CPU one; they also run without a GPU under Triton's interpreter (``TRITON_INTERPRET=1``
+with triton installed), on CPU tensors. float32 tolerances allow for round-off growing along
+a 40-step chaotic rollout.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tsrnn.dsr import ALRNN as ALRNNEstimator
+from tsrnn.dsr.teacher_forcing import (
+    IdentityObservation,
+    ReconstructionModel,
+    teacher_forced_run,
+)
+from tsrnn.nn import ALRNN, PLRNN, ShallowPLRNN
+from tsrnn.ops import pwl_rollout
+
+TIGHT = dict(rtol=1e-12, atol=1e-12)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" and pwl_rollout.triton_available()
+KERNEL_DEVICE = ("cuda" if torch.cuda.is_available() and pwl_rollout.triton_available()
+                 else "cpu" if INTERPRETED else None)
+needs_kernels = pytest.mark.skipif(KERNEL_DEVICE is None,
+                                   reason="needs CUDA and triton (or TRITON_INTERPRET=1)")
+
+
+def generator(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+LATENTS = {
+    "plrnn": lambda: PLRNN(5, generator=generator()),
+    "alrnn": lambda: ALRNN(20, 2, generator=generator()),
+    "shallow": lambda: ShallowPLRNN(3, 100, generator=generator()),
+    "clipped": lambda: ShallowPLRNN(4, 12, clipped=True, generator=generator()),
+}
+
+
+def latent_of(kind, dtype=torch.float64, device="cpu"):
+    latent = LATENTS[kind]().to(dtype)
+    with torch.no_grad():  # non-zero biases so that every term is exercised
+        for name, p in latent.named_parameters():
+            if name in ("h", "h1"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=generator(7), dtype=dtype))
+    return latent.to(device)
+
+
+def forcing_inputs(latent, batch=3, length=40, n_forced=3, seed=1):
+    dtype, device = latent.A.dtype, latent.A.device
+    g = generator(seed)
+    z1 = torch.randn(batch, latent.n_latent, generator=g, dtype=dtype)
+    signals = torch.randn(batch, length, n_forced, generator=g, dtype=dtype)
+    # every kind of step: none, identity forcing, lerp below and above one half
+    pattern = [0.0, 1.0, 0.3, 0.0, 0.7, 0.0, 0.0, 1.0]
+    weights = torch.tensor([pattern[k % len(pattern)] for k in range(length)], dtype=dtype)
+    mask = torch.rand(batch, length, n_forced, generator=g) > 0.3
+    drive = 0.1 * torch.randn(batch, length, latent.n_latent, generator=g, dtype=dtype)
+    return [t.to(device) for t in (z1, signals, weights, mask, drive)]
+
+
+# ---------------------------------------------------------------------- CPU: the reference
+@pytest.mark.parametrize("kind", list(LATENTS))
+def test_packed_step_and_vjp_equal_module_step_and_exact_jacobian(kind):
+    latent = latent_of(kind)
+    packed = pwl_rollout.pack(latent)
+    z = torch.randn(6, latent.n_latent, generator=generator(3), dtype=torch.float64)
+    a = torch.randn(6, latent.n_latent, generator=generator(4), dtype=torch.float64)
+    torch.testing.assert_close(packed.step(z), latent.step(z), **TIGHT)
+    jacobian = latent.jacobian(z)
+    torch.testing.assert_close(packed.vjp(a, z), (a.unsqueeze(1) @ jacobian).squeeze(1),
+                               **TIGHT)
+
+
+@pytest.mark.parametrize("kind", ["alrnn", "clipped"])
+def test_reference_rollout_and_adjoint_equal_autograd_of_the_recursion(kind):
+    latent = latent_of(kind)
+    packed = pwl_rollout.pack(latent)
+    z1, signals, weights, mask, drive = forcing_inputs(latent)
+    predictions, fed = pwl_rollout.forced_rollout(packed, z1, signals, weights, mask, drive,
+                                                  backend="torch")
+    # the recursion written out with autograd
+    z = z1.clone().requires_grad_(True)
+    state, outputs = z, []
+    for k in range(signals.shape[1]):
+        state = latent.step(state) + drive[:, k]
+        state.retain_grad()
+        outputs.append(state)
+        w, n = float(weights[k]), signals.shape[-1]
+        if w != 0.0:
+            forced = signals[:, k] if w == 1.0 else torch.lerp(state[:, :n], signals[:, k], w)
+            state = torch.cat([torch.where(mask[:, k], forced, state[:, :n]), state[:, n:]], 1)
+    torch.testing.assert_close(predictions, torch.stack(outputs, 1).detach(), **TIGHT)
+    grad = torch.randn(predictions.shape, generator=generator(5), dtype=torch.float64)
+    (torch.stack(outputs, 1) * grad).sum().backward()
+    adjoints, grad_z1 = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1],
+                                            mask, backend="torch")
+    torch.testing.assert_close(adjoints, torch.stack([o.grad for o in outputs], 1), **TIGHT)
+    torch.testing.assert_close(grad_z1, z.grad, **TIGHT)
+
+
+def test_reference_free_run_iterates_the_map():
+    latent = latent_of("plrnn")
+    z = torch.randn(2, 5, generator=generator(2), dtype=torch.float64)
+    states = pwl_rollout.free_run(pwl_rollout.pack(latent), z, 7, backend="torch")
+    expected, _ = latent(h0=z, n_steps=7)
+    torch.testing.assert_close(states, expected, **TIGHT)
+
+
+def test_pack_refuses_other_maps_and_oversized_tiles():
+    assert pwl_rollout.pack(torch.nn.Linear(3, 3)) is None
+    assert pwl_rollout.pack(PLRNN(300)) is None  # 512 x 512 tile: beyond the register budget
+    assert pwl_rollout.pack(ALRNN(20, 2)).num_warps == 1
+
+
+def test_backend_errors_name_the_options_and_the_device():
+    packed = pwl_rollout.pack(latent_of("plrnn"))
+    z = torch.zeros(2, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="auto"):
+        pwl_rollout.free_run(packed, z, 3, backend="cuda")
+    with pytest.raises(ValueError, match=r"shape \(B, 5\)"):
+        pwl_rollout.free_run(packed, torch.zeros(2, 4, dtype=torch.float64), 3)
+    if not INTERPRETED:
+        with pytest.raises(ValueError, match="CUDA"):
+            pwl_rollout.free_run(packed, z, 3, backend="triton")
+
+
+def test_teacher_forced_run_accepts_tensor_weights_and_a_known_absence_of_nan():
+    latent = latent_of("alrnn")
+    model = ReconstructionModel(latent, IdentityObservation(3, 20, generator(1)).double())
+    y = torch.randn(4, 17, 3, generator=generator(9), dtype=torch.float64)
+    weights = [1.0 if (k + 1) % 4 == 0 else 0.0 for k in range(16)]
+    reference = teacher_forced_run(model, y, weights)
+    fast = teacher_forced_run(model, y, torch.tensor(weights, dtype=torch.float64),
+                              has_missing=False)
+    torch.testing.assert_close(fast.predictions, reference.predictions, **TIGHT)
+    torch.testing.assert_close(fast.loss(), reference.loss(), **TIGHT)
+
+
+def test_estimator_on_cpu_trains_eagerly():
+    y = np.random.default_rng(0).standard_normal((300, 3))
+    estimator = ALRNNEstimator(n_latent=6, n_pwl=2, sequence_length=20, batch_size=4,
+                               batches_per_epoch=2, max_epochs=2, random_state=0,
+                               device="cpu").fit(y)
+    assert not estimator._graphed(estimator.module_)
+    assert len(estimator.history_["train_loss"]) == 2
+
+
+# ---------------------------------------------------------------------- kernels
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("kind", list(LATENTS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_triton_kernels_match_torch_reference(kind, dtype):
+    latent = latent_of(kind, dtype, KERNEL_DEVICE)
+    packed = pwl_rollout.pack(latent)
+    z1, signals, weights, mask, drive = forcing_inputs(latent)
+    tolerance = TIGHT if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for m, d in ((None, None), (mask, drive)):
+        expected = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
+                                              backend="torch")
+        actual = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
+                                            backend="triton")
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e, **tolerance)
+        grad = torch.randn(expected[0].shape, generator=generator(5), dtype=dtype)
+        grad, fed = grad.to(KERNEL_DEVICE), expected[1]
+        expected = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
+                                       backend="torch")
+        actual = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
+                                     backend="triton")
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e, **tolerance)
+    free = pwl_rollout.free_run(packed, z1, 50, backend="triton")
+    torch.testing.assert_close(free, pwl_rollout.free_run(packed, z1, 50, backend="torch"),
+                               **tolerance)
+
+
+@pytest.mark.gpu
+@needs_kernels
+@pytest.mark.parametrize("kind", ["alrnn", "clipped"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_training_batch_on_kernels_matches_cpu_loss_and_gradients(kind, dtype):
+    losses, grads = [], []
+    for device in ("cpu", KERNEL_DEVICE):
+        latent = latent_of(kind, dtype)
+        observation = IdentityObservation(3, latent.n_latent, generator(1)).to(dtype)
+        model = ReconstructionModel(latent, observation).to(device)
+        y = torch.randn(4, 41, 3, generator=generator(9), dtype=dtype).to(device)
+        weights = [1.0 if (k + 1) % 8 == 0 else 0.3 * (k % 3 == 0) for k in range(40)]
+        if device == "cpu" and INTERPRETED:  # the CPU run must take the loops, not Triton
+            os.environ["TRITON_INTERPRET"] = "0"
+        try:
+            loss = teacher_forced_run(model, y, weights).loss()
+        finally:
+            if INTERPRETED:
+                os.environ["TRITON_INTERPRET"] = "1"
+        loss.backward()
+        losses.append(loss.detach().cpu())
+        grads.append([p.grad.cpu() for p in model.parameters()])
+    tolerance = TIGHT if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
+    torch.testing.assert_close(losses[1], losses[0], **tolerance)
+    for g_fast, g_cpu in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_fast, g_cpu, **tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and pwl_rollout.triton_available()),
+                    reason="needs CUDA and triton")
+@pytest.mark.parametrize("graphed", [False, True])
+def test_cuda_training_follows_the_cpu_training_in_float64(graphed):
+    y = np.cumsum(np.random.default_rng(0).standard_normal((600, 3)), axis=0) * 0.1
+    fits = []
+    for device in ("cpu", "cuda"):
+        estimator = ALRNNEstimator(n_latent=8, n_pwl=2, sequence_length=30, batch_size=4,
+                                   batches_per_epoch=5, max_epochs=3, checkpoint_every=1,
+                                   random_state=0, device=device, dtype="float64")
+        estimator._graph_training = graphed
+        fits.append(estimator.fit(y))
+    cpu, gpu = fits
+    assert gpu._graphed(gpu.module_) == graphed
+    np.testing.assert_allclose(gpu.history_["train_loss"], cpu.history_["train_loss"],
+                               rtol=1e-9)
+    np.testing.assert_allclose([s for _, s in gpu.checkpoint_scores_],
+                               [s for _, s in cpu.checkpoint_scores_], rtol=1e-2)
+    for (name, p_gpu), p_cpu in zip(gpu.module_.named_parameters(), cpu.module_.parameters()):
+        torch.testing.assert_close(p_gpu.cpu(), p_cpu, rtol=1e-8, atol=1e-10, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and pwl_rollout.triton_available()),
+                    reason="needs CUDA and triton")
+def test_failed_graph_capture_warns_and_continues_with_the_same_eager_steps(monkeypatch):
+    y = np.cumsum(np.random.default_rng(1).standard_normal((400, 3)), axis=0) * 0.1
+    settings = dict(n_latent=6, n_pwl=2, sequence_length=20, batch_size=4, batches_per_epoch=4,
+                    max_epochs=2, random_state=0, device="cuda", dtype="float64")
+    eager = ALRNNEstimator(**settings)
+    eager._graph_training = False
+    eager.fit(y)
+
+    class FailingCapture:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            raise RuntimeError("capture refused (test)")
+
+        def __exit__(self, *args):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "graph", FailingCapture)
+    with pytest.warns(RuntimeWarning, match="eager steps"):
+        fallback = ALRNNEstimator(**settings).fit(y)
+    np.testing.assert_allclose(fallback.history_["train_loss"], eager.history_["train_loss"],
+                               rtol=1e-9)
