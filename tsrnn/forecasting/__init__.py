@@ -6,13 +6,16 @@ seeding, save/load) and, when trained by gradient descent,
 """
 
 from .base import BaseForecaster, NeuralForecaster
+from .continuous import CfCForecaster, LTCForecaster
 from .model_selection import closed_loop_scorer
 from .rnn import GRUForecaster, LSTMForecaster
 
 __all__ = [
     "BaseForecaster",
+    "CfCForecaster",
     "GRUForecaster",
     "LSTMForecaster",
+    "LTCForecaster",
     "NeuralForecaster",
     "closed_loop_scorer",
 ]
