@@ -7,6 +7,7 @@ seeding, save/load) and, when trained by gradient descent,
 
 from .base import BaseForecaster, NeuralForecaster
 from .continuous import CfCForecaster, LTCForecaster
+from .memory import HiPPOForecaster, LEMForecaster, LSSLForecaster
 from .model_selection import closed_loop_scorer
 from .rnn import GRUForecaster, LSTMForecaster
 
@@ -14,6 +15,9 @@ __all__ = [
     "BaseForecaster",
     "CfCForecaster",
     "GRUForecaster",
+    "HiPPOForecaster",
+    "LEMForecaster",
+    "LSSLForecaster",
     "LSTMForecaster",
     "LTCForecaster",
     "NeuralForecaster",

@@ -1,15 +1,21 @@
 """Plain torch modules, batch-first (B, L, C), usable in any training loop."""
 
 from .cfc import CfC
+from .hippo import HiPPORNN
+from .lem import LEM
+from .lssl import LSSL
 from .ltc import LTC
 from .plrnn import ALRNN, PLRNN, ShallowPLRNN
 from .readout import NextStepPredictor
 
 __all__ = [
     "ALRNN",
+    "LEM",
+    "LSSL",
     "LTC",
     "PLRNN",
     "CfC",
+    "HiPPORNN",
     "NextStepPredictor",
     "ShallowPLRNN",
 ]
