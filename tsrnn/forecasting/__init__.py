@@ -6,6 +6,7 @@ seeding, save/load) and, when trained by gradient descent,
 """
 
 from .base import BaseForecaster, NeuralForecaster
+from .chimera import ChimeraForecaster
 from .continuous import CfCForecaster, LTCForecaster
 from .memory import HiPPOForecaster, LEMForecaster, LSSLForecaster
 from .model_selection import closed_loop_scorer
@@ -14,6 +15,7 @@ from .rnn import GRUForecaster, LSTMForecaster
 __all__ = [
     "BaseForecaster",
     "CfCForecaster",
+    "ChimeraForecaster",
     "GRUForecaster",
     "HiPPOForecaster",
     "LEMForecaster",

@@ -1,6 +1,7 @@
 """Plain torch modules, batch-first (B, L, C), usable in any training loop."""
 
 from .cfc import CfC
+from .chimera import Chimera
 from .hippo import HiPPORNN
 from .lem import LEM
 from .lssl import LSSL
@@ -15,6 +16,7 @@ __all__ = [
     "LTC",
     "PLRNN",
     "CfC",
+    "Chimera",
     "HiPPORNN",
     "NextStepPredictor",
     "ShallowPLRNN",

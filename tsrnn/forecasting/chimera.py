@@ -1,0 +1,194 @@
+"""Chimera forecaster: a 2-D selective SSM over (time, variate) with a direct multi-horizon head.
+
+Behrouz, Santacatterina, Zabih, "Chimera: Effectively Modeling Multivariate Time Series with
+2-Dimensional State Space Models", NeurIPS 2024 (arXiv 2406.04320); the model is
+:class:`tsrnn.nn.Chimera` (equations and the choices made where the paper is open are in
+:mod:`tsrnn.nn.chimera`).
+
+How it forecasts. Chimera is causal in time, so at every step t of a window it can emit a
+forecast of the next ``horizon`` values, y_{t+1}, ..., y_{t+H} (per variate, a linear readout
+of the cell; with ``residual`` as increments over y_t). Training minimises the mean squared
+error of all these forecasts whose targets fall inside the window (every position of every
+window teaches every horizon it can), so one pass trains the H direct forecasters together.
+``predict(n_steps)`` reads the last ``sequence_length`` rows of the context, takes the
+forecast made at its last step, and, when ``n_steps`` > ``horizon``, appends those H values
+to the context and forecasts again (recursive extension in blocks of H, the "closed loop" of
+the estimator API at the block level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validation import check_in_range, check_positive
+from ..nn.chimera import Chimera
+from .base import NeuralForecaster
+
+
+class ChimeraHorizonModule(nn.Module):
+    """:class:`~tsrnn.nn.Chimera` with an H-step readout per variate and time step.
+
+    Shapes: y (B, L, d) -> forecasts (B, L, H, d), where [:, t, k] forecasts y_{t+1+k}, and
+    the Chimera state list.
+    """
+
+    def __init__(self, n_features: int, horizon: int, residual: bool = True, **chimera_options):
+        super().__init__()
+        self.horizon, self.residual = horizon, residual
+        self.core = Chimera(n_features, output_size=horizon, **chimera_options)
+        # A zero readout starts from the persistence forecast (with ``residual``) or from
+        # the mean (without): a sensible first guess instead of O(1) random outputs.
+        nn.init.zeros_(self.core.readout.weight)
+        nn.init.zeros_(self.core.readout.bias)
+
+    def forward(self, y: torch.Tensor, h0=None):
+        batch, length, d = y.shape
+        out, state = self.core(y, h0)
+        forecast = out.reshape(batch, length, d, self.horizon).transpose(2, 3)
+        if self.residual:
+            forecast = forecast + y[:, :, None, :]
+        return forecast, state
+
+
+def horizon_targets(y: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets (B, L, H, d) and a validity mask (L, H) for forecasts made at every step of
+    y[:, :-1]: target [:, t, k] = y[:, t + 1 + k], valid when t + 1 + k < y.shape[1]."""
+    batch, window, d = y.shape
+    length = window - 1
+    padded = torch.cat([y[:, 1:], y.new_zeros((batch, horizon - 1, d))], dim=1)
+    targets = padded.unfold(1, horizon, 1).permute(0, 1, 3, 2)  # (B, L, H, d)
+    t = torch.arange(length, device=y.device)[:, None]
+    k = torch.arange(horizon, device=y.device)[None, :]
+    return targets, (t + 1 + k) < window
+
+
+class ChimeraForecaster(NeuralForecaster):
+    """Chimera (2-D SSM over time and variates) with a direct multi-horizon head.
+
+    Parameters
+    ----------
+    horizon : int
+        H, the steps forecast directly from one context (beyond it: recursive blocks).
+    d_model, d_state, n_layers : int
+        Channels per cell, states per channel, stacked layers (see :class:`tsrnn.nn.Chimera`).
+    heads : tuple of {"trend", "seasonal"}
+        The discretisations used (both by default, as in the paper).
+    season : int, optional
+        Lag of the seasonal head's time recurrence (e.g. 12 for monthly data); None: 1.
+    bidirectional : bool
+        Forward and backward scans along the variates.
+    dropout : float
+        Dropout on the residual branches.
+    residual : bool
+        Forecast increments over the last observed value.
+    scan_method : {"sweep", "wavefront", "sequential"}
+        Evaluation of the 2-D scans (all exact; "sweep" is the fast one for few variates).
+    sequence_length : int
+        Context length: training windows and the rows ``predict`` reads (> ``horizon``).
+    batch_size, max_epochs, learning_rate, learning_rate_final, optimizer, weight_decay,
+    gradient_clip, validation_fraction, early_stopping, divergence, checkpoint_path
+        Training, see :class:`tsrnn.forecasting.base.NeuralForecaster`.
+    scale : bool
+        Standardise each column with the training statistics.
+    random_state, device, dtype, verbose
+        Reproducibility, where to compute, precision, one progress bar.
+
+    Exogenous inputs are not supported (a direct H-step head would need them over the whole
+    horizon); ``fit`` with ``X`` raises.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tsrnn.forecasting import ChimeraForecaster
+    >>> t = np.arange(600)
+    >>> y = np.stack([np.sin(2 * np.pi * t / 24), np.cos(2 * np.pi * t / 24)], axis=1)
+    >>> model = ChimeraForecaster(horizon=12, sequence_length=48, max_epochs=2,
+    ...                           random_state=0).fit(y)
+    >>> model.predict(30).shape
+    (30, 2)
+    """
+
+    def __init__(self, horizon: int = 24, d_model: int = 16, d_state: int = 8,
+                 n_layers: int = 2, heads: tuple[str, ...] = ("trend", "seasonal"),
+                 season: int | None = None, bidirectional: bool = True, dropout: float = 0.0,
+                 residual: bool = True, scan_method: str = "sweep", sequence_length: int = 96,
+                 batch_size: int = 32, max_epochs: int = 50, learning_rate: float = 2e-3,
+                 learning_rate_final: float | None = None, optimizer: str = "adam",
+                 weight_decay: float = 0.0, gradient_clip: float | None = 1.0,
+                 validation_fraction: float = 0.1, early_stopping: int | None = 10,
+                 divergence: str = "raise", checkpoint_path: str | None = None,
+                 scale: bool = True, random_state: int | None = None, device: str | None = None,
+                 dtype: str = "float32", verbose: bool = False):
+        self.horizon = horizon
+        self.d_model = d_model
+        self.d_state = d_state
+        self.n_layers = n_layers
+        self.heads = heads
+        self.season = season
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.residual = residual
+        self.scan_method = scan_method
+        self.sequence_length = sequence_length
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.learning_rate = learning_rate
+        self.learning_rate_final = learning_rate_final
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.gradient_clip = gradient_clip
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.divergence = divergence
+        self.checkpoint_path = checkpoint_path
+        self.scale = scale
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+    def _check_hyperparameters(self) -> None:
+        super()._check_hyperparameters()
+        horizon = check_positive(self.horizon, "horizon", integer=True)
+        if horizon >= int(self.sequence_length):
+            raise ValueError(f"horizon ({horizon}) must be smaller than sequence_length "
+                             f"({self.sequence_length}): the training windows hold the targets")
+        check_in_range(self.dropout, "dropout", 0.0, 1.0, closed="left")
+
+    def _build_module(self) -> ChimeraHorizonModule:
+        return ChimeraHorizonModule(
+            self.n_features_in_, check_positive(self.horizon, "horizon", integer=True),
+            residual=bool(self.residual), d_model=self.d_model, d_state=self.d_state,
+            n_layers=self.n_layers, heads=self.heads, season=self.season,
+            bidirectional=bool(self.bidirectional), dropout=self.dropout,
+            scan_method=self.scan_method, generator=self._generator())
+
+    def _fit(self, y_list, x_list) -> None:
+        if x_list is not None:
+            raise ValueError("ChimeraForecaster does not take exogenous inputs X: its direct "
+                             "multi-horizon head would need them over the whole horizon")
+        super()._fit(y_list, x_list)
+
+    def _training_loss(self, module, y, x):
+        forecast, _ = module(y[:, :-1])
+        targets, valid = horizon_targets(y, int(self.horizon))
+        error = (forecast - targets) ** 2 * valid[None, :, :, None]
+        return error.sum() / (valid.sum() * y.shape[0] * y.shape[2])
+
+    def _context_length(self) -> int:
+        return int(self.sequence_length)
+
+    def _predict(self, n_steps, context_y, context_x, future_x):
+        module = self.module_.eval()
+        length, horizon = int(self.sequence_length), int(self.horizon)
+        history = np.asarray(context_y, dtype=np.float64)[-length:]
+        blocks, produced = [], 0
+        while produced < n_steps:
+            forecast, _ = module(self._tensor(history)[None])
+            block = forecast[0, -1].double().cpu().numpy()  # (H, d)
+            blocks.append(block)
+            produced += horizon
+            history = np.concatenate([history, block])[-length:]
+        return np.concatenate(blocks)[:n_steps]
