@@ -20,6 +20,7 @@ able to ``inverse_transform`` forecasts back to original units.
 """
 
 from tsrnn.datasets.files import ett_borders, ett_splits, load_csv
+from tsrnn.datasets.oscillator import mass_spring_damper
 from tsrnn.datasets.real import (
     dataset_provenance,
     list_datasets,
@@ -45,6 +46,7 @@ __all__ = [
     "load_macrodata",
     "load_nile",
     "load_sunspots",
+    "mass_spring_damper",
     "simulate_splits",
     "train_test_split_series",
 ]

@@ -11,6 +11,7 @@ from .continuous import CfCForecaster, LTCForecaster
 from .memory import HiPPOForecaster, LEMForecaster, LSSLForecaster
 from .model_selection import closed_loop_scorer
 from .rnn import GRUForecaster, LSTMForecaster
+from .warp import WARPForecaster
 
 __all__ = [
     "BaseForecaster",
@@ -23,5 +24,6 @@ __all__ = [
     "LSTMForecaster",
     "LTCForecaster",
     "NeuralForecaster",
+    "WARPForecaster",
     "closed_loop_scorer",
 ]

@@ -8,6 +8,7 @@ from .lssl import LSSL
 from .ltc import LTC
 from .plrnn import ALRNN, PLRNN, ShallowPLRNN
 from .readout import NextStepPredictor
+from .warp import WARP
 
 __all__ = [
     "ALRNN",
@@ -15,6 +16,7 @@ __all__ = [
     "LSSL",
     "LTC",
     "PLRNN",
+    "WARP",
     "CfC",
     "Chimera",
     "HiPPORNN",
