@@ -9,10 +9,13 @@ CPU the growth of the peak resident set (VmHWM, reset before the step) during on
 forward + backward, measured in a fresh subprocess per model; on a GPU
 torch.cuda.max_memory_allocated.
 
-tsrnn's paths: CfC runs the hand-derived sequence function (tsrnn.nn._cfc_kernels);
-LTC runs the fused solver with the recomputing backward, on the CPU in the compiled C
-kernel (tsrnn.nn._ltc_cpu, OpenMP over the batch), on a GPU as torch operations; "graphed"
-rows capture the whole forward and backward once as CUDA graphs
+tsrnn's paths (the method column of each row):
+- "torch": CfC runs the hand-derived sequence function (tsrnn.nn._cfc_kernels) as torch
+  operations; LTC the fused solver with the recomputing backward (tsrnn.nn._ltc_kernels).
+- "native" (CPU, LTC): the compiled C kernel (tsrnn.nn._ltc_cpu, OpenMP over the batch).
+- "triton" (CUDA): the fused persistent Triton kernels, tsrnn.nn._triton_cfc and
+  tsrnn.nn._triton_ltc (the default on CUDA where triton is installed).
+"graphed" rows capture the whole forward and backward once as CUDA graphs
 (torch.cuda.make_graphed_callables) and replay them.
 
     python benchmarks/bench_cfc_ltc.py                 # CPU
@@ -33,7 +36,7 @@ import time
 import torch
 from _common import machine, median_time, today
 
-from tsrnn.nn import LTC, CfC
+from tsrnn.nn import LTC, CfC, _ltc_cpu
 from tsrnn.nn.wirings import Wiring
 
 B, L, H, I = 64, 256, 64, 3
@@ -101,7 +104,25 @@ class _Unchecked(torch.nn.Module):
         return states
 
 
-def graphed(module, x):
+def use_method(module, method: str) -> None:
+    """Select tsrnn's implementation: "triton" (the CUDA default), "torch" or "native"."""
+    if isinstance(module, CfC):
+        module._triton = method == "triton"
+    else:
+        module.implementation = {"triton": "triton", "torch": "torch", "native": "native"}[
+            method]
+
+
+def eager(module, x, method: str):
+    def run():
+        use_method(module, method)
+        return step(module, x)
+
+    return run
+
+
+def graphed(module, x, method: str):
+    use_method(module, method)
     core = _Unchecked(module, x)
     callable_ = torch.cuda.make_graphed_callables(core, (x.detach().clone(),),
                                                   num_warmup_iters=3)
@@ -188,16 +209,23 @@ def main() -> None:
     for model in ("cfc", "ltc"):
         theirs, ours = build(model)
         theirs, ours = theirs.to(device), ours.to(device)
-        candidates = [("tsrnn", lambda ours=ours: step(ours, x))]
         if cuda:
-            candidates.append(("tsrnn graphed", graphed(ours, x)))
+            candidates = [("tsrnn torch", eager(ours, x, "torch")),
+                          ("tsrnn torch graphed", graphed(ours, x, "torch")),
+                          ("tsrnn triton", eager(ours, x, "triton")),
+                          ("tsrnn triton graphed", graphed(ours, x, "triton"))]
+        else:
+            cpu_method = "native" if model == "ltc" and _ltc_cpu.available() else "torch"
+            candidates = [(f"tsrnn {cpu_method}", eager(ours, x, cpu_method))]
         if not (model == "ltc" and args.skip_ncps_ltc):
             candidates.insert(0, ("ncps", lambda theirs=theirs: step(theirs, x)))
         results = {}
         for name, function in candidates:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            wall, out = median_time(function, repeats=args.repeats)
+            # The fast rows take more repeats (their medians are noisier in relative terms).
+            repeats = args.repeats * (5 if "triton" in name or "graphed" in name else 1)
+            wall, out = median_time(function, repeats=repeats)
             entry = {"wall": wall, "out": out}
             if cuda:
                 entry["memory"] = torch.cuda.max_memory_allocated()
@@ -213,7 +241,7 @@ def main() -> None:
             ratio = ("" if reference is None or name == "ncps" else
                      f", {entry['wall'] / reference['wall']:.2f}x ncps")
             cpu = f" (cpu {entry['cpu'] * 1e3:.0f} ms)" if "cpu" in entry else ""
-            line = (f"{model.upper():3s} {name:14s} {entry['wall'] * 1e3:9.1f} ms{cpu}, peak "
+            line = (f"{model.upper():3s} {name:20s} {entry['wall'] * 1e3:9.2f} ms{cpu}, peak "
                     f"memory {entry['memory'] / 2**20:8.1f} MiB{ratio}{difference}")
             rows.append(line)
             print(line, flush=True)

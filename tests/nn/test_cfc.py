@@ -249,3 +249,134 @@ def test_cfc_on_cuda_equals_the_cpu(mode):
     expected, _ = cell(x, dt=dt)
     got, _ = cell.to("cuda")(x.cuda(), dt=dt.cuda())
     torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- Triton kernels (CUDA)
+def triton_kernels_under_the_interpreter():
+    """tsrnn.nn._triton_cfc on the CPU, where triton is installed and TRITON_INTERPRET=1."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs the Triton kernels on the CPU only under TRITON_INTERPRET=1")
+    pytest.importorskip("triton")
+    from tsrnn.nn import _triton_cfc
+
+    return _triton_cfc
+
+
+def sequence_gradients(function, mode, backbone, dtype, device="cpu", B=5, L=7, H=6, U=9):
+    """Outputs and gradients (drive, h0, dt and the weights) of a CfC sequence function."""
+    heads = 1 if mode == "pure" else 4
+    generator = torch.Generator().manual_seed(3)
+
+    def randn(*shape, scale=1.0):
+        value = scale * torch.randn(*shape, generator=generator, dtype=dtype)
+        return value.to(device).requires_grad_()
+
+    drive = randn(B, L, U if backbone else heads * H)
+    h0 = randn(B, H)
+    dt = (0.2 + torch.rand(B, L, 1, generator=generator, dtype=dtype)).to(device)
+    dt.requires_grad_()
+    if backbone:
+        w_h, w_z, b_z = randn(U, H, scale=0.4), randn(heads * H, U, scale=0.3), randn(heads * H)
+    else:
+        w_h, w_z, b_z = randn(heads * H, H, scale=0.4), None, None
+    if mode == "pure":
+        w_tau = (0.1 + torch.rand(H, generator=generator, dtype=dtype)).to(device)
+        w_tau.requires_grad_()
+        A = randn(H)
+    else:
+        w_tau = A = None
+    out = function.apply(drive, h0, dt, w_h, w_z, b_z, w_tau, A, mode, 1.7159, 0.666)
+    weights = torch.randn(out.shape, generator=generator, dtype=dtype).to(device)
+    leaves = [t for t in (drive, h0, dt, w_h, w_z, b_z, w_tau, A) if t is not None]
+    return out, torch.autograd.grad((out * weights).sum(), leaves)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backbone", [True, False])
+def test_triton_cfc_kernels_equal_the_torch_sequence_under_the_interpreter(mode, backbone):
+    """The kernels' arithmetic on the CPU (Triton's interpreter), float64, against the torch
+    sequence function; sizes that need padding (B=5 of 16 rows, H=6 of 16, U=9 of 16)."""
+    kernels = triton_kernels_under_the_interpreter()
+    from tsrnn.nn._cfc_kernels import CfCSequence
+
+    expected_out, expected = sequence_gradients(CfCSequence, mode, backbone, torch.float64)
+    got_out, got = sequence_gradients(kernels.TritonCfCSequence, mode, backbone,
+                                      torch.float64)
+    torch.testing.assert_close(got_out, expected_out, rtol=0, atol=1e-13)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-13)
+
+
+def test_the_cpu_fast_path_stays_the_torch_sequence_function():
+    from tsrnn.nn._cfc_kernels import CfCSequence
+
+    cell = CfC(3, 5)
+    assert cell._sequence_function(torch.zeros(2, 3, 3), 128) is CfCSequence
+
+
+def cuda_triton_or_skip():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from tsrnn.nn import cfc
+
+    if cfc._triton_kernels() is None:
+        pytest.skip("needs triton")
+    return cfc._triton_kernels()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("layers", [0, 1])
+def test_triton_cfc_gradients_equal_the_torch_path_on_cuda(dtype, mode, layers):
+    """Module level: outputs and gradients of every input and parameter from the Triton
+    kernels against the torch sequence function on the same device (which the CPU tests
+    check against autograd). Tolerances relative to the largest entry: float32 2e-5
+    (round-off through 40 steps), float64 1e-12."""
+    kernels = cuda_triton_or_skip()
+    torch.manual_seed(0)
+    cell = CfC(3, 20, mode=mode, backbone_layers=layers, backbone_units=40).to("cuda", dtype)
+    assert cell._sequence_function(torch.zeros(1, device="cuda", dtype=dtype), 40) is \
+        kernels.TritonCfCSequence
+    generator = torch.Generator().manual_seed(2)
+    B, L = 37, 40
+    x = torch.randn(B, L, 3, generator=generator, dtype=dtype).cuda().requires_grad_()
+    dt = (0.2 + 2 * torch.rand(B, L, generator=generator, dtype=dtype)).cuda()
+    dt.requires_grad_()
+    h0 = torch.randn(B, 20, generator=generator, dtype=dtype).cuda().requires_grad_()
+    weights = torch.randn(B, L, 20, generator=generator, dtype=dtype).cuda()
+    leaves = [x, dt, h0, *cell.parameters()]
+
+    def run():
+        out, final = cell(x, h0, dt)
+        loss = (out * weights).sum() + final.square().sum()
+        return out, torch.autograd.grad(loss, leaves)
+
+    got_out, got = run()
+    cell._triton = False
+    expected_out, expected = run()
+    tolerance = 2e-5 if dtype == torch.float32 else 1e-12
+    for g, e in zip((got_out.detach(), *got), (expected_out.detach(), *expected)):
+        scale = float(e.abs().max())
+        assert float((g - e).abs().max()) <= tolerance * max(scale, 1.0), (g - e).abs().max()
+
+
+@pytest.mark.gpu
+def test_triton_cfc_at_the_benchmark_size_matches_the_torch_path():
+    """B=64, L=256, H=64, 128 backbone units, float32: no padding, the benchmark's shape."""
+    cuda_triton_or_skip()
+    torch.manual_seed(0)
+    cell = CfC(3, 64, backbone_units=128).cuda()
+    x = torch.randn(64, 256, 3, device="cuda", requires_grad=True)
+
+    def run():
+        out, _ = cell(x)
+        return out, torch.autograd.grad(out.sum(), [x, *cell.parameters()])
+
+    got_out, got = run()
+    cell._triton = False
+    expected_out, expected = run()
+    for g, e in zip((got_out.detach(), *got), (expected_out.detach(), *expected)):
+        assert float((g - e).abs().max()) <= 1e-4 * max(float(e.abs().max()), 1.0)

@@ -287,3 +287,105 @@ def test_ltc_on_cuda_equals_the_cpu():
     gpu = cell.to("cuda")
     got, _ = gpu(x.cuda(), dt=dt.cuda())
     torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- Triton kernels (CUDA)
+def fused_inputs(B, L, H, dtype, device="cpu", density=0.6, seed=5):
+    """Random inputs of the fused solver (v0, c, n, d, w, wE, sigma, sigma mu), a sparse
+    wiring mask on w, all requiring gradients."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, dtype=dtype)
+
+    w = rand(H, H) * (rand(H, H) < density)
+    sigma = 3 + 5 * rand(H, H)
+    tensors = [0.3 * torch.randn(B, H, generator=generator, dtype=dtype),
+               3 + 6 * rand(B, L, H), rand(B, L, H) - 0.5, 0.5 + rand(B, L, H), w,
+               w * torch.sign(rand(H, H) - 0.3), sigma, sigma * (0.3 + 0.5 * rand(H, H))]
+    weights = torch.randn(B, L, H, generator=generator, dtype=dtype).to(device)
+    return [t.to(device).requires_grad_() for t in tensors], weights
+
+
+@pytest.mark.parametrize("H", [4, 16])
+def test_triton_ltc_kernels_equal_the_torch_function_under_the_interpreter(H):
+    """The kernels' arithmetic on the CPU (Triton's interpreter, TRITON_INTERPRET=1),
+    float64, against the recomputing torch function; H=4 is padded to 16."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs the Triton kernels on the CPU only under TRITON_INTERPRET=1")
+    pytest.importorskip("triton")
+    from tsrnn.nn._triton_ltc import TritonLTC
+
+    tensors, weights = fused_inputs(3, 5, H, torch.float64)
+    expected = FusedLTC.apply(*tensors, 6, "torch")
+    got = TritonLTC.apply(*tensors, 6)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-14)
+    for g, e in zip(torch.autograd.grad((got * weights).sum(), tensors),
+                    torch.autograd.grad((expected * weights).sum(), tensors)):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-13)
+
+
+def test_cpu_backends_are_unchanged_by_the_triton_option():
+    cell = LTC(3, 8)
+    expected = "native" if _ltc_cpu.available() else "torch"
+    assert cell._backend(torch.zeros(1)) == expected
+    cell.implementation = "torch"
+    assert cell._backend(torch.zeros(1)) == "torch"
+
+
+def ltc_triton_or_skip():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from tsrnn.nn import ltc
+
+    if ltc._triton_kernels() is None:
+        pytest.skip("needs triton")
+    return ltc._triton_kernels()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("H", [5, 64])
+def test_triton_ltc_function_equals_the_torch_function_on_cuda(dtype, H):
+    """The sequence function with a sparse mask: states and all eight gradients against the
+    recomputing torch function on the same device. Tolerances relative to the largest
+    entry: float32 2e-5, float64 1e-12."""
+    kernels = ltc_triton_or_skip()
+    tensors, weights = fused_inputs(33, 30, H, dtype, "cuda")
+    got = kernels.TritonLTC.apply(*tensors, 6)
+    expected = FusedLTC.apply(*tensors, 6, "torch")
+    tolerance = 2e-5 if dtype == torch.float32 else 1e-12
+    pairs = zip((got, *torch.autograd.grad((got * weights).sum(), tensors)),
+                (expected, *torch.autograd.grad((expected * weights).sum(), tensors)))
+    for g, e in pairs:
+        g, e = g.detach(), e.detach()
+        scale = max(float(e.abs().max()), 1.0)
+        assert float((g - e).abs().max()) <= tolerance * scale, (g - e).abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_ltc_module_gradients_equal_the_torch_path_on_cuda(dtype):
+    """An NCP wiring (sparse, 12 neurons), irregular dt: the module's outputs and every
+    parameter's gradient with implementation 'auto' (Triton on CUDA) against 'torch'."""
+    ltc_triton_or_skip()
+    torch.manual_seed(0)
+    cell = LTC(3, AutoNCP(12, 3, seed=0)).to("cuda", dtype)
+    assert cell._backend(torch.zeros(1, device="cuda", dtype=dtype)) == "triton"
+    x, dt = inputs(9, 20, 3)
+    x, dt = x.to("cuda", dtype).requires_grad_(), dt.to("cuda", dtype).requires_grad_()
+    leaves = [x, dt, *cell.parameters()]
+
+    def run():
+        out, final = cell(x, dt=dt)
+        return out, torch.autograd.grad(out.sum() + final.square().sum(), leaves)
+
+    got_out, got = run()
+    cell.implementation = "torch"
+    expected_out, expected = run()
+    tolerance = 2e-5 if dtype == torch.float32 else 1e-12
+    for g, e in zip((got_out.detach(), *got), (expected_out.detach(), *expected)):
+        scale = max(float(e.abs().max()), 1.0)
+        assert float((g - e).abs().max()) <= tolerance * scale, (g - e).abs().max()

@@ -26,6 +26,8 @@ a low-rank-plus-sparse wiring makes the recurrent block of ff1/ff2 (W1 W2) ⊙ M
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import ClassVar
 
 import torch
@@ -37,6 +39,19 @@ from ._cfc_kernels import CfCSequence
 from ._sampling import check_sequence, check_time_steps
 from .ltc import MemoryCell
 from .wirings import Wiring
+
+
+@functools.cache
+def _triton_kernels():
+    """:mod:`tsrnn.nn._triton_cfc`, or None where triton is not installed (or
+    ``TSRNN_NO_TRITON`` is set)."""
+    if os.environ.get("TSRNN_NO_TRITON"):
+        return None
+    try:
+        from . import _triton_cfc
+    except ImportError:
+        return None
+    return _triton_cfc
 
 
 class LeCunTanh(nn.Module):
@@ -147,7 +162,8 @@ class CfC(nn.Module):
         present (ncps 1.0.1 connects every layer of a wiring densely to itself).
     fast_path : bool
         Run unwired cells with at most one tanh-kind backbone layer through the
-        hand-derived sequence function (:mod:`tsrnn.nn._cfc_kernels`); False runs plain
+        hand-derived sequence function (:mod:`tsrnn.nn._cfc_kernels`; on CUDA, where triton
+        is installed, the fused kernels of :mod:`tsrnn.nn._triton_cfc`); False runs plain
         autograd (needed for second derivatives).
 
     Shapes
@@ -292,6 +308,20 @@ class CfC(nn.Module):
 
     # Backbone activations the fast path knows: act(p) = alpha tanh(beta p).
     _FAST_ACTIVATIONS: ClassVar[dict] = {LeCunTanh: (1.7159, 0.666), nn.Tanh: (1.0, 1.0)}
+    # The fast path on CUDA runs the Triton kernels where they apply (False: the torch
+    # sequence function, e.g. to compare the two).
+    _triton: bool = True
+
+    def _sequence_function(self, x: torch.Tensor, features: int):
+        """The autograd function of the fast path for ``x``: Triton's on CUDA where the
+        kernels cover the sizes and dtype, else :class:`CfCSequence`."""
+        if self._triton and x.device.type == "cuda":
+            kernels = _triton_kernels()
+            rows = x.shape[0] * x.shape[1] if x.dim() > 1 else 0
+            if kernels is not None and kernels.supports(self.hidden_size, features, x.dtype,
+                                                        rows):
+                return kernels.TritonCfCSequence
+        return CfCSequence
 
     def _fast_path_applies(self) -> bool:
         """Unwired, no memory cell, at most one backbone layer of a tanh kind, no dropout
@@ -315,13 +345,14 @@ class CfC(nn.Module):
             first = self.backbone[0]
             alpha, beta = self._FAST_ACTIVATIONS[type(self.activation)]
             drive = F.linear(x, first.weight[:, :I], first.bias)
-            return CfCSequence.apply(drive, h0, dt, first.weight[:, I:], heads.weight(),
-                                     heads.linear.bias, w_tau, amplitude, self.mode, alpha,
-                                     beta)
+            sequence = self._sequence_function(x, first.out_features)
+            return sequence.apply(drive, h0, dt, first.weight[:, I:], heads.weight(),
+                                  heads.linear.bias, w_tau, amplitude, self.mode, alpha, beta)
         weight = heads.weight()
         drive = F.linear(x, weight[:, :I], heads.linear.bias)
-        return CfCSequence.apply(drive, h0, dt, weight[:, I:], None, None, w_tau, amplitude,
-                                 self.mode, 1.0, 1.0)
+        sequence = self._sequence_function(x, self.hidden_size)
+        return sequence.apply(drive, h0, dt, weight[:, I:], None, None, w_tau, amplitude,
+                              self.mode, 1.0, 1.0)
 
     def _step_weights(self):
         if self.wiring is not None:

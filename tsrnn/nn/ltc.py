@@ -31,12 +31,15 @@ neurons) are read out through an affine map, as in ncps.
 Speed: the fused solver runs in a custom autograd function (:mod:`tsrnn.nn._ltc_kernels`)
 that keeps only the states at the step boundaries and recomputes the synapse activations in
 its hand-derived backward pass; on the CPU it uses a compiled C kernel
-(:mod:`tsrnn.nn._ltc_cpu`) when a C compiler is present.
+(:mod:`tsrnn.nn._ltc_cpu`) when a C compiler is present, on CUDA fused Triton kernels
+(:mod:`tsrnn.nn._triton_ltc`, up to 64 neurons) when triton is installed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 from torch import nn
@@ -48,8 +51,21 @@ from ._sampling import check_sequence, check_time_steps
 from .wirings import Wiring, resolve_wiring
 
 SOLVERS = ("fused", "adaptive")
-IMPLEMENTATIONS = ("auto", "native", "torch", "autograd")
+IMPLEMENTATIONS = ("auto", "native", "triton", "torch", "autograd")
 MAPPINGS = ("affine", "linear", "none")
+
+
+@functools.cache
+def _triton_kernels():
+    """:mod:`tsrnn.nn._triton_ltc`, or None where triton is not installed (or
+    ``TSRNN_NO_TRITON`` is set)."""
+    if os.environ.get("TSRNN_NO_TRITON"):
+        return None
+    try:
+        from . import _triton_ltc
+    except ImportError:
+        return None
+    return _triton_ltc
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
@@ -106,10 +122,11 @@ class LTC(nn.Module):
     mixed_memory : bool
         Put an LSTM memory cell in front (ncps's ``mixed_memory``); the state is then the
         pair (v, c).
-    implementation : {"auto", "native", "torch", "autograd"}
-        How the fused solver runs: the compiled CPU kernel, the recomputing torch function,
-        or plain autograd through every unfold (memory O(B L K H^2), allows double
-        backward). "auto": native on a CPU when it is available, else torch.
+    implementation : {"auto", "native", "triton", "torch", "autograd"}
+        How the fused solver runs: the compiled CPU kernel, the fused Triton kernels (CUDA,
+        H <= 64), the recomputing torch function, or plain autograd through every unfold
+        (memory O(B L K H^2), allows double backward). "auto": native on a CPU when it is
+        available, triton on CUDA when triton is installed and covers H, else torch.
     method, rtol, atol : torchdiffeq settings of the adaptive solver.
 
     Shapes
@@ -222,9 +239,24 @@ class LTC(nn.Module):
         if choice == "auto":
             from . import _ltc_cpu
 
+            if like.device.type == "cuda":
+                kernels = _triton_kernels()
+                rows = like.shape[0] * like.shape[1] if like.dim() > 1 else 0
+                covered = kernels is not None and kernels.supports(self.hidden_size, like.dtype,
+                                                                   rows)
+                return "triton" if covered else "torch"
             native = (like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64)
                       and _ltc_cpu.available())
             return "native" if native else "torch"
+        if choice == "triton":
+            kernels = _triton_kernels()
+            if kernels is None:
+                raise RuntimeError("implementation='triton' needs the triton package; use "
+                                   "'torch'")
+            if not kernels.supports(self.hidden_size, like.dtype):
+                raise ValueError(f"the Triton LTC kernels cover up to {kernels.MAX_PADDED} "
+                                 f"neurons in float32 or float64, not {self.hidden_size} in "
+                                 f"{like.dtype}; use implementation='torch'")
         if choice == "native":
             from . import _ltc_cpu
 
@@ -298,9 +330,11 @@ class LTC(nn.Module):
         w = self.w
         args = (v0, c, n, d + self.epsilon, w, w * self.erev, self.sigma,
                 self.sigma * self.mu, self.ode_unfolds)
-        backend = self._backend(v0)
+        backend = self._backend(c)  # (B, L, H): the size decides too
         if backend == "autograd":
             return ltc_sequence_autograd(*args)
+        if backend == "triton":
+            return _triton_kernels().TritonLTC.apply(*args)
         return FusedLTC.apply(*args, backend)
 
     def _adaptive(self, v0, dt, n, d):
