@@ -138,7 +138,7 @@ def test_bad_settings_and_inputs_raise_clear_errors():
         tiny().fit(seasonal(), X=np.ones((300, 1)))
     with pytest.raises(ValueError, match="unknown head"):
         tiny(heads=("weekly",)).fit(seasonal())
-    with pytest.raises(ValueError, match="needs at least 25"):
+    with pytest.raises(ValueError, match="needs at least 30"):
         tiny().fit(seasonal(20))
     bad = seasonal()
     bad[5, 1] = np.nan
@@ -148,3 +148,90 @@ def test_bad_settings_and_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="3 columns"):
         model.predict(3, context=np.ones((30, 2)))
     assert not hasattr(tiny(), "module_")
+
+
+# ---------------------------------------------------------------- linear path and RevIN
+def _module(**options):
+    from tsrnn.forecasting.chimera import ChimeraHorizonModule
+    torch.manual_seed(0)
+    return ChimeraHorizonModule(3, 4, d_model=4, d_state=2, n_layers=1, season=3,
+                                generator=torch.Generator().manual_seed(0), **options).double()
+
+
+def test_linear_path_is_the_causal_autoregression_it_documents():
+    module = _module(linear_lags=5, residual=False)
+    with torch.no_grad():
+        module.linear.weight.normal_(generator=torch.Generator().manual_seed(1))
+        module.linear.bias.normal_(generator=torch.Generator().manual_seed(2))
+    y = torch.randn(2, 9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    forecast, _ = module(y)
+    core, _ = module.core(y)  # the zero-initialised readout: the core adds its bias only
+    core = core.reshape(2, 9, 3, 4).transpose(2, 3)
+    weight, bias = module.linear.weight[:, 0], module.linear.bias  # (H, p): [k, p-1] * y[t]
+    expected = torch.zeros(2, 9, 4, 3, dtype=torch.float64)
+    for t in range(9):
+        for k in range(4):
+            expected[:, t, k] = bias[k] + core[:, t, k]
+            for j in range(5):  # lag j: y[t - j], zero before the window
+                if t - j >= 0:
+                    expected[:, t, k] += weight[k, 4 - j] * y[:, t - j]
+    torch.testing.assert_close(forecast, expected, rtol=1e-12, atol=1e-12)
+    # Causal: changing y after step 4 leaves the forecasts made at steps <= 4 unchanged.
+    later = y.clone()
+    later[:, 5:] += 1.0
+    torch.testing.assert_close(module(later)[0][:, :5], forecast[:, :5], rtol=0, atol=0)
+
+
+def test_instance_norm_makes_the_forecast_equivariant_to_affine_changes_of_each_variate(
+        monkeypatch):
+    # Without the variance floor (it only keeps constant windows finite) the equivariance
+    # is exact: the model sees (y - mean) / std either way and maps back with the statistics.
+    monkeypatch.setattr("tsrnn.forecasting.chimera._REVIN_EPS", 0.0)
+    module = _module(instance_norm=True, linear_lags=3)
+    with torch.no_grad():  # non-trivial readouts, so that the test sees the whole model
+        module.core.readout.weight.normal_(generator=torch.Generator().manual_seed(1))
+        module.linear.weight.normal_(generator=torch.Generator().manual_seed(2))
+    y = torch.randn(2, 10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    scale = torch.tensor([0.01, 3.0, 250.0], dtype=torch.float64)
+    shift = torch.tensor([-5.0, 0.0, 1e3], dtype=torch.float64)
+    forecast, _ = module(y)
+    moved, _ = module(y * scale + shift)
+    torch.testing.assert_close(moved, forecast * scale + shift, rtol=1e-10, atol=1e-9)
+    assert not torch.allclose(forecast, module(y.flip(1))[0])  # it does depend on the data
+
+
+def test_instance_norm_round_trip_gives_persistence_at_the_zero_initialisation():
+    # Zero readouts and residual: the forecast is y_t in normalised units, and the inverse
+    # transform must return exactly the observed value, for any level and scale.
+    module = _module(instance_norm=True)
+    y = 1e3 + 50 * torch.randn(2, 8, 3, dtype=torch.float64,
+                               generator=torch.Generator().manual_seed(4))
+    forecast, _ = module(y)
+    torch.testing.assert_close(forecast, y[:, :, None, :].expand(-1, -1, 4, -1),
+                               rtol=1e-12, atol=1e-9)
+    constant = torch.full((1, 6, 3), 7.0, dtype=torch.float64)
+    assert torch.isfinite(module(constant)[0]).all()
+
+
+@pytest.mark.parametrize("instance_norm", [False, True])
+def test_training_loss_scores_every_context_forecast_on_its_whole_horizon(instance_norm):
+    model = tiny(horizon=3, sequence_length=5, instance_norm=instance_norm)
+    model.n_features_in_ = 2
+    module = model._build_module().double()
+    with torch.no_grad():
+        module.core.readout.weight.normal_(generator=torch.Generator().manual_seed(0))
+    y = torch.randn(2, 8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    forecast, _ = module(y[:, :5])  # the model reads the context only
+    errors = [(forecast[:, t, k] - y[:, t + 1 + k]) ** 2
+              for t in range(4 if instance_norm else 0, 5) for k in range(3)]
+    expected = torch.stack(errors).mean()
+    torch.testing.assert_close(model._training_loss(module, y, None), expected,
+                               rtol=1e-12, atol=0)
+
+
+def test_fit_needs_sequence_length_plus_horizon_rows_and_keeps_sequence_length():
+    model = tiny(validation_fraction=0.0)
+    with pytest.raises(ValueError, match="needs at least 30"):
+        model.fit(seasonal(29))
+    model.fit(seasonal(30))
+    assert model.sequence_length == 24 and model.get_params()["sequence_length"] == 24

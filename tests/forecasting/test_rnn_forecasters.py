@@ -276,7 +276,7 @@ def test_checkpoint_path_refuses_an_existing_file(tmp_path):
 def test_validation_fraction_that_leaves_no_validation_window_warns():
     # 100 steps: 10% is 10 steps, fewer than one window of sequence_length + 1 = 17.
     with pytest.warns(UserWarning, match=r"validation_fraction=0.1 leaves no trajectory with "
-                                         r"sequence_length \+ 1 = 17"):
+                                         r"a training window of 17 steps"):
         model = tiny().fit(sine(100))
     assert model.history_["validation_loss"] == [None] * model.n_epochs_
     # 95% of 300 steps leaves 15 training steps, less than one window: no split either.

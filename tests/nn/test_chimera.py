@@ -131,15 +131,18 @@ def test_forward_only_variate_scan_reads_only_earlier_variates_and_bidirectional
 
 
 @pytest.mark.parametrize("cut", [1, 2, 7])
-def test_chimera_state_continues_a_sequence_exactly(cut):
-    # cut=2 is shorter than the seasonal lag (4): the state mixes h0 and new columns.
-    model = _model(season=4)
+@pytest.mark.parametrize("mix_variates", [0, 3])
+def test_chimera_state_continues_a_sequence_exactly(cut, mix_variates):
+    # cut=2 is shorter than the seasonal lag (4): the state mixes h0 and new columns; with
+    # mix_variates=3 a one-step piece is shorter than the embedded 3 steps.
+    model = _model(season=4, mix_variates=mix_variates)
     x = _x(length=10)
     whole, final = model(x)
     first, state = model(x[:, :cut])
     middle, state = model(x[:, cut:cut + 1], h0=state)
     rest, state = model(x[:, cut + 1:], h0=state)
     torch.testing.assert_close(torch.cat([first, middle, rest], 1), whole, rtol=0, atol=1e-12)
+    assert len(state) == len(final) == 8 + (mix_variates > 1)
     for got, want in zip(state, final):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
@@ -226,3 +229,33 @@ def test_generator_alone_fixes_the_initialisation():
     second = Chimera(3, season=2, generator=torch.Generator().manual_seed(0))
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_mix_variates_embeds_the_cross_sections_of_the_last_steps_only(steps):
+    x = _x(n_var=5, length=9)
+    model = _model(n_var=5, bidirectional=False, mix_variates=steps, season=3)
+    # The embedding of cell (v, t) is lift(x[v, t]) + E[v] + sum_j M_j[v] x[:, t-j], by its
+    # equation (zeros before the first step).
+    lifted = model.lift(x.transpose(1, 2)[..., None]) + model.variate_embedding[:, None]
+    weight = model.variate_mix.weight.reshape(5, model.d_model, 5, steps)  # [..., K-1]: t
+    expected = lifted.clone()
+    for j in range(steps):
+        shifted = torch.zeros_like(x)
+        shifted[:, j:] = x[:, :x.shape[1] - j]  # x[:, t - j]
+        expected += torch.einsum("vdu,btu->bvtd", weight[..., steps - 1 - j], shifted)
+    captured = {}
+    hook = model.layers[0].register_forward_pre_hook(
+        lambda module, args: captured.setdefault("u", args[0]))
+    out, _ = model(x)
+    hook.remove()
+    torch.testing.assert_close(captured["u"], expected, rtol=1e-12, atol=1e-12)
+    # A later variate at step 6 now reaches variate 0 at step 6 (not without mixing: the
+    # forward variate scan reads only earlier variates), and nothing before step 6.
+    changed = x.clone()
+    changed[:, 6, 3] += 1.0
+    out_changed, _ = model(changed)
+    torch.testing.assert_close(out[:, :6], out_changed[:, :6], rtol=0, atol=1e-12)
+    assert (out[:, 6, 0] - out_changed[:, 6, 0]).abs().amax() > 1e-4
+    with pytest.raises(ValueError, match="mix_variates must be a non-negative integer"):
+        _model(mix_variates=-1)

@@ -293,7 +293,7 @@ class DSREstimator(NeuralForecaster):
             yield y, x
 
     def _random_batches(self, pairs, generator):
-        length = int(self.sequence_length) + 1
+        length = self._window_length()
         counts = np.array([y.shape[0] - length + 1 for y, _ in pairs])
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         for _ in range(int(self.batches_per_epoch)):

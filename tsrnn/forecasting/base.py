@@ -459,8 +459,13 @@ class NeuralForecaster(BaseForecaster):
             count += y.shape[0]
         return total / max(count, 1)
 
-    def _min_length(self) -> int:
+    def _window_length(self) -> int:
+        """Rows of one training window: ``sequence_length`` inputs and the step after the
+        last (one-step-ahead targets). A model scored on longer horizons overrides it."""
         return int(self.sequence_length) + 1
+
+    def _min_length(self) -> int:
+        return self._window_length()
 
     def _check_hyperparameters(self) -> None:
         check_positive(self.sequence_length, "sequence_length", integer=True)
@@ -482,7 +487,7 @@ class NeuralForecaster(BaseForecaster):
     # ------------------------------------------------------------------ data
     def _split_validation(self, y_list, x_list):
         """Hold out the last ``validation_fraction`` of every trajectory long enough."""
-        length = int(self.sequence_length) + 1
+        length = self._window_length()
         train, validation = [], []
         for i, y in enumerate(y_list):
             x = None if x_list is None else x_list[i]
@@ -495,13 +500,13 @@ class NeuralForecaster(BaseForecaster):
                 train.append((y, x))
         if self.validation_fraction > 0 and not validation:
             warn(f"validation_fraction={self.validation_fraction} leaves no trajectory with "
-                 f"sequence_length + 1 = {length} steps in both its training and its "
+                 f"a training window of {length} steps in both its training and its "
                  "validation part: training without a validation split (early stopping "
                  "watches the training loss)")
         return train, validation
 
     def _windows(self, pairs, starts_per_series) -> tuple[torch.Tensor, torch.Tensor | None]:
-        length = int(self.sequence_length) + 1
+        length = self._window_length()
         ys, xs = [], []
         for (y, x), starts in zip(pairs, starts_per_series):
             if len(starts) == 0:
@@ -516,7 +521,7 @@ class NeuralForecaster(BaseForecaster):
 
     def _epoch_batches(self, pairs, generator: torch.Generator):
         """Random windows covering the training data about once per epoch."""
-        length = int(self.sequence_length) + 1
+        length = self._window_length()
         counts = np.array([y.shape[0] - length + 1 for y, _ in pairs])
         total = int(counts.sum())
         n_windows = max(1, math.ceil(sum(y.shape[0] for y, _ in pairs) / (length - 1)))
@@ -530,7 +535,7 @@ class NeuralForecaster(BaseForecaster):
 
     def _fixed_windows(self, pairs) -> list:
         """Consecutive non-overlapping windows (validation), in batches."""
-        length = int(self.sequence_length) + 1
+        length = self._window_length()
         starts = [np.arange(0, y.shape[0] - length + 1, length - 1) for y, _ in pairs]
         flat = [(i, s) for i, ss in enumerate(starts) for s in ss]
         batches = []

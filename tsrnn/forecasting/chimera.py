@@ -7,9 +7,14 @@ Behrouz, Santacatterina, Zabih, "Chimera: Effectively Modeling Multivariate Time
 
 How it forecasts. Chimera is causal in time, so at every step t of a window it can emit a
 forecast of the next ``horizon`` values, y_{t+1}, ..., y_{t+H} (per variate, a linear readout
-of the cell; with ``residual`` as increments over y_t). Training minimises the mean squared
-error of all these forecasts whose targets fall inside the window (every position of every
-window teaches every horizon it can), so one pass trains the H direct forecasters together.
+of the cell; with ``residual`` as increments over y_t). Training windows hold a context of
+``sequence_length`` steps and the H steps after it; the model reads the context, and every
+forecast it makes there is scored on its whole horizon (mean squared error), so one pass
+trains the H direct forecasters at every context length up to ``sequence_length``, the one
+``predict`` uses included. (An earlier version scored forecasts on the targets inside a
+window of ``sequence_length`` + 1 steps: the far horizons were then learnt only from short
+contexts, and never from the full context they are used with.) With ``instance_norm`` only
+the forecast from the last context step is scored (its statistics reach past earlier steps).
 ``predict(n_steps)`` reads the last ``sequence_length`` rows of the context, takes the
 forecast made at its last step, and, when ``n_steps`` > ``horizon``, appends those H values
 to the context and forecasts again (recursive extension in blocks of H, the "closed loop" of
@@ -30,26 +35,66 @@ from .base import NeuralForecaster
 class ChimeraHorizonModule(nn.Module):
     """:class:`~tsrnn.nn.Chimera` with an H-step readout per variate and time step.
 
+    Optional parts (both off by default):
+
+    - ``linear_lags`` = p > 0: a linear autoregressive path added to the forecasts,
+      ŷ[t + 1 + k] += Σ_{j<p} W[k, j] y[t - j] + c[k], one (H, p) map shared by the variates
+      (a causal convolution along time, zeros before the window): the model then starts
+      from the per-variate linear forecaster (the RLinear / DLinear baseline of the
+      long-horizon protocol) and the SSM learns the residual. Not part of the paper. On the
+      synthetic set of ``benchmarks/bench_chimera.py`` (40 epochs, d_model 16) it helped
+      without ``mix_variates`` (test MSE 0.526 with p = 48 against 0.613) but not with it
+      (150 epochs: 0.295 against 0.286).
+    - ``instance_norm``: reversible instance normalisation (RevIN, Kim et al., "Reversible
+      Instance Normalization for Accurate Time-Series Forecasting against Distribution
+      Shift", ICLR 2022): each window and variate is standardised by its own mean and
+      standard deviation over the input steps, the model works in those units, and the
+      forecasts are mapped back (x - μ) / σ -> ŷ σ + μ. The statistics use the whole input
+      window, so only the forecast made at its last step is free of look-ahead; the
+      forecaster then trains on that step alone.
+
     Shapes: y (B, L, d) -> forecasts (B, L, H, d), where [:, t, k] forecasts y_{t+1+k}, and
     the Chimera state list.
     """
 
-    def __init__(self, n_features: int, horizon: int, residual: bool = True, **chimera_options):
+    def __init__(self, n_features: int, horizon: int, residual: bool = True,
+                 linear_lags: int = 0, instance_norm: bool = False, **chimera_options):
         super().__init__()
         self.horizon, self.residual = horizon, residual
+        self.linear_lags, self.instance_norm = int(linear_lags), bool(instance_norm)
         self.core = Chimera(n_features, output_size=horizon, **chimera_options)
         # A zero readout starts from the persistence forecast (with ``residual``) or from
         # the mean (without): a sensible first guess instead of O(1) random outputs.
         nn.init.zeros_(self.core.readout.weight)
         nn.init.zeros_(self.core.readout.bias)
+        if self.linear_lags:
+            self.linear = nn.Conv1d(1, horizon, self.linear_lags)
+            nn.init.zeros_(self.linear.weight)  # also starts from persistence / the mean
+            nn.init.zeros_(self.linear.bias)
 
     def forward(self, y: torch.Tensor, h0=None):
         batch, length, d = y.shape
+        if self.instance_norm:
+            mean = y.mean(dim=1, keepdim=True)
+            # The floor keeps a constant window finite (its forecast is then its mean).
+            std = torch.sqrt(y.var(dim=1, keepdim=True, unbiased=False) + _REVIN_EPS)
+            y = (y - mean) / std
         out, state = self.core(y, h0)
         forecast = out.reshape(batch, length, d, self.horizon).transpose(2, 3)
+        if self.linear_lags:
+            series = y.transpose(1, 2).reshape(batch * d, 1, length)
+            series = nn.functional.pad(series, (self.linear_lags - 1, 0))
+            # Conv1d correlates: weight[:, 0, -1] multiplies y[t], weight[:, 0, 0] y[t-p+1].
+            linear = self.linear(series).reshape(batch, d, self.horizon, length)
+            forecast = forecast + linear.permute(0, 3, 2, 1)
         if self.residual:
             forecast = forecast + y[:, :, None, :]
+        if self.instance_norm:
+            forecast = forecast * std[:, :, None] + mean[:, :, None]
         return forecast, state
+
+
+_REVIN_EPS = 1e-5
 
 
 def horizon_targets(y: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,10 +128,20 @@ class ChimeraForecaster(NeuralForecaster):
         Dropout on the residual branches.
     residual : bool
         Forecast increments over the last observed value.
+    linear_lags : int
+        p > 0 adds a linear autoregressive path over the last p values of each variate
+        (shared by the variates) to the forecasts; 0: none. See :class:`ChimeraHorizonModule`.
+    instance_norm : bool
+        Reversible instance normalisation (RevIN) of each context window and variate.
+    mix_variates : int
+        K > 0: embed the cross-sections of the last K steps, x[:, t-K+1..t], into every cell
+        (t, v), besides its own value (see :class:`tsrnn.nn.Chimera`; not part of the
+        paper). 0: off.
     scan_method : {"sweep", "wavefront", "sequential"}
         Evaluation of the 2-D scans (all exact; "sweep" is the fast one for few variates).
     sequence_length : int
-        Context length: training windows and the rows ``predict`` reads (> ``horizon``).
+        Context length: the rows ``predict`` reads (> ``horizon``); training windows hold
+        ``sequence_length + horizon`` rows (a series needs at least that many).
     batch_size, max_epochs, learning_rate, learning_rate_final, optimizer, weight_decay,
     gradient_clip, validation_fraction, early_stopping, divergence, checkpoint_path
         Training, see :class:`tsrnn.forecasting.base.NeuralForecaster`.
@@ -113,7 +168,9 @@ class ChimeraForecaster(NeuralForecaster):
     def __init__(self, horizon: int = 24, d_model: int = 16, d_state: int = 8,
                  n_layers: int = 2, heads: tuple[str, ...] = ("trend", "seasonal"),
                  season: int | None = None, bidirectional: bool = True, dropout: float = 0.0,
-                 residual: bool = True, scan_method: str = "sweep", sequence_length: int = 96,
+                 residual: bool = True, linear_lags: int = 0, instance_norm: bool = False,
+                 mix_variates: int = 0, scan_method: str = "sweep",
+                 sequence_length: int = 96,
                  batch_size: int = 32, max_epochs: int = 50, learning_rate: float = 2e-3,
                  learning_rate_final: float | None = None, optimizer: str = "adam",
                  weight_decay: float = 0.0, gradient_clip: float | None = 1.0,
@@ -130,6 +187,9 @@ class ChimeraForecaster(NeuralForecaster):
         self.bidirectional = bidirectional
         self.dropout = dropout
         self.residual = residual
+        self.linear_lags = linear_lags
+        self.instance_norm = instance_norm
+        self.mix_variates = mix_variates
         self.scan_method = scan_method
         self.sequence_length = sequence_length
         self.batch_size = batch_size
@@ -154,16 +214,21 @@ class ChimeraForecaster(NeuralForecaster):
         horizon = check_positive(self.horizon, "horizon", integer=True)
         if horizon >= int(self.sequence_length):
             raise ValueError(f"horizon ({horizon}) must be smaller than sequence_length "
-                             f"({self.sequence_length}): the training windows hold the targets")
+                             f"({self.sequence_length}), the context predict reads")
         check_in_range(self.dropout, "dropout", 0.0, 1.0, closed="left")
+        if int(self.linear_lags) != self.linear_lags or self.linear_lags < 0:
+            raise ValueError(f"linear_lags must be a non-negative integer, got "
+                             f"{self.linear_lags!r}")
 
     def _build_module(self) -> ChimeraHorizonModule:
         return ChimeraHorizonModule(
             self.n_features_in_, check_positive(self.horizon, "horizon", integer=True),
-            residual=bool(self.residual), d_model=self.d_model, d_state=self.d_state,
+            residual=bool(self.residual), linear_lags=int(self.linear_lags),
+            instance_norm=bool(self.instance_norm), d_model=self.d_model, d_state=self.d_state,
             n_layers=self.n_layers, heads=self.heads, season=self.season,
             bidirectional=bool(self.bidirectional), dropout=self.dropout,
-            scan_method=self.scan_method, generator=self._generator())
+            scan_method=self.scan_method, mix_variates=self.mix_variates,
+            generator=self._generator())
 
     def _fit(self, y_list, x_list) -> None:
         if x_list is not None:
@@ -171,11 +236,22 @@ class ChimeraForecaster(NeuralForecaster):
                              "multi-horizon head would need them over the whole horizon")
         super()._fit(y_list, x_list)
 
+    def _window_length(self) -> int:
+        # A context of sequence_length steps and the H steps after it, so that every
+        # forecast made inside the context is scored on its whole horizon.
+        return int(self.sequence_length) + int(self.horizon)
+
     def _training_loss(self, module, y, x):
-        forecast, _ = module(y[:, :-1])
-        targets, valid = horizon_targets(y, int(self.horizon))
-        error = (forecast - targets) ** 2 * valid[None, :, :, None]
-        return error.sum() / (valid.sum() * y.shape[0] * y.shape[2])
+        # y: (B, sequence_length + H, d). The model reads the context y[:, :L]; the forecast
+        # made at step t is scored on y[:, t+1 : t+1+H], inside the window for every t < L.
+        # All L steps teach (shorter contexts are more training signal), except with
+        # instance_norm, whose statistics over the context reach past t < L - 1.
+        horizon = int(self.horizon)
+        context = y.shape[1] - horizon
+        forecast, _ = module(y[:, :context])
+        targets = y[:, 1:].unfold(1, horizon, 1).permute(0, 1, 3, 2)  # (B, L, H, d)
+        first = context - 1 if self.instance_norm else 0
+        return torch.mean((forecast[:, first:] - targets[:, first:]) ** 2)
 
     def _context_length(self) -> int:
         return int(self.sequence_length)
