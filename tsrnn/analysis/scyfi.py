@@ -448,15 +448,17 @@ def _verify(double: torch.nn.Module, points: np.ndarray) -> tuple[float, np.ndar
     """Closure residual ||F^k(z_1) - z_1|| and the Jacobian product J(z_k) ... J(z_1),
     both from (a float64 copy of) the module itself: an independent check of the affine
     pieces."""
+    # On the module's own device: a model trained on a GPU is verified there.
+    device = next(iter(double.parameters()), torch.empty(0)).device
     with torch.no_grad():
-        z = torch.as_tensor(points, dtype=torch.float64)
-        product = torch.eye(points.shape[1], dtype=torch.float64)
+        z = torch.as_tensor(points, dtype=torch.float64, device=device)
+        product = torch.eye(points.shape[1], dtype=torch.float64, device=device)
         state = z[:1]
         for j in range(points.shape[0]):
             product = double.jacobian(z[j:j + 1])[0] @ product
             state = double.step(state)
         residual = float((state[0] - z[0]).norm())
-    return residual, product.numpy()
+    return residual, product.cpu().numpy()
 
 
 def scyfi(obj: Any, order: int = 1, *, cycles: bool | None = None,
