@@ -16,10 +16,21 @@ is kept), then generates 100,000 steps after the training data, and we report
   of the attractor's size, same number of unstable directions), and the number of linear
   subregions a 100,000-step free run visits (target <= 4).
 
+With ``--system rossler`` the same for Rossler (a = 0.2, b = 0.2, c = 5.7) at
+dt = 0.05 (SPEC.md section 1's default step; 100,000 steps are ~830 revolutions): the AL-RNN
+with P = 1 and tau = 8 (the authors' Rossler setting, SPEC.md section 5), lambda1 against
+0.0714, fixed points against Rossler's two equilibria (the inner one at the centre of the
+spiral, two unstable directions; the outer one far outside the attractor, one unstable
+direction), target at most 2 subregions.
+
 Usage::
 
     python benchmarks/bench_dsr_lorenz63.py --model alrnn --minutes 15
     python benchmarks/bench_dsr_lorenz63.py --model shplrnn --minutes 15
+    python benchmarks/bench_dsr_lorenz63.py --system rossler --minutes 15
+    python benchmarks/bench_dsr_lorenz63.py --device cuda --minutes 2 --max-epochs 1450
+
+(the last: a recipe trial on a GPU, the CPU's 15-minute epoch count in ~2 minutes).
 
 Run the models one after the other (each uses one torch thread).
 """
@@ -36,66 +47,101 @@ import torch
 from tsrnn.analysis import lyapunov_spectrum
 from tsrnn.dsr import ALRNN, ShallowPLRNN
 from tsrnn.metrics import power_spectrum_distance, state_space_divergence
-from tsrnn.systems import Lorenz63
+from tsrnn.systems import Lorenz63, Rossler
 
 try:  # run as a script from the repository root or from benchmarks/
     from _common import machine, today
 except ImportError:  # pragma: no cover
     from benchmarks._common import machine, today
 
-DT = 0.01
 N_STEPS = 100_000
-LYAPUNOV_REFERENCE = 0.9056
 
 
-def data(noise: float = 0.05, train_seed: int = 1, test_seed: int = 2):
-    """Standardised noisy training and held-out trajectories, and the statistics."""
-    system = Lorenz63()
-    train = system.simulate(N_STEPS, dt=DT, transient=2000, seed=train_seed, noise=noise)
-    test = system.simulate(N_STEPS, dt=DT, transient=2000, seed=test_seed, noise=noise)
-    mean, std = train.mean(0), train.std(0)
-    return (train - mean) / std, (test - mean) / std, mean, std
-
-
-def lorenz_equilibria(mean: np.ndarray, std: np.ndarray) -> list[tuple[np.ndarray, int]]:
-    """Lorenz-63's equilibria in standardised coordinates with their unstable dimensions
-    (origin: one unstable direction; C+-: a spiral pair with positive real part)."""
+def lorenz_equilibria() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Lorenz-63's equilibria (origin, C+, C-) and their Jacobians."""
     system = Lorenz63()
     sigma, rho, beta = system.sigma, system.rho, system.beta
     r = np.sqrt(beta * (rho - 1.0))
     points = [np.zeros(3), np.array([r, r, rho - 1.0]), np.array([-r, -r, rho - 1.0])]
+    return [(p, np.array([[-sigma, sigma, 0.0], [rho - p[2], -1.0, -p[0]],
+                          [p[1], p[0], -beta]])) for p in points]
+
+
+def rossler_equilibria() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rossler's two equilibria and their Jacobians: y = -z, x = a z with
+    a z^2 - c z + b = 0 (the inner one sits in the attractor's spiral centre, the outer one
+    far outside the attractor)."""
+    system = Rossler()
+    a, b, c = system.a, system.b, system.c
+    root = np.sqrt(c * c - 4.0 * a * b)
     result = []
-    for p in points:
-        jac = np.array([[-sigma, sigma, 0.0], [rho - p[2], -1.0, -p[0]], [p[1], p[0], -beta]])
-        unstable = int(np.sum(np.linalg.eigvals(jac).real > 0))
-        result.append(((p - mean) / std, unstable))
+    for z in ((c - root) / (2.0 * a), (c + root) / (2.0 * a)):
+        p = np.array([a * z, -z, z])
+        result.append((p, np.array([[0.0, -1.0, -1.0], [1.0, a, 0.0], [z, 0.0, p[0] - c]])))
     return result
 
 
-def build(model: str, budget_s: float, max_epochs: int, seed: int, teacher_forcing: str,
-          noise: float = 0.0):
-    common = dict(sequence_length=200, batch_size=16, batches_per_epoch=50, noise=noise,
-                  learning_rate=1e-3, optimizer="radam", checkpoint_every=5,
-                  max_epochs=max_epochs, max_time=budget_s, dt=DT, random_state=seed,
-                  device="cpu")
+# dt, the reference lambda1 (SPEC.md section 1), the equilibria, the AL-RNN's P and tau (the
+# authors' settings, SPEC.md section 5) and the steps per trajectory of the Lyapunov estimate
+# (Rossler's lambda1 is 0.0036 per step: longer runs for the same relative error).
+SYSTEMS = {
+    "lorenz63": dict(system=Lorenz63, dt=0.01, lyapunov=0.9056, equilibria=lorenz_equilibria,
+                     n_pwl=2, forcing_interval=16, lyapunov_steps=10_000),
+    "rossler": dict(system=Rossler, dt=0.05, lyapunov=0.0714, equilibria=rossler_equilibria,
+                    n_pwl=1, forcing_interval=8, lyapunov_steps=40_000),
+}
+
+
+def data(system: str = "lorenz63", noise: float = 0.05, train_seed: int = 1,
+         test_seed: int = 2):
+    """Standardised noisy training and held-out trajectories, and the statistics."""
+    setting = SYSTEMS[system]
+    flow = setting["system"]()
+    dt = setting["dt"]
+    train = flow.simulate(N_STEPS, dt=dt, transient=2000, seed=train_seed, noise=noise)
+    test = flow.simulate(N_STEPS, dt=dt, transient=2000, seed=test_seed, noise=noise)
+    mean, std = train.mean(0), train.std(0)
+    return (train - mean) / std, (test - mean) / std, mean, std
+
+
+def standardised_equilibria(system: str, mean: np.ndarray, std: np.ndarray
+                            ) -> list[tuple[np.ndarray, int]]:
+    """The system's equilibria in standardised coordinates with their numbers of unstable
+    directions (eigenvalues of the flow's Jacobian with positive real part)."""
+    return [((p - mean) / std, int(np.sum(np.linalg.eigvals(jac).real > 0)))
+            for p, jac in SYSTEMS[system]["equilibria"]()]
+
+
+def build(model: str, budget_s: float | None, max_epochs: int, seed: int,
+          teacher_forcing: str, noise: float = 0.0, *, system: str = "lorenz63",
+          alpha: float | str = "adaptive", forcing_interval: int | None = None,
+          n_pwl: int | None = None, learning_rate: float = 1e-3, regularization: float = 0.0,
+          sequence_length: int = 200, device: str = "cpu"):
+    setting = SYSTEMS[system]
+    common = dict(sequence_length=sequence_length, batch_size=16, batches_per_epoch=50,
+                  noise=noise, learning_rate=learning_rate, optimizer="radam",
+                  checkpoint_every=5, max_epochs=max_epochs, max_time=budget_s,
+                  dt=setting["dt"], random_state=seed, regularization=regularization,
+                  device=device)
     if model == "alrnn":
         # The authors' AL-RNN settings end at 1e-5 (ALRNN-DSR settings/lorenz63.json), their
         # shPLRNN settings at 1e-6 (GTF-shPLRNN settings/defaults.json).
         common["learning_rate_final"] = 1e-5
-        if teacher_forcing == "sparse":
-            return ALRNN(n_latent=20, n_pwl=2, teacher_forcing="sparse", forcing_interval=16,
-                         **common)
-        return ALRNN(n_latent=20, n_pwl=2, teacher_forcing="gtf", alpha="adaptive", **common)
+        n_pwl = setting["n_pwl"] if n_pwl is None else n_pwl
+        interval = setting["forcing_interval"] if forcing_interval is None else forcing_interval
+        return ALRNN(n_latent=20, n_pwl=n_pwl, teacher_forcing=teacher_forcing, alpha=alpha,
+                     forcing_interval=interval, **common)
     return ShallowPLRNN(n_latent=3, n_hidden=100, clipped=True, teacher_forcing="gtf",
                         alpha="adaptive", learning_rate_final=1e-6, **common)
 
 
-def seconds_per_epoch(model: str, train: np.ndarray, seed: int, teacher_forcing: str) -> float:
+def seconds_per_epoch(model: str, train: np.ndarray, seed: int, teacher_forcing: str,
+                      **options) -> float:
     """Seconds per epoch of 50 batches plus a fifth of a checkpoint evaluation, from one-epoch
     fits of 1 and 50 batches (after a warm-up fit that pays torch's one-time imports)."""
     times = {}
     for batches in (1, 1, 50):
-        probe = build(model, None, 1, seed, teacher_forcing)
+        probe = build(model, None, 1, seed, teacher_forcing, **options)
         probe.set_params(batches_per_epoch=batches).fit(train)
         times[batches] = probe.training_time_
     per_batch = max(times[50] - times[1], 0.0) / 49
@@ -104,7 +150,8 @@ def seconds_per_epoch(model: str, train: np.ndarray, seed: int, teacher_forcing:
 
 
 def evaluate(estimator, test: np.ndarray, mean: np.ndarray, std: np.ndarray,
-             analyse_regions: bool) -> dict:
+             analyse_regions: bool, system: str = "lorenz63") -> dict:
+    setting = SYSTEMS[system]
     result = {}
     started = time.perf_counter()
     generated = estimator.predict(N_STEPS)
@@ -114,12 +161,21 @@ def evaluate(estimator, test: np.ndarray, mean: np.ndarray, std: np.ndarray,
     result["d_stsp"] = state_space_divergence(test, generated, n_bins=30) if finite else None
     result["d_h"] = power_spectrum_distance(test, generated, sigma=20.0) if finite else None
     started = time.perf_counter()
-    spectrum = lyapunov_spectrum(estimator, n_exponents=3, seed=0)
+    spectrum, stderr = lyapunov_spectrum(estimator, n_exponents=3, seed=0,
+                                         n_steps=setting["lyapunov_steps"],
+                                         return_stderr=True)
     result["lyapunov"] = spectrum.tolist()
+    result["lyapunov_stderr"] = stderr.tolist()
     result["lyapunov_s"] = time.perf_counter() - started
-    result["lambda1_error"] = abs(spectrum[0] - LYAPUNOV_REFERENCE) / LYAPUNOV_REFERENCE
+    reference = setting["lyapunov"]
+    result["lambda1_error"] = abs(spectrum[0] - reference) / reference
+    print(json.dumps({k: result[k] for k in ("d_stsp", "d_h", "lyapunov")}), flush=True)
     if analyse_regions:
-        result.update(fixed_point_report(estimator, test, mean, std))
+        if estimator.device_.type != "cpu":
+            # The analyses run on a CPU copy (SCYFI's verification builds CPU tensors).
+            estimator.module_.to("cpu")
+            estimator.device_ = torch.device("cpu")
+        result.update(fixed_point_report(estimator, test, mean, std, system))
         graph = estimator.region_transition_graph(n_steps=N_STEPS)
         result["regions_visited"] = graph.n_regions
         result["region_codes"] = graph.codes.tolist()
@@ -127,12 +183,12 @@ def evaluate(estimator, test: np.ndarray, mean: np.ndarray, std: np.ndarray,
     return result
 
 
-def fixed_point_report(estimator, test, mean, std) -> dict:
+def fixed_point_report(estimator, test, mean, std, system: str = "lorenz63") -> dict:
     points = estimator.fixed_points()
     size = float(np.linalg.norm(test.max(0) - test.min(0)))  # bounding-box diagonal
     observed = [estimator.latent_to_data(p.location) for p in points]
     rows = []
-    for truth, unstable in lorenz_equilibria(mean, std):
+    for truth, unstable in standardised_equilibria(system, mean, std):
         if not observed:
             rows.append({"true": truth.tolist(), "distance_fraction": None})
             continue
@@ -147,12 +203,31 @@ def fixed_point_report(estimator, test, mean, std) -> dict:
             "all_fixed_points": [o.tolist() for o in observed]}
 
 
+def _alpha(text: str) -> float | str:
+    return text if text == "adaptive" else float(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", choices=sorted(SYSTEMS), default="lorenz63")
     parser.add_argument("--model", choices=["alrnn", "shplrnn"], default="alrnn")
     parser.add_argument("--teacher-forcing", choices=["sparse", "gtf"], default="sparse",
                         help="AL-RNN scheme (the shPLRNN always uses adaptive GTF)")
+    parser.add_argument("--alpha", type=_alpha, default="adaptive",
+                        help="AL-RNN GTF alpha: a number in [0, 1] or 'adaptive'")
+    parser.add_argument("--forcing-interval", type=int, default=None,
+                        help="AL-RNN sparse forcing tau (default: the authors' 16 for "
+                             "Lorenz-63, 8 for Rossler)")
+    parser.add_argument("--n-pwl", type=int, default=None,
+                        help="AL-RNN P (default 2 for Lorenz-63, 1 for Rossler)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--regularization", type=float, default=0.0)
+    parser.add_argument("--sequence-length", type=int, default=200)
     parser.add_argument("--minutes", type=float, default=15.0, help="training time budget")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="length of the learning-rate schedule (default: probed to fill "
+                             "the budget)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=0.0,
                         help="extra Gaussian noise on every training batch (std fraction; the "
@@ -162,38 +237,50 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    train, test, mean, std = data()
+    train, test, mean, std = data(args.system)
+    options = dict(system=args.system, alpha=args.alpha, forcing_interval=args.forcing_interval,
+                   n_pwl=args.n_pwl, learning_rate=args.learning_rate,
+                   regularization=args.regularization, sequence_length=args.sequence_length,
+                   device=args.device)
     budget = 60.0 * args.minutes
-    per_epoch = seconds_per_epoch(args.model, train, args.seed, args.teacher_forcing)
-    # Size the learning-rate schedule to the budget: the decay to learning_rate_final ends
-    # near its end (max_time still stops training if the machine is slower than probed).
-    max_epochs = max(2, int(0.95 * budget / per_epoch))
+    per_epoch = None
+    if args.max_epochs is None:
+        per_epoch = seconds_per_epoch(args.model, train, args.seed, args.teacher_forcing,
+                                      **options)
+        # Size the learning-rate schedule to the budget: the decay to learning_rate_final
+        # ends near its end (max_time still stops training if the machine is slower).
+        max_epochs = max(2, int(0.95 * budget / per_epoch))
+    else:
+        max_epochs = args.max_epochs
     estimator = build(args.model, budget, max_epochs, args.seed, args.teacher_forcing,
-                      args.noise)
+                      args.noise, **options)
     started = time.perf_counter()
     estimator.fit(train)
     wall = time.perf_counter() - started
     if args.save:
         estimator.save(args.save, overwrite=True)
-    result = {"model": args.model, "teacher_forcing": (
-        args.teacher_forcing if args.model == "alrnn" else "gtf-adaptive"),
-        "minutes": args.minutes, "seed": args.seed, "batch_noise": args.noise,
-        "machine": machine(), "date": today(),
-        "probe_s_per_epoch": per_epoch, "max_epochs": max_epochs,
-        "epochs_run": estimator.n_epochs_, "best_epoch": estimator.best_epoch_,
-        "stopped_by_time": estimator.stopped_by_time_, "train_wall_s": wall,
-        "final_alpha": estimator.alpha_,
-        "selection_d_stsp": min(s for _, s in estimator.checkpoint_scores_),
-        "checkpoint_scores": [(e, round(v, 4)) for e, v in estimator.checkpoint_scores_]}
-    result.update(evaluate(estimator, test, mean, std, args.model == "alrnn"))
+    scheme = args.teacher_forcing if args.model == "alrnn" else "gtf-adaptive"
+    result = {"system": args.system, "model": args.model, "teacher_forcing": scheme,
+              "alpha": args.alpha, "forcing_interval": estimator.forcing_interval,
+              "n_pwl": getattr(estimator, "n_pwl", None), "learning_rate": args.learning_rate,
+              "regularization": args.regularization, "sequence_length": args.sequence_length,
+              "minutes": args.minutes, "seed": args.seed, "batch_noise": args.noise,
+              "device": args.device, "machine": machine(), "date": today(),
+              "probe_s_per_epoch": per_epoch, "max_epochs": max_epochs,
+              "epochs_run": estimator.n_epochs_, "best_epoch": estimator.best_epoch_,
+              "stopped_by_time": estimator.stopped_by_time_, "train_wall_s": wall,
+              "final_alpha": estimator.alpha_,
+              "selection_d_stsp": min(s for _, s in estimator.checkpoint_scores_),
+              "checkpoint_scores": [(e, round(v, 4)) for e, v in estimator.checkpoint_scores_]}
+    result.update(evaluate(estimator, test, mean, std, args.model == "alrnn", args.system))
     result["noisy_copy_d_stsp"] = state_space_divergence(test, train, n_bins=30)
     result["noisy_copy_d_h"] = power_spectrum_distance(test, train, sigma=20.0)
     print(json.dumps(result, indent=1))
-    print(f"{args.model}: D_stsp {result['d_stsp']} (target <= 0.5), D_H {result['d_h']} "
-          f"(target <= 0.2), lambda1 {result['lyapunov'][0]:.4f} (error "
-          f"{100 * result['lambda1_error']:.1f}%, target <= 15%), trained "
-          f"{result['epochs_run']} epochs in {wall:.0f} s; authors' AL-RNN code after 10 min: "
-          "D_stsp 0.72-1.14, D_H 0.26-0.41")
+    reference = SYSTEMS[args.system]["lyapunov"]
+    print(f"{args.system} {args.model}: D_stsp {result['d_stsp']} (target <= 0.5), D_H "
+          f"{result['d_h']} (target <= 0.2), lambda1 {result['lyapunov'][0]:.4f} (reference "
+          f"{reference}, error {100 * result['lambda1_error']:.1f}%, target <= 15%), trained "
+          f"{result['epochs_run']} epochs in {wall:.0f} s")
     if args.output:
         with open(args.output, "w") as file:
             json.dump(result, file, indent=1)
