@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
 import random
 
 import numpy as np
@@ -63,3 +66,16 @@ def seed_everything(seed: int | None) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (code outside tsrnn may use the legacy API)
     torch.manual_seed(seed)
+
+
+@functools.cache
+def optional_triton_module(name: str):
+    """The Triton kernel module ``name`` (e.g. "tsrnn.nn._triton_cfc"), or None where Triton
+    is not installed or the environment variable ``TSRNN_NO_TRITON`` is set: every GPU
+    kernel is optional and the torch path stays the reference."""
+    if os.environ.get("TSRNN_NO_TRITON"):
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None

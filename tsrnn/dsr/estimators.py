@@ -36,7 +36,12 @@ from torch import nn
 
 from .._validation import as_float_array, check_in_range, check_option, check_positive
 from ..forecasting._data import as_series_list
-from ..forecasting.base import _EXPLOSION_FACTOR, OPTIMIZERS, NeuralForecaster
+from ..forecasting.base import (
+    _EXPLOSION_FACTOR,
+    OPTIMIZERS,
+    NeuralForecaster,
+    store_hyperparameters,
+)
 from ..nn import plrnn as _modules
 from ._graphed import GraphedStep, capturable_optimizer, graph_supported
 from .teacher_forcing import (
@@ -63,13 +68,6 @@ _SELECTION_TRAJECTORIES = 8
 _SELECTION_TRANSIENT = 10_000
 # A free run that leaves the finite range is scored as if it sat far outside the data.
 _FAR_AWAY = 1e6
-
-
-def _store(estimator: Any, arguments: dict) -> None:
-    """Store ``__init__``'s arguments unchanged under their own names (scikit-learn)."""
-    for name, value in arguments.items():
-        if name != "self" and not name.startswith("__"):
-            setattr(estimator, name, value)
 
 
 @dataclasses.dataclass
@@ -612,7 +610,7 @@ class PLRNN(DSREstimator):
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
-        _store(self, locals())
+        store_hyperparameters(self, locals())
 
     def _latent_module(self, n_latent, generator):
         return _modules.PLRNN(n_latent, n_inputs=self.n_exog_, generator=generator)
@@ -651,7 +649,7 @@ class ShallowPLRNN(DSREstimator):
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
-        _store(self, locals())
+        store_hyperparameters(self, locals())
 
     def _latent_module(self, n_latent, generator):
         n_hidden = check_positive(self.n_hidden, "n_hidden", integer=True)
@@ -693,7 +691,7 @@ class ALRNN(DSREstimator):
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
-        _store(self, locals())
+        store_hyperparameters(self, locals())
 
     def _latent_module(self, n_latent, generator):
         n_pwl = check_positive(self.n_pwl, "n_pwl", integer=True, allow_zero=True)

@@ -48,6 +48,15 @@ _FORMAT = "tsrnn-estimator"
 _FORMAT_VERSION = 1
 
 
+def store_hyperparameters(estimator: Any, arguments: dict) -> None:
+    """Store every ``__init__`` argument unchanged under its own name (scikit-learn's
+    contract); for estimators with many hyperparameters: ``store_hyperparameters(self,
+    locals())``."""
+    for name, value in arguments.items():
+        if name != "self" and not name.startswith("__"):
+            setattr(estimator, name, value)
+
+
 class BaseForecaster(BaseEstimator):
     """Base class of all tsrnn estimators (see the module docstring).
 

@@ -19,14 +19,7 @@ from ..nn.hippo import HiPPORNN
 from ..nn.lem import LEM
 from ..nn.lssl import LSSL
 from ..nn.readout import NextStepPredictor
-from .base import NeuralForecaster
-
-
-def _store(estimator, arguments: dict) -> None:
-    """Store every ``__init__`` argument unchanged under its own name (scikit-learn)."""
-    for name, value in arguments.items():
-        if name not in ("self", "__class__"):
-            setattr(estimator, name, value)
+from .base import NeuralForecaster, store_hyperparameters
 
 
 class _MemoryForecaster(NeuralForecaster):
@@ -92,7 +85,7 @@ class LEMForecaster(_MemoryForecaster):
                  checkpoint_path: str | None = None, scale: bool = True,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
-        _store(self, locals())
+        store_hyperparameters(self, locals())
 
     def _build_core(self, n_inputs: int) -> LEM:
         return LEM(n_inputs, self.hidden_size, dt=self.dt, generator=self._generator())
@@ -144,7 +137,7 @@ class HiPPOForecaster(_MemoryForecaster):
                  checkpoint_path: str | None = None, scale: bool = True,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
-        _store(self, locals())
+        store_hyperparameters(self, locals())
 
     def _build_core(self, n_inputs: int) -> HiPPORNN:
         return HiPPORNN(n_inputs, self.hidden_size, state_size=self.state_size,
@@ -196,7 +189,7 @@ class LSSLForecaster(_MemoryForecaster):
                  divergence: str = "raise", checkpoint_path: str | None = None,
                  scale: bool = True, random_state: int | None = None,
                  device: str | None = None, dtype: str = "float32", verbose: bool = False):
-        _store(self, locals())
+        store_hyperparameters(self, locals())
 
     def _build_core(self, n_inputs: int) -> LSSL:
         return LSSL(n_inputs, self.hidden_size, state_size=self.state_size,

@@ -26,14 +26,13 @@ a low-rank-plus-sparse wiring makes the recurrent block of ff1/ff2 (W1 W2) ⊙ M
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._torch import optional_triton_module
 from .._validation import check_in_range, check_option, check_positive
 from ._cfc_kernels import CfCSequence
 from ._sampling import check_sequence, check_time_steps
@@ -41,17 +40,9 @@ from .ltc import MemoryCell
 from .wirings import Wiring
 
 
-@functools.cache
 def _triton_kernels():
-    """:mod:`tsrnn.nn._triton_cfc`, or None where triton is not installed (or
-    ``TSRNN_NO_TRITON`` is set)."""
-    if os.environ.get("TSRNN_NO_TRITON"):
-        return None
-    try:
-        from . import _triton_cfc
-    except ImportError:
-        return None
-    return _triton_cfc
+    """:mod:`tsrnn.nn._triton_cfc`, or None without Triton (see optional_triton_module)."""
+    return optional_triton_module("tsrnn.nn._triton_cfc")
 
 
 class LeCunTanh(nn.Module):

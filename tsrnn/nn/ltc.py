@@ -37,14 +37,13 @@ its hand-derived backward pass; on the CPU it uses a compiled C kernel
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._torch import optional_triton_module
 from .._validation import check_option, check_positive
 from ._ltc_kernels import FusedLTC, ltc_sequence_autograd
 from ._sampling import check_sequence, check_time_steps
@@ -55,17 +54,9 @@ IMPLEMENTATIONS = ("auto", "native", "triton", "torch", "autograd")
 MAPPINGS = ("affine", "linear", "none")
 
 
-@functools.cache
 def _triton_kernels():
-    """:mod:`tsrnn.nn._triton_ltc`, or None where triton is not installed (or
-    ``TSRNN_NO_TRITON`` is set)."""
-    if os.environ.get("TSRNN_NO_TRITON"):
-        return None
-    try:
-        from . import _triton_ltc
-    except ImportError:
-        return None
-    return _triton_ltc
+    """:mod:`tsrnn.nn._triton_ltc`, or None without Triton (see optional_triton_module)."""
+    return optional_triton_module("tsrnn.nn._triton_ltc")
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
