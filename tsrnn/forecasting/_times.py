@@ -1,0 +1,296 @@
+"""Irregular timestamps for the forecasters whose cores take a per-step elapsed time ``dt``.
+
+Shared by the continuous-time forecasters (CfC, LTC: :mod:`tsrnn.forecasting.continuous`) and
+the long-memory forecasters (LEM, HiPPO-RNN, LSSL: :mod:`tsrnn.forecasting.memory`); one
+implementation, :class:`TimedForecaster`, so that all five read times the same way.
+
+Where the times come from, in this order of precedence:
+
+1. ``fit(y, X, times=...)``: an array (T,) of increasing numbers, a pandas DatetimeIndex (or
+   datetime64 array, or Series of datetimes; read in seconds), or a list of those, one per
+   trajectory;
+2. the DatetimeIndex of ``y`` when it is a DataFrame or Series (of every trajectory's frame);
+3. nothing: rows one time unit apart.
+
+The time unit. Gaps are divided by the ``time_scale`` hyperparameter (None: the median gap of
+the training data, so a regular series gets dt = 1 everywhere, and a model fitted on hourly
+data predicts daily data with dt = 24). The fitted unit is ``time_scale_``.
+
+Which gap a step sees. The step that reads y_t (with x_{t+1}) advances the core over the gap
+to the next row, dt_t = (t_{t+1} - t_t) / time_scale_, and its output predicts y_{t+1}: the
+core is asked for its state exactly at the time of the value it predicts, so the forecast
+knows how far ahead it reaches. During training the gaps travel through the training
+windows as one more (unscaled) exogenous column, stripped off before the core sees X.
+
+``predict(n_steps, context, X, times=...)`` takes the ``n_steps`` times of the horizon
+(preceded by the times of ``context`` when one is given, as for ``X``); without them the
+horizon continues with gaps of one time unit (the median training gap), and a context with
+a DatetimeIndex uses its own index for its gaps. A DataFrame/Series forecast then carries
+the given times as its index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._validation import as_float_array, check_positive
+from ..nn.readout import NextStepPredictor
+from .base import NeuralForecaster
+
+
+def as_times(times: Any, name: str) -> np.ndarray:
+    """Float64 numbers (seconds for datetimes) from an array, a pandas Index or a Series.
+
+    Raises a ValueError for NaN/inf or a shape other than (T,).
+    """
+    if isinstance(times, pd.Series):
+        times = pd.Index(times)
+    if isinstance(times, pd.DatetimeIndex):
+        if times.hasnans:
+            raise ValueError(f"{name} contains NaT (a missing time)")
+        return times.asi8.astype(np.float64) / 1e9
+    if isinstance(times, pd.Index):
+        times = times.to_numpy()
+    array = np.asarray(times)
+    if np.issubdtype(array.dtype, np.datetime64):
+        if np.isnat(array).any():
+            raise ValueError(f"{name} contains NaT (a missing time)")
+        return array.astype("datetime64[ns]").astype(np.int64).astype(np.float64) / 1e9
+    return as_float_array(array, name, ndim=1)
+
+
+def check_increasing(times: np.ndarray, name: str) -> np.ndarray:
+    """The gaps ``np.diff(times)``; a ValueError naming the first pair out of order."""
+    gaps = np.diff(times)
+    if (gaps <= 0).any():
+        first = int(np.argmax(gaps <= 0))
+        raise ValueError(f"{name} must be strictly increasing; entry {first + 1} "
+                         f"({times[first + 1]!r}) does not come after entry {first} "
+                         f"({times[first]!r})")
+    return gaps
+
+
+class TimedNextStepPredictor(NextStepPredictor):
+    """:class:`tsrnn.nn.NextStepPredictor` whose core also takes per-step elapsed times.
+
+    ``forward(y (B, L, d), x (B, L, p) or None, state, dt (B, L) or None)`` returns the
+    predictions (B, L, d) and the core's final state; step t reads [y_t, x_{t+1}] and the
+    core advances over dt[:, t] = t_{t+1} - t_t (``core(inputs, state, dt)``; None: one
+    unit per step).
+    """
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor | None = None, state=None,
+                dt: torch.Tensor | None = None):
+        inputs = y if x is None else torch.cat([y, x], dim=-1)
+        outputs, state = self.core(inputs, state, dt)
+        prediction = self.readout(outputs)
+        return (y + prediction if self.residual else prediction), state
+
+    @torch.no_grad()
+    def rollout(self, context_y: torch.Tensor, context_x: torch.Tensor | None,
+                future_x: torch.Tensor | None, n_steps: int,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        """Closed-loop forecast of ``n_steps`` after a context (B, T_c, d).
+
+        ``dt`` (B, T_c + n_steps - 1) holds the gaps between all consecutive times of
+        context and horizon (None: one unit each); exogenous rows as in
+        :meth:`tsrnn.nn.NextStepPredictor.rollout`.
+        """
+        exogenous = (None if context_x is None
+                     else torch.cat([context_x, future_x], dim=1)[:, 1:])
+        steps = context_y.shape[1]
+        prediction, state = self(context_y, None if exogenous is None else
+                                 exogenous[:, :steps], None,
+                                 None if dt is None else dt[:, :steps])
+        current = prediction[:, -1:]
+        outputs = [current]
+        for i in range(1, n_steps):
+            x = None if exogenous is None else exogenous[:, steps + i - 1: steps + i]
+            step_dt = None if dt is None else dt[:, steps + i - 1: steps + i]
+            current, state = self(current, x, state, step_dt)
+            outputs.append(current)
+        return torch.cat(outputs, dim=1)
+
+
+class TimedForecaster(NeuralForecaster):
+    """A :class:`NeuralForecaster` whose ``fit`` and ``predict`` take ``times`` (module
+    docstring).
+
+    Subclasses store a ``time_scale`` hyperparameter (float or None) and build a
+    :class:`TimedNextStepPredictor` (or a module with its ``forward``/``rollout``). They may
+    override :meth:`_module_steps` to choose what the core receives as ``dt``.
+
+    Learned attributes, besides those of :class:`NeuralForecaster`: ``time_scale_`` (the
+    time unit), ``last_time_`` (the time of the last training row, None without times) and
+    ``context_gaps_`` (the normalised gaps of the rows kept for ``predict``).
+    """
+
+    # ------------------------------------------------------------------ hooks
+    def _module_steps(self, gaps: torch.Tensor) -> torch.Tensor | None:
+        """What the core receives as ``dt`` for these normalised gaps (B, L)."""
+        return gaps
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, y: Any, X: Any = None, times: Any = None):
+        """Fit to one or several trajectories sampled at the given times.
+
+        Parameters
+        ----------
+        y, X : see :meth:`tsrnn.forecasting.base.BaseForecaster.fit`.
+        times : array (T,), DatetimeIndex, or a list of those (one per trajectory), optional
+            The time of every row of ``y``, strictly increasing (see
+            :mod:`tsrnn.forecasting._times`). None: the DatetimeIndex of ``y`` if it has
+            one, else rows one time unit apart.
+
+        Returns
+        -------
+        self
+        """
+        self._pending_times = (y, times)
+        try:
+            return super().fit(y, X)
+        finally:
+            del self._pending_times
+
+    def _training_times(self, y_list: list[np.ndarray]) -> list[np.ndarray] | None:
+        """The times of every training row (one array per trajectory), None when regular."""
+        y, times = self._pending_times
+        if times is None:
+            sources = y if isinstance(y, list | tuple) else [y]
+            if not all(isinstance(s, pd.DataFrame | pd.Series) and (
+                    isinstance(s.index, pd.DatetimeIndex)
+                    or pd.api.types.is_numeric_dtype(s.index.dtype)) for s in sources):
+                return None
+            if not any(isinstance(s.index, pd.DatetimeIndex) for s in sources):
+                return None  # a plain RangeIndex: rows are equally spaced anyway
+            times = [s.index for s in sources]
+        elif not isinstance(times, list | tuple):
+            times = [times]
+        if len(times) != len(y_list):
+            raise ValueError(f"times has {len(times)} entries for {len(y_list)} trajectories")
+        result = []
+        for i, (t, series) in enumerate(zip(times, y_list)):
+            name = "times" if len(times) == 1 else f"times[{i}]"
+            t = as_times(t, name)
+            if t.shape[0] != series.shape[0]:
+                raise ValueError(f"{name} has {t.shape[0]} entries for {series.shape[0]} rows "
+                                 "of y; give one time per row")
+            check_increasing(t, name)
+            result.append(t)
+        return result
+
+    def _fit(self, y_list, x_list) -> None:
+        times = self._training_times(y_list)
+        if times is None:
+            self.time_scale_ = 1.0
+            self.last_time_ = None
+            gaps = [np.ones(len(y)) for y in y_list]
+        else:
+            raw = [np.diff(t) for t in times]
+            if self.time_scale is None:
+                self.time_scale_ = float(np.median(np.concatenate(raw)))
+            else:
+                self.time_scale_ = float(check_positive(self.time_scale, "time_scale"))
+            # gaps[r] is the time from row r-1 to row r (1 for the first row: never used as
+            # a target's gap, since row 0 is never predicted).
+            gaps = [np.concatenate([[1.0], r / self.time_scale_]) for r in raw]
+            self.last_time_ = float(times[-1][-1])
+        # The gaps travel through the windows as one more (unscaled) exogenous column.
+        augmented = [np.column_stack([x if x_list is not None else np.empty((len(g), 0)), g])
+                     for x, g in zip(x_list if x_list is not None else [None] * len(gaps),
+                                     gaps)]
+        try:
+            super()._fit(y_list, augmented)
+        finally:
+            self.context_gaps_ = gaps[-1]
+
+    def _set_state(self, state: dict) -> None:
+        super()._set_state(state)
+        if not hasattr(self, "context_gaps_"):
+            # Saved by a version whose LEM/HiPPO/LSSL forecasters took no times (they stored
+            # none): the rows were one unit apart.
+            self.time_scale_, self.last_time_ = 1.0, None
+            self.context_gaps_ = np.ones(len(self.context_y_))
+
+    def _store_context(self, y_scaled, x_scaled, previous: bool = False) -> None:
+        super()._store_context(y_scaled, x_scaled, previous)
+        self.context_gaps_ = self.context_gaps_[-len(self.context_y_):].copy()
+
+    def _training_loss(self, module, y, x):
+        # x[..., -1] is the gap column: x[:, 1:, -1] are the gaps from each input row to the
+        # row its step predicts.
+        exogenous = x[:, 1:, :-1] if x.shape[-1] > 1 else None
+        prediction, _ = module(y[:, :-1], exogenous, None, self._module_steps(x[:, 1:, -1]))
+        return torch.nn.functional.mse_loss(prediction, y[:, 1:])
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, n_steps: int, context: Any = None, X: Any = None, times: Any = None):
+        """Forecast ``n_steps`` values in closed loop at the given times.
+
+        Parameters
+        ----------
+        n_steps, context, X : see :meth:`tsrnn.forecasting.base.BaseForecaster.predict`.
+        times : array or DatetimeIndex, optional
+            The ``n_steps`` times of the horizon, preceded by the times of ``context`` when
+            one is given (as for ``X``); same unit as the training times. None: the horizon
+            continues one time unit (``time_scale_``) per step.
+
+        Returns
+        -------
+        array (n_steps, d), or a DataFrame/Series indexed by the horizon's times (when
+        given) or by the continued index of the training data.
+        """
+        self._check_fitted()
+        n_steps = check_positive(n_steps, "n_steps", integer=True)
+        self._pending_gaps = self._predict_gaps(n_steps, context, times)
+        try:
+            forecast = super().predict(n_steps, context, X)
+        finally:
+            del self._pending_gaps
+        if times is not None and isinstance(forecast, pd.DataFrame | pd.Series):
+            index = times if isinstance(times, pd.Index) else pd.Index(np.asarray(times))
+            forecast.index = index[-n_steps:]
+        return forecast
+
+    def _predict_gaps(self, n_steps: int, context: Any, times: Any) -> np.ndarray:
+        """Gaps between consecutive times of context and horizon (T_c + n_steps - 1,)."""
+        n_context = len(self.context_y_) if context is None else len(context)
+        if times is not None:
+            t = as_times(times, "times")
+            if context is None:
+                if t.shape[0] != n_steps:
+                    raise ValueError(f"times must hold the {n_steps} times of the horizon, "
+                                     f"got {t.shape[0]}")
+                if self.last_time_ is None:
+                    raise ValueError("the model was fitted without times; predict cannot "
+                                     "place a horizon given by times after the training data")
+                t = np.concatenate([[self.last_time_], t])
+                gaps = check_increasing(t, "times (after the end of the training data)")
+                return np.concatenate([self.context_gaps_[1:], gaps / self.time_scale_])
+            if t.shape[0] != n_context + n_steps:
+                raise ValueError(f"times must hold the {n_context} times of the context "
+                                 f"followed by the {n_steps} of the horizon, got {t.shape[0]}")
+            return check_increasing(t, "times") / self.time_scale_
+        if context is None:
+            return np.concatenate([self.context_gaps_[1:], np.ones(n_steps)])
+        if isinstance(context, pd.DataFrame | pd.Series) and isinstance(
+                context.index, pd.DatetimeIndex) and self.last_time_ is not None:
+            t = as_times(context.index, "the index of context")
+            own = check_increasing(t, "the index of context") / self.time_scale_
+            return np.concatenate([own, np.ones(n_steps)])
+        return np.ones(n_context + n_steps - 1)
+
+    def _predict(self, n_steps, context_y, context_x, future_x):
+        module = self.module_.eval()
+        gaps = self._module_steps(self._tensor(self._pending_gaps)[None])
+        y = self._tensor(context_y)[None]
+        cx = None if context_x is None else self._tensor(context_x)[None]
+        fx = None if future_x is None else self._tensor(future_x)[None]
+        return module.rollout(y, cx, fx, n_steps, gaps)[0].double().cpu().numpy()
+
+
+__all__ = ["TimedForecaster", "TimedNextStepPredictor", "as_times", "check_increasing"]
