@@ -12,7 +12,9 @@ torch.cuda.max_memory_allocated.
 tsrnn's paths (the method column of each row):
 - "torch": CfC runs the hand-derived sequence function (tsrnn.nn._cfc_kernels) as torch
   operations; LTC the fused solver with the recomputing backward (tsrnn.nn._ltc_kernels).
-- "native" (CPU, LTC): the compiled C kernel (tsrnn.nn._ltc_cpu, OpenMP over the batch).
+- "native" (CPU): the compiled C kernels, CfC tsrnn.nn._cfc_cpu (the CPU default, one call
+  per pass, weight gradients as single BLAS products), LTC tsrnn.nn._ltc_cpu (OpenMP over
+  the batch).
 - "triton" (CUDA): the fused persistent Triton kernels, tsrnn.nn._triton_cfc and
   tsrnn.nn._triton_ltc (the default on CUDA where triton is installed).
 "graphed" rows capture the whole forward and backward once as CUDA graphs
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -36,7 +39,7 @@ import time
 import torch
 from _common import machine, median_time, today
 
-from tsrnn.nn import LTC, CfC, _ltc_cpu
+from tsrnn.nn import LTC, CfC, _cfc_cpu, _ltc_cpu
 from tsrnn.nn.wirings import Wiring
 
 B, L, H, I = 64, 256, 64, 3
@@ -108,6 +111,7 @@ def use_method(module, method: str) -> None:
     """Select tsrnn's implementation: "triton" (the CUDA default), "torch" or "native"."""
     if isinstance(module, CfC):
         module._triton = method == "triton"
+        module._native = method == "native"
     else:
         module.implementation = {"triton": "triton", "torch": "torch", "native": "native"}[
             method]
@@ -136,14 +140,15 @@ def graphed(module, x, method: str):
     return run
 
 
-def cpu_time(function, repeats: int) -> float:
-    """The least process CPU time over ``repeats`` runs (the least disturbed by others)."""
+def cpu_time(function, repeats: int) -> tuple[float, float]:
+    """The median and the least process CPU time over ``repeats`` runs (the least is the
+    least disturbed by other processes)."""
     times = []
     for _ in range(repeats):
         start = time.process_time()
         function()
         times.append(time.process_time() - start)
-    return min(times)
+    return statistics.median(times), min(times)
 
 
 def peak_memory_child(model: str, library: str) -> None:
@@ -215,8 +220,10 @@ def main() -> None:
                           ("tsrnn triton", eager(ours, x, "triton")),
                           ("tsrnn triton graphed", graphed(ours, x, "triton"))]
         else:
-            cpu_method = "native" if model == "ltc" and _ltc_cpu.available() else "torch"
-            candidates = [(f"tsrnn {cpu_method}", eager(ours, x, cpu_method))]
+            native = (_ltc_cpu if model == "ltc" else _cfc_cpu).available()
+            candidates = [("tsrnn native", eager(ours, x, "native"))] if native else []
+            if model == "cfc" or not native:
+                candidates.append(("tsrnn torch", eager(ours, x, "torch")))
         if not (model == "ltc" and args.skip_ncps_ltc):
             candidates.insert(0, ("ncps", lambda theirs=theirs: step(theirs, x)))
         results = {}
@@ -240,7 +247,11 @@ def main() -> None:
             difference = "" if gap is None else f", max |out - ncps| {gap:.1e}"
             ratio = ("" if reference is None or name == "ncps" else
                      f", {entry['wall'] / reference['wall']:.2f}x ncps")
-            cpu = f" (cpu {entry['cpu'] * 1e3:.0f} ms)" if "cpu" in entry else ""
+            if "cpu" in entry and reference is not None and name != "ncps":
+                ratio += (f" (cpu {entry['cpu'][0] / reference['cpu'][0]:.2f}x median, "
+                          f"{entry['cpu'][1] / reference['cpu'][1]:.2f}x least)")
+            cpu = (f" (cpu median {entry['cpu'][0] * 1e3:.0f} ms, least "
+                   f"{entry['cpu'][1] * 1e3:.0f} ms)" if "cpu" in entry else "")
             line = (f"{model.upper():3s} {name:20s} {entry['wall'] * 1e3:9.2f} ms{cpu}, peak "
                     f"memory {entry['memory'] / 2**20:8.1f} MiB{ratio}{difference}")
             rows.append(line)

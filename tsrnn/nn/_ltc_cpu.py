@@ -10,9 +10,8 @@ The backward pass, per sample and step (last to first), recomputes the ``unfolds
 from the stored state at the start of the step, keeping their activations (unfolds x H x H,
 ~100 kB for 64 units: it stays in cache), then runs the adjoint updates in reverse.
 
-The source is compiled on first use with the system C compiler (``cc``) into a cache folder
-under the system's temporary directory (named by a hash of the source, so it is built once
-per machine and version). Where no compiler works, or the environment variable
+The source is compiled on first use by :mod:`tsrnn._native` (once per machine and version).
+Where no compiler works, or the environment variable
 ``TSRNN_NO_NATIVE`` is set, :func:`available` is False and the LTC module falls back to the
 pure-torch implementation. float32 uses an inlined exp (relative error < 2e-7), float64 the C
 library's.
@@ -21,14 +20,10 @@ library's.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
 
 import torch
+
+from .. import _native
 
 _SOURCE = r"""
 #include <math.h>
@@ -211,49 +206,10 @@ DEFINE_LTC(float, fast_expf, f32)
 DEFINE_LTC(double, exp, f64)
 """
 
-# -ffast-math lets the compiler vectorise expf (glibc's libmvec). It is given to the compile
-# step only: linking with it would add crtfastmath, which switches the whole process to
-# flush-to-zero on load and would change torch's results too.
-_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
-_LINK = ["-shared", "-fopenmp"]
-_LOCK = threading.Lock()
-_STATE: dict = {}
-
-
 def _library() -> ctypes.CDLL | None:
-    with _LOCK:
-        if "lib" in _STATE:
-            return _STATE["lib"]
-        _STATE["lib"] = None
-        if os.environ.get("TSRNN_NO_NATIVE"):
-            return None
-        digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS)).encode()).hexdigest()[:16]
-        folder = Path(tempfile.gettempdir()) / f"tsrnn-kernels-{os.getuid()}"
-        path = folder / f"ltc_{digest}.so"
-        try:
-            if not path.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                # Per-process names until the final rename: processes that build at the same
-                # time never read each other's half-written files.
-                source = folder / f"ltc_{digest}.{os.getpid()}.c"
-                source.write_text(_SOURCE)
-                partial = folder / f"ltc_{digest}.{os.getpid()}.so"
-                objects = folder / f"ltc_{digest}.{os.getpid()}.o"
-                subprocess.run(["cc", *_FLAGS, "-c", str(source), "-o", str(objects)],
-                               check=True, capture_output=True, timeout=120)
-                subprocess.run(["cc", *_LINK, str(objects), "-o", str(partial), "-lm"],
-                               check=True, capture_output=True, timeout=120)
-                objects.unlink()
-                source.unlink()
-                os.replace(partial, path)
-            library = ctypes.CDLL(str(path))
-        except (OSError, subprocess.SubprocessError):
-            return None
-        for suffix in ("f32", "f64"):
-            getattr(library, f"ltc_forward_{suffix}").restype = None
-            getattr(library, f"ltc_backward_{suffix}").restype = None
-        _STATE["lib"] = library
-        return library
+    return _native.load_library("ltc", _SOURCE, [f"ltc_{direction}_{suffix}"
+                                                 for suffix in ("f32", "f64")
+                                                 for direction in ("forward", "backward")])
 
 
 def available() -> bool:

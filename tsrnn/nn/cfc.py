@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from .._torch import optional_triton_module
 from .._validation import check_in_range, check_option, check_positive
+from . import _cfc_cpu
 from ._cfc_kernels import CfCSequence
 from ._sampling import check_sequence, check_time_steps
 from .ltc import MemoryCell
@@ -153,9 +154,10 @@ class CfC(nn.Module):
         present (ncps 1.0.1 connects every layer of a wiring densely to itself).
     fast_path : bool
         Run unwired cells with at most one tanh-kind backbone layer through the
-        hand-derived sequence function (:mod:`tsrnn.nn._cfc_kernels`; on CUDA, where triton
-        is installed, the fused kernels of :mod:`tsrnn.nn._triton_cfc`); False runs plain
-        autograd (needed for second derivatives).
+        hand-derived sequence function (:mod:`tsrnn.nn._cfc_kernels`; on the CPU, where a C
+        compiler is present, the compiled kernel of :mod:`tsrnn.nn._cfc_cpu`; on CUDA, where
+        triton is installed, the fused kernels of :mod:`tsrnn.nn._triton_cfc`); False runs
+        plain autograd (needed for second derivatives).
 
     Shapes
     ------
@@ -302,10 +304,14 @@ class CfC(nn.Module):
     # The fast path on CUDA runs the Triton kernels where they apply (False: the torch
     # sequence function, e.g. to compare the two).
     _triton: bool = True
+    # The fast path on the CPU runs the compiled kernel of tsrnn.nn._cfc_cpu where it could
+    # be built (False: the torch sequence function, e.g. to compare the two).
+    _native: bool = True
 
     def _sequence_function(self, x: torch.Tensor, features: int):
-        """The autograd function of the fast path for ``x``: Triton's on CUDA where the
-        kernels cover the sizes and dtype, else :class:`CfCSequence`."""
+        """The autograd function of the fast path for ``x`` (on the CPU, where the compiled
+        kernel applies, :meth:`_fast` uses that instead): Triton's on CUDA where the kernels
+        cover the sizes and dtype, else :class:`CfCSequence`."""
         if self._triton and x.device.type == "cuda":
             kernels = _triton_kernels()
             rows = x.shape[0] * x.shape[1] if x.dim() > 1 else 0
@@ -332,14 +338,24 @@ class CfC(nn.Module):
             w_tau, amplitude = F.softplus(heads.w_tau_raw), heads.A
         else:
             w_tau = amplitude = None
+        native = self._native and _cfc_cpu.supports(x)
         if self.backbone_layers:
             first = self.backbone[0]
             alpha, beta = self._FAST_ACTIVATIONS[type(self.activation)]
+            if native:
+                return _cfc_cpu.CfCNativeSequence.apply(
+                    x, first.weight[:, :I], first.bias, h0, dt, first.weight[:, I:],
+                    heads.weight(), heads.linear.bias, w_tau, amplitude, self.mode, alpha,
+                    beta)
             drive = F.linear(x, first.weight[:, :I], first.bias)
             sequence = self._sequence_function(x, first.out_features)
             return sequence.apply(drive, h0, dt, first.weight[:, I:], heads.weight(),
                                   heads.linear.bias, w_tau, amplitude, self.mode, alpha, beta)
         weight = heads.weight()
+        if native:
+            return _cfc_cpu.CfCNativeSequence.apply(
+                x, weight[:, :I], heads.linear.bias, h0, dt, weight[:, I:], None, None, w_tau,
+                amplitude, self.mode, 1.0, 1.0)
         drive = F.linear(x, weight[:, :I], heads.linear.bias)
         sequence = self._sequence_function(x, self.hidden_size)
         return sequence.apply(drive, h0, dt, weight[:, I:], None, None, w_tau, amplitude,
