@@ -136,6 +136,8 @@ def test_bad_settings_and_inputs_raise_clear_errors():
         tiny(horizon=24).fit(seasonal())
     with pytest.raises(ValueError, match="exogenous inputs"):
         tiny().fit(seasonal(), X=np.ones((300, 1)))
+    with pytest.raises(ValueError, match="linear_across_variates needs linear_lags"):
+        tiny(linear_across_variates=True).fit(seasonal())
     with pytest.raises(ValueError, match="unknown head"):
         tiny(heads=("weekly",)).fit(seasonal())
     with pytest.raises(ValueError, match="needs at least 30"):
@@ -182,6 +184,47 @@ def test_linear_path_is_the_causal_autoregression_it_documents():
     torch.testing.assert_close(module(later)[0][:, :5], forecast[:, :5], rtol=0, atol=0)
 
 
+def test_linear_path_across_variates_is_the_multi_output_autoregression_it_documents():
+    module = _module(linear_lags=4, linear_across_variates=True, residual=False)
+    assert tuple(module.linear.weight.shape) == (4 * 3, 3, 4)  # (H * d, d, p)
+    with torch.no_grad():
+        module.linear.weight.normal_(generator=torch.Generator().manual_seed(1))
+        module.linear.bias.normal_(generator=torch.Generator().manual_seed(2))
+    y = torch.randn(2, 9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    forecast, _ = module(y)
+    core, _ = module.core(y)
+    core = core.reshape(2, 9, 3, 4).transpose(2, 3)
+    weight, bias = module.linear.weight, module.linear.bias  # row k * d + v: horizon k, var v
+    expected = core.clone()
+    for t in range(9):
+        for k in range(4):
+            for v in range(3):
+                expected[:, t, k, v] += bias[k * 3 + v]
+                for u in range(3):
+                    for j in range(4):  # lag j: y[t - j, u], zero before the window
+                        if t - j >= 0:
+                            expected[:, t, k, v] += weight[k * 3 + v, u, 3 - j] * y[:, t - j, u]
+    torch.testing.assert_close(forecast, expected, rtol=1e-12, atol=1e-12)
+    # Causal in time: changing y after step 4 leaves the forecasts made at steps <= 4.
+    later = y.clone()
+    later[:, 5:] += 1.0
+    torch.testing.assert_close(module(later)[0][:, :5], forecast[:, :5], rtol=0, atol=0)
+
+
+def test_only_the_linear_path_across_variates_lets_one_variate_move_anothers_forecast():
+    # With the core's readout at zero only the linear path acts: per variate, a change of
+    # variate 0 leaves the forecasts of variates 1 and 2 alone; across variates it moves them.
+    y = torch.randn(1, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    moved = y.clone()
+    moved[:, :, 0] += 1.0
+    for across in (False, True):
+        module = _module(linear_lags=3, linear_across_variates=across, residual=False)
+        with torch.no_grad():
+            module.linear.weight.normal_(generator=torch.Generator().manual_seed(6))
+        change = (module(moved)[0] - module(y)[0])[..., 1:].abs().max()
+        assert (change > 1e-3) if across else (change < 1e-12)
+
+
 def test_instance_norm_makes_the_forecast_equivariant_to_affine_changes_of_each_variate(
         monkeypatch):
     # Without the variance floor (it only keeps constant windows finite) the equivariance
@@ -213,17 +256,24 @@ def test_instance_norm_round_trip_gives_persistence_at_the_zero_initialisation()
     assert torch.isfinite(module(constant)[0]).all()
 
 
-@pytest.mark.parametrize("instance_norm", [False, True])
-def test_training_loss_scores_every_context_forecast_on_its_whole_horizon(instance_norm):
-    model = tiny(horizon=3, sequence_length=5, instance_norm=instance_norm)
+@pytest.mark.parametrize("instance_norm, linear_lags, first", [
+    (False, 0, 0), (True, 0, 4), (False, 3, 2), (True, 3, 4)])
+def test_training_loss_scores_every_context_forecast_on_its_whole_horizon(
+        instance_norm, linear_lags, first):
+    # Scored: every forecast made in the context, except those whose statistics (RevIN) or
+    # linear path (zeros before the window) reach outside it: from step `first` on.
+    model = tiny(horizon=3, sequence_length=5, instance_norm=instance_norm,
+                 linear_lags=linear_lags, linear_across_variates=bool(linear_lags))
     model.n_features_in_ = 2
     module = model._build_module().double()
     with torch.no_grad():
         module.core.readout.weight.normal_(generator=torch.Generator().manual_seed(0))
+        if linear_lags:
+            module.linear.weight.normal_(generator=torch.Generator().manual_seed(2))
     y = torch.randn(2, 8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     forecast, _ = module(y[:, :5])  # the model reads the context only
     errors = [(forecast[:, t, k] - y[:, t + 1 + k]) ** 2
-              for t in range(4 if instance_norm else 0, 5) for k in range(3)]
+              for t in range(first, 5) for k in range(3)]
     expected = torch.stack(errors).mean()
     torch.testing.assert_close(model._training_loss(module, y, None), expected,
                                rtol=1e-12, atol=0)

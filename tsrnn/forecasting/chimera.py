@@ -14,7 +14,8 @@ trains the H direct forecasters at every context length up to ``sequence_length`
 ``predict`` uses included. (An earlier version scored forecasts on the targets inside a
 window of ``sequence_length`` + 1 steps: the far horizons were then learnt only from short
 contexts, and never from the full context they are used with.) With ``instance_norm`` only
-the forecast from the last context step is scored (its statistics reach past earlier steps).
+the forecast from the last context step is scored (its statistics reach past earlier steps);
+with a linear path of p lags, those from step p - 1 on (before it the path reads zeros).
 ``predict(n_steps)`` reads the last ``sequence_length`` rows of the context, takes the
 forecast made at its last step, and, when ``n_steps`` > ``horizon``, appends those H values
 to the context and forecasts again (recursive extension in blocks of H, the "closed loop" of
@@ -44,7 +45,19 @@ class ChimeraHorizonModule(nn.Module):
       long-horizon protocol) and the SSM learns the residual. Not part of the paper. On the
       synthetic set of ``benchmarks/bench_chimera.py`` (40 epochs, d_model 16) it helped
       without ``mix_variates`` (test MSE 0.526 with p = 48 against 0.613) but not with it
-      (150 epochs: 0.295 against 0.286).
+      (150 epochs: 0.295 against 0.286); both measured when the forecasts made before the
+      window was full (zero padding) were still scored in training.
+    - ``linear_across_variates`` (with ``linear_lags`` = p > 0): the linear path reads every
+      variate, ŷ[t + 1 + k, v] += Σ_{j<p} Σ_u W[k, v, u, j] y[t - j, u] + c[k, v], one
+      (H·d, d, p) map: the direct multi-output linear (VAR-type) forecaster from the last p
+      cross-sections, the ridge baseline of ``benchmarks/bench_chimera.py`` fitted by
+      gradient descent; the SSM then learns what that linear forecaster misses. Not part of
+      the paper; a comparison with it must say that Chimera has this linear skip path. On
+      the synthetic set of ``benchmarks/bench_chimera.py`` (p = 12, ``mix_variates=4``) it
+      lowers the test MSE from 0.263 to 0.201-0.219 (seeds, sizes), but the path alone (SSM
+      readout frozen) scores 0.195-0.211 (patience 60 / 20) and ridge with tuned lags 0.188,
+      the Bayes forecast 0.170: that series is linear-Gaussian, and the SSM adds variance
+      there rather than signal.
     - ``instance_norm``: reversible instance normalisation (RevIN, Kim et al., "Reversible
       Instance Normalization for Accurate Time-Series Forecasting against Distribution
       Shift", ICLR 2022): each window and variate is standardised by its own mean and
@@ -58,17 +71,22 @@ class ChimeraHorizonModule(nn.Module):
     """
 
     def __init__(self, n_features: int, horizon: int, residual: bool = True,
-                 linear_lags: int = 0, instance_norm: bool = False, **chimera_options):
+                 linear_lags: int = 0, instance_norm: bool = False,
+                 linear_across_variates: bool = False, **chimera_options):
         super().__init__()
         self.horizon, self.residual = horizon, residual
         self.linear_lags, self.instance_norm = int(linear_lags), bool(instance_norm)
+        self.linear_across_variates = bool(linear_across_variates)
         self.core = Chimera(n_features, output_size=horizon, **chimera_options)
         # A zero readout starts from the persistence forecast (with ``residual``) or from
         # the mean (without): a sensible first guess instead of O(1) random outputs.
         nn.init.zeros_(self.core.readout.weight)
         nn.init.zeros_(self.core.readout.bias)
         if self.linear_lags:
-            self.linear = nn.Conv1d(1, horizon, self.linear_lags)
+            # Per variate: one channel in, H out, shared by the variates; across variates:
+            # d channels in, H * d out (output channel k * d + v forecasts variate v at k).
+            channels = n_features if self.linear_across_variates else 1
+            self.linear = nn.Conv1d(channels, horizon * channels, self.linear_lags)
             nn.init.zeros_(self.linear.weight)  # also starts from persistence / the mean
             nn.init.zeros_(self.linear.bias)
 
@@ -82,11 +100,16 @@ class ChimeraHorizonModule(nn.Module):
         out, state = self.core(y, h0)
         forecast = out.reshape(batch, length, d, self.horizon).transpose(2, 3)
         if self.linear_lags:
-            series = y.transpose(1, 2).reshape(batch * d, 1, length)
-            series = nn.functional.pad(series, (self.linear_lags - 1, 0))
-            # Conv1d correlates: weight[:, 0, -1] multiplies y[t], weight[:, 0, 0] y[t-p+1].
-            linear = self.linear(series).reshape(batch, d, self.horizon, length)
-            forecast = forecast + linear.permute(0, 3, 2, 1)
+            # Conv1d correlates: weight[..., -1] multiplies y[t], weight[..., 0] y[t-p+1].
+            if self.linear_across_variates:
+                series = nn.functional.pad(y.transpose(1, 2), (self.linear_lags - 1, 0))
+                linear = self.linear(series).reshape(batch, self.horizon, d, length)
+                forecast = forecast + linear.permute(0, 3, 1, 2)
+            else:
+                series = y.transpose(1, 2).reshape(batch * d, 1, length)
+                series = nn.functional.pad(series, (self.linear_lags - 1, 0))
+                linear = self.linear(series).reshape(batch, d, self.horizon, length)
+                forecast = forecast + linear.permute(0, 3, 2, 1)
         if self.residual:
             forecast = forecast + y[:, :, None, :]
         if self.instance_norm:
@@ -131,6 +154,9 @@ class ChimeraForecaster(NeuralForecaster):
     linear_lags : int
         p > 0 adds a linear autoregressive path over the last p values of each variate
         (shared by the variates) to the forecasts; 0: none. See :class:`ChimeraHorizonModule`.
+    linear_across_variates : bool
+        The linear path reads the last ``linear_lags`` values of every variate (one map per
+        target variate and horizon step: a linear skip path that is not in the paper).
     instance_norm : bool
         Reversible instance normalisation (RevIN) of each context window and variate.
     mix_variates : int
@@ -169,8 +195,8 @@ class ChimeraForecaster(NeuralForecaster):
                  n_layers: int = 2, heads: tuple[str, ...] = ("trend", "seasonal"),
                  season: int | None = None, bidirectional: bool = True, dropout: float = 0.0,
                  residual: bool = True, linear_lags: int = 0, instance_norm: bool = False,
-                 mix_variates: int = 0, scan_method: str = "sweep",
-                 sequence_length: int = 96,
+                 linear_across_variates: bool = False, mix_variates: int = 0,
+                 scan_method: str = "sweep", sequence_length: int = 96,
                  batch_size: int = 32, max_epochs: int = 50, learning_rate: float = 2e-3,
                  learning_rate_final: float | None = None, optimizer: str = "adam",
                  weight_decay: float = 0.0, gradient_clip: float | None = 1.0,
@@ -189,6 +215,7 @@ class ChimeraForecaster(NeuralForecaster):
         self.residual = residual
         self.linear_lags = linear_lags
         self.instance_norm = instance_norm
+        self.linear_across_variates = linear_across_variates
         self.mix_variates = mix_variates
         self.scan_method = scan_method
         self.sequence_length = sequence_length
@@ -219,12 +246,17 @@ class ChimeraForecaster(NeuralForecaster):
         if int(self.linear_lags) != self.linear_lags or self.linear_lags < 0:
             raise ValueError(f"linear_lags must be a non-negative integer, got "
                              f"{self.linear_lags!r}")
+        if self.linear_across_variates and not self.linear_lags:
+            raise ValueError("linear_across_variates needs linear_lags > 0 (the lags its linear "
+                             "path reads)")
 
     def _build_module(self) -> ChimeraHorizonModule:
         return ChimeraHorizonModule(
             self.n_features_in_, check_positive(self.horizon, "horizon", integer=True),
             residual=bool(self.residual), linear_lags=int(self.linear_lags),
-            instance_norm=bool(self.instance_norm), d_model=self.d_model, d_state=self.d_state,
+            instance_norm=bool(self.instance_norm),
+            linear_across_variates=bool(self.linear_across_variates), d_model=self.d_model,
+            d_state=self.d_state,
             n_layers=self.n_layers, heads=self.heads, season=self.season,
             bidirectional=bool(self.bidirectional), dropout=self.dropout,
             scan_method=self.scan_method, mix_variates=self.mix_variates,
@@ -245,12 +277,18 @@ class ChimeraForecaster(NeuralForecaster):
         # y: (B, sequence_length + H, d). The model reads the context y[:, :L]; the forecast
         # made at step t is scored on y[:, t+1 : t+1+H], inside the window for every t < L.
         # All L steps teach (shorter contexts are more training signal), except with
-        # instance_norm, whose statistics over the context reach past t < L - 1.
+        # instance_norm, whose statistics over the context reach past t < L - 1, and the
+        # first p - 1 with a linear path of p lags.
         horizon = int(self.horizon)
         context = y.shape[1] - horizon
         forecast, _ = module(y[:, :context])
         targets = y[:, 1:].unfold(1, horizon, 1).permute(0, 1, 3, 2)  # (B, L, H, d)
-        first = context - 1 if self.instance_norm else 0
+        if self.instance_norm:
+            first = context - 1
+        else:
+            # The linear path reads zeros before the window: those early forecasts would pull
+            # its weights away from the full-window ones that predict uses.
+            first = min(int(self.linear_lags), context) - 1 if self.linear_lags else 0
         return torch.mean((forecast[:, first:] - targets[:, first:]) ** 2)
 
     def _context_length(self) -> int:
