@@ -239,3 +239,22 @@ def test_bad_times_raise_clear_errors(cls):
         model.predict(3, context=y[-10:], times=times[-10:])
     with pytest.raises(ValueError, match="fitted without times"):
         tiny(cls, validation_fraction=0.0).fit(y).predict(2, times=[1.0, 2.0])
+
+
+# ------------------------------------------------------------------ hidden states
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=IDS)
+def test_state_trajectory_is_the_core_run_with_the_series_gaps(cls):
+    times, y = irregular()
+    model = tiny(cls).fit(y, times=times)
+    states = model.get_state_trajectory(y[:30], times=times[:30])
+    assert states.shape == (30, model.module_.core(torch.zeros(1, 1, 2), None)[0].shape[-1])
+    gaps = np.r_[np.diff(times[:30]) / model.time_scale_, 1.0]
+    scaled = torch.as_tensor(model.y_scaler_.transform(y[:30]), dtype=torch.float32)[None]
+    with torch.no_grad():
+        expected, _ = model.module_.core(scaled, None,
+                                         torch.as_tensor(gaps, dtype=torch.float32)[None])
+    np.testing.assert_allclose(states, expected[0].double().numpy(), rtol=1e-6, atol=1e-6)
+    # Ignoring the gaps would give the one-unit states instead.
+    assert np.abs(states - model.get_state_trajectory(y[:30])).max() > 1e-3
+    with pytest.raises(ValueError, match="times has 29 entries"):
+        model.get_state_trajectory(y[:30], times=times[:29])

@@ -227,6 +227,38 @@ class TimedForecaster(NeuralForecaster):
         prediction, _ = module(y[:, :-1], exogenous, None, self._module_steps(x[:, 1:, -1]))
         return torch.nn.functional.mse_loss(prediction, y[:, 1:])
 
+    # ------------------------------------------------------------------ hidden states
+    def _core_states(self, inputs: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """The core's hidden states (1, T, H) along ``inputs`` (1, T, n) with gaps (1, T)."""
+        states, _ = self.module_.core(inputs, None, self._module_steps(gaps))
+        return states
+
+    def get_state_trajectory(self, y: Any, X: Any = None, times: Any = None) -> np.ndarray:
+        """The hidden states of the fitted core along a series y (T, d): (T, H).
+
+        Step t has read y_t (and x_{t+1}) and advanced to the time of row t + 1; the last
+        step, whose next row is unknown, uses one time unit and repeats x_T.
+        """
+        self._check_fitted()
+        raw = as_float_array(y, "y", ndim=(1, 2))
+        raw = raw[:, None] if raw.ndim == 1 else raw
+        scaled = self.y_scaler_.transform(raw)
+        if self.n_exog_:
+            rows = self._check_future_x(X, len(raw), 0)
+            inputs = np.column_stack([scaled, np.vstack([rows[1:], rows[-1:]])])
+        else:
+            inputs = scaled
+        if times is not None:
+            t = as_times(times, "times")
+            if len(t) != len(raw):
+                raise ValueError(f"times has {len(t)} entries for {len(raw)} rows of y")
+            gaps = np.r_[check_increasing(t, "times") / self.time_scale_, 1.0]
+        else:
+            gaps = np.ones(len(raw))
+        with torch.no_grad():
+            states = self._core_states(self._tensor(inputs)[None], self._tensor(gaps)[None])
+        return states[0].double().cpu().numpy()
+
     # ------------------------------------------------------------------ predict
     def predict(self, n_steps: int, context: Any = None, X: Any = None, times: Any = None):
         """Forecast ``n_steps`` values in closed loop at the given times.

@@ -15,17 +15,14 @@ predicts. The rules are shared with the long-memory forecasters and described in
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 from torch import nn
 
-from .._validation import as_float_array, check_in_range, check_option, check_positive
+from .._validation import check_in_range, check_option, check_positive
 from ..nn.cfc import CfC
 from ..nn.ltc import LTC
 from ..nn.wirings import AutoNCP, FullyConnected, LowRankSparse, RandomSparse
-from ._times import TimedForecaster, TimedNextStepPredictor, as_times, check_increasing
+from ._times import TimedForecaster, TimedNextStepPredictor
 
 WIRINGS = ("full", "random", "ncp", "low_rank")
 
@@ -80,32 +77,9 @@ class _ContinuousForecaster(TimedForecaster):
     def _core(self, n_inputs: int, wiring):
         raise NotImplementedError
 
-    def get_state_trajectory(self, y: Any, X: Any = None, times: Any = None) -> np.ndarray:
-        """The hidden states of the fitted core along a series y (T, d): (T, H).
-
-        Step t has read y_t and advanced to the time of row t + 1 (see the module
-        docstring); the last step uses the median gap.
-        """
-        self._check_fitted()
-        raw = as_float_array(y, "y", ndim=(1, 2))
-        raw = raw[:, None] if raw.ndim == 1 else raw
-        scaled = self.y_scaler_.transform(raw)
-        if self.n_exog_:
-            # Step t reads x_{t+1}; the last step, whose next row is unknown, repeats x_T.
-            rows = self._check_future_x(X, len(raw), 0)
-            inputs = np.column_stack([scaled, np.vstack([rows[1:], rows[-1:]])])
-        else:
-            inputs = scaled
-        if times is not None:
-            t = as_times(times, "times")
-            gaps = np.r_[check_increasing(t, "times") / self.time_scale_, 1.0]
-        else:
-            gaps = np.ones(len(raw))
-        with torch.no_grad():
-            states = self.module_.core.trajectory(self._tensor(inputs)[None], None,
-                                                  self._tensor(gaps)[None])
-        states = states[0] if isinstance(states, torch.Tensor) else states[0][0]
-        return states.double().cpu().numpy()
+    def _core_states(self, inputs: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        states = self.module_.core.trajectory(inputs, None, gaps)
+        return states if isinstance(states, torch.Tensor) else states[0]
 
 
 _TRAINING_DOC = """

@@ -198,9 +198,10 @@ class LSSLForecaster(_MemoryForecaster):
     the state that the previous steps leave; both modes compute the same map. Irregular
     gaps cannot use the convolution (its kernel assumes one Δ_h for all steps): each step
     is discretised with Δ_h · dt_n, at the price of one N x N solve per sample, feature and
-    step for a dense A, hundreds of times the cost of the convolution at the default
-    H = N = 64 on a CPU. For irregular series prefer ``measure="s4d_real"`` (A stays
-    diagonal: the recurrence is one linear scan) or a small ``state_size``.
+    step for a dense A (triangular, O(N²), for LegS and LagT), tens of times the cost of the
+    convolution at the default H = N = 64 on a CPU. For irregular series prefer
+    ``measure="s4d_real"`` (A stays diagonal: the recurrence is one linear scan) or a small
+    ``state_size``.
 
     Parameters
     ----------
