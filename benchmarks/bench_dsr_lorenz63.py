@@ -116,23 +116,27 @@ def build(model: str, budget_s: float | None, max_epochs: int, seed: int,
           teacher_forcing: str, noise: float = 0.0, *, system: str = "lorenz63",
           alpha: float | str = "adaptive", forcing_interval: int | None = None,
           n_pwl: int | None = None, learning_rate: float = 1e-3, regularization: float = 0.0,
-          sequence_length: int = 200, device: str = "cpu"):
+          sequence_length: int = 200, device: str = "cpu", observation: str = "identity",
+          batch_size: int = 16, learning_rate_final: float | None = None):
     setting = SYSTEMS[system]
-    common = dict(sequence_length=sequence_length, batch_size=16, batches_per_epoch=50,
+    common = dict(sequence_length=sequence_length, batch_size=batch_size, batches_per_epoch=50,
                   noise=noise, learning_rate=learning_rate, optimizer="radam",
                   checkpoint_every=5, max_epochs=max_epochs, max_time=budget_s,
+                  divergence="restore",  # a late blow-up keeps the best checkpoint so far
                   dt=setting["dt"], random_state=seed, regularization=regularization,
                   device=device)
     if model == "alrnn":
         # The authors' AL-RNN settings end at 1e-5 (ALRNN-DSR settings/lorenz63.json), their
         # shPLRNN settings at 1e-6 (GTF-shPLRNN settings/defaults.json).
-        common["learning_rate_final"] = 1e-5
+        common["learning_rate_final"] = learning_rate_final or 1e-5
         n_pwl = setting["n_pwl"] if n_pwl is None else n_pwl
         interval = setting["forcing_interval"] if forcing_interval is None else forcing_interval
-        return ALRNN(n_latent=20, n_pwl=n_pwl, teacher_forcing=teacher_forcing, alpha=alpha,
+        return ALRNN(n_latent=20, n_pwl=n_pwl, observation=observation,
+                     teacher_forcing=teacher_forcing, alpha=alpha,
                      forcing_interval=interval, **common)
     return ShallowPLRNN(n_latent=3, n_hidden=100, clipped=True, teacher_forcing="gtf",
-                        alpha="adaptive", learning_rate_final=1e-6, **common)
+                        alpha="adaptive", learning_rate_final=learning_rate_final or 1e-6,
+                        observation=observation, **common)
 
 
 def seconds_per_epoch(model: str, train: np.ndarray, seed: int, teacher_forcing: str,
@@ -223,6 +227,11 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--regularization", type=float, default=0.0)
     parser.add_argument("--sequence-length", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate-final", type=float, default=None,
+                        help="end of the decay (default: the authors' 1e-5 AL-RNN, 1e-6 "
+                             "shPLRNN)")
+    parser.add_argument("--observation", choices=["identity", "affine"], default="identity")
     parser.add_argument("--minutes", type=float, default=15.0, help="training time budget")
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="length of the learning-rate schedule (default: probed to fill "
@@ -241,7 +250,8 @@ def main() -> None:
     options = dict(system=args.system, alpha=args.alpha, forcing_interval=args.forcing_interval,
                    n_pwl=args.n_pwl, learning_rate=args.learning_rate,
                    regularization=args.regularization, sequence_length=args.sequence_length,
-                   device=args.device)
+                   device=args.device, observation=args.observation,
+                   batch_size=args.batch_size, learning_rate_final=args.learning_rate_final)
     budget = 60.0 * args.minutes
     per_epoch = None
     if args.max_epochs is None:
@@ -264,6 +274,8 @@ def main() -> None:
               "alpha": args.alpha, "forcing_interval": estimator.forcing_interval,
               "n_pwl": getattr(estimator, "n_pwl", None), "learning_rate": args.learning_rate,
               "regularization": args.regularization, "sequence_length": args.sequence_length,
+              "observation": args.observation, "batch_size": args.batch_size,
+              "learning_rate_final": estimator.learning_rate_final,
               "minutes": args.minutes, "seed": args.seed, "batch_noise": args.noise,
               "device": args.device, "machine": machine(), "date": today(),
               "probe_s_per_epoch": per_epoch, "max_epochs": max_epochs,
