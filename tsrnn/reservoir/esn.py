@@ -11,6 +11,13 @@ g squares every other unit when ``squared_units`` (Pathak et al.'s fix of the ta
 which matters for Lorenz and Kuramoto-Sivashinsky). The readout is fitted by ridge
 regression on the teacher-forced states after a warm-up; forecasts run in closed loop, each
 output fed back as the next input.
+
+On the CPU (float64, sparse W) a long series is fitted without ever holding all its states:
+the compiled reservoir kernel runs it as parallel time segments, each started
+``_SEGMENT_WASHOUT`` steps early, and hands over the states in chunks that go straight into
+the float64 sums of the ridge regression; the seams between segments are verified to 1e-12
+(see :meth:`LeakyReservoir.stream_segmented`), and the fit falls back to the sequential run
+when one does not close.
 """
 
 from __future__ import annotations
@@ -250,8 +257,12 @@ class ESN(BaseForecaster):
                                for i in members])
             if self.training_noise > 0:
                 inputs = inputs + self.training_noise * generator.standard_normal(inputs.shape)
+            target_rows = np.stack([y_list[i][1:] for i in members])
+            if len(members) == 1 and self._accumulate_streamed(inputs[0], target_rows[0],
+                                                                accumulator):
+                continue
             u = self._tensor(inputs)
-            targets = self._tensor(np.stack([y_list[i][1:] for i in members]))
+            targets = self._tensor(target_rows)
             for start, states in self._teacher_forced_states(u):
                 keep = max(warmup - start, 0)  # the warm-up may span several blocks
                 if keep >= states.shape[1]:
@@ -364,6 +375,32 @@ class ESN(BaseForecaster):
     def _check_reservoir(self) -> None:
         """Hook after the reservoir is built (subclasses check its stability here)."""
 
+    def _accumulate_streamed(self, inputs: np.ndarray, targets: np.ndarray,
+                             accumulator: RidgeAccumulator) -> bool:
+        """Add the readout statistics of one long sequence, its states computed by the
+        compiled kernel as parallel time segments and consumed chunk by chunk (see
+        :meth:`LeakyReservoir.stream_segmented`: memory of one chunk, no array of all the
+        states). Returns False, having added nothing, where that does not apply or a seam
+        did not close (the caller then runs the general path)."""
+        reservoir = self.reservoir_
+        if (not isinstance(reservoir, LeakyReservoir)
+                or inputs.shape[0] < 2 * _SEGMENTS * _SEGMENT_WASHOUT):
+            return False
+        # A separate accumulator: the chunks only count once all seams are known to close.
+        trial = RidgeAccumulator(*accumulator.cross.shape)
+        u = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float64))
+
+        def consume(times: np.ndarray, states: np.ndarray) -> None:
+            phi = self.features(torch.from_numpy(states), u[times], overwrite=True)
+            trial.update(phi.numpy(), targets[times])
+
+        closed = reservoir.stream_segmented(inputs, consume, _SEGMENTS, _SEGMENT_WASHOUT,
+                                            first=int(self.warmup))
+        if not closed:
+            return False
+        accumulator.merge(trial)
+        return True
+
     def _teacher_forced_states(self, inputs: torch.Tensor):
         """Yield ``(start, states)`` blocks of the states (B, L, N) driven from zero states
         by inputs (B, L, I).
@@ -374,8 +411,12 @@ class ESN(BaseForecaster):
         """
         reservoir = self.reservoir_
         state = None
-        for start in range(0, inputs.shape[1], _BLOCK):
-            block = inputs[:, start:start + _BLOCK]
+        # Blocks of equal length (not _BLOCK and a short rest): every block is then long
+        # enough to be run as parallel segments.
+        n_blocks = -(-inputs.shape[1] // _BLOCK)
+        block_length = -(-inputs.shape[1] // n_blocks)
+        for start in range(0, inputs.shape[1], block_length):
+            block = inputs[:, start:start + block_length]
             states = None
             if (block.shape[0] == 1 and block.shape[1] >= 2 * _SEGMENTS * _SEGMENT_WASHOUT
                     and hasattr(reservoir, "run_segmented")):

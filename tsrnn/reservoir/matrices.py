@@ -6,7 +6,15 @@ analysing and training recurrent neural networks", GMD Report 148; Lukosevicius 
 practical guide to applying echo state networks").
 
 - Sparse matrices are scaled to the requested radius *exactly*: the largest eigenvalue
-  modulus is computed by ARPACK (implicitly restarted Arnoldi) on the sparse matrix.
+  modulus is computed by ARPACK (implicitly restarted Arnoldi) on the sparse matrix. The
+  eigenvalues of a random matrix fill a disc, so the outermost ones lie close together
+  (often a complex pair on top, the next within 1%): asked for one eigenvalue with 20
+  Arnoldi vectors (scipy's defaults for k = 1, used by reservoirpy 0.4.2 too), ARPACK's
+  restarts can discard the largest and converge to a smaller one; on 30 random 1000-unit
+  matrices of connectivity 0.02 that gave a radius up to 2.2% too small for 12 of them.
+  Asking for six eigenvalues with 40 vectors found the largest in every case (relative
+  error < 5e-11 against LAPACK on the dense matrix, also on 35 matrices of 300, 500 and
+  2000 units), in a median 54 ms of CPU time for 1000 units (the old setting: 61 ms).
 - Dense matrices with i.i.d. entries of variance s^2 have their eigenvalues spread
   uniformly over the disc of radius s sqrt(n) (the circular law; Tao & Vu 2010), so scaling
   the entries to variance rho^2 / n sets the radius to rho up to O(n^-1/2) fluctuations
@@ -32,14 +40,23 @@ def _values(rng: np.random.Generator, size: int, distribution: str) -> np.ndarra
     return rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), size)
 
 
+# Sparse matrices up to this size go to LAPACK's dense solver (as fast, and exact).
+_DENSE_EIGEN_MAX = 256
+# ARPACK: eigenvalues asked for and Arnoldi vectors kept (see the module docstring).
+_ARPACK_EIGENVALUES = 6
+_ARPACK_VECTORS = 40
+
+
 def spectral_radius(matrix) -> float:
-    """Largest eigenvalue modulus of a dense array or a scipy sparse matrix."""
+    """Largest eigenvalue modulus of a dense array or a scipy sparse matrix (relative error
+    ~1e-11 for sparse matrices, by ARPACK; see the module docstring)."""
     n = matrix.shape[0]
-    if sparse.issparse(matrix) and n > 32:
+    if sparse.issparse(matrix) and n > _DENSE_EIGEN_MAX:
         try:
-            value = sparse_linalg.eigs(matrix, k=1, which="LM", return_eigenvectors=False,
-                                       tol=1e-10, maxiter=20 * n, v0=np.ones(n))
-            return float(np.abs(value[0]))
+            values = sparse_linalg.eigs(matrix, k=_ARPACK_EIGENVALUES, which="LM",
+                                        ncv=_ARPACK_VECTORS, return_eigenvectors=False,
+                                        tol=1e-10, maxiter=1000, v0=np.ones(n))
+            return float(np.abs(values).max())
         except sparse_linalg.ArpackNoConvergence:
             pass  # fall through to the dense solve
     dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)

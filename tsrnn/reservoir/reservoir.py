@@ -6,13 +6,16 @@ applications of echo state networks with leaky-integrator neurons", Neural Netwo
 
     x_t = (1 - a) x_{t-1} + a tanh(W_in u_t + W x_{t-1} + b)
 
-W is sparse (CSR) or dense. The weights are fixed buffers, never trained. On the CPU the
-recurrence runs through scipy's sparse kernels on numpy views of the buffers (one call per
-step instead of several torch dispatches); on a GPU it runs in torch.
+W is sparse (CSR) or dense. The weights are fixed buffers, never trained. On the CPU a sparse
+float64 reservoir runs in a compiled kernel (:mod:`tsrnn.reservoir._esn_cpu`: the whole run
+in one call, batches in tiles with vectorised inner loops, OpenMP over tiles); without a C
+compiler, for dense W or other dtypes it runs through scipy's sparse kernels on numpy views
+of the buffers (one call per step instead of several torch dispatches); on a GPU in torch.
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from .._validation import check_in_range
+from . import _esn_cpu
 
 
 class LeakyReservoir(nn.Module):
@@ -71,6 +75,7 @@ class LeakyReservoir(nn.Module):
         self._scipy = None
         self._torch_sparse = None
         self._input_csr = None
+        self._kernel_csr = None
 
     # ------------------------------------------------------------------ the operator W
     def _refresh(self) -> None:
@@ -80,7 +85,7 @@ class LeakyReservoir(nn.Module):
         if key == self._cache_key:
             return
         self._cache_key = key
-        self._scipy = self._torch_sparse = self._input_csr = None
+        self._scipy = self._torch_sparse = self._input_csr = self._kernel_csr = None
         if not self.is_sparse:
             return
         if reference.device.type == "cpu":
@@ -92,6 +97,27 @@ class LeakyReservoir(nn.Module):
             self._torch_sparse = torch.sparse_csr_tensor(
                 self.recurrent_indptr, self.recurrent_indices, self.recurrent_values,
                 (self.n_units, self.n_units), check_invariants=False)
+
+    def _kernel(self) -> _esn_cpu.CSR | None:
+        """W in the compiled kernel's layout, or None where the kernel does not apply (dense
+        W, not float64, not on the CPU, or no compiler)."""
+        self._refresh()
+        if (not self.is_sparse or self.recurrent_values.device.type != "cpu"
+                or self.recurrent_values.dtype != torch.float64 or not _esn_cpu.available()):
+            return None
+        if self._kernel_csr is None:
+            self._kernel_csr = _esn_cpu.CSR(self.recurrent_indptr.numpy(),
+                                            self.recurrent_indices.numpy(),
+                                            self.recurrent_values.numpy(), self.n_units)
+        return self._kernel_csr
+
+    def _run_kernel(self, csr: _esn_cpu.CSR, inputs: np.ndarray, state: np.ndarray | None,
+                    out: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Run the compiled kernel: states to ``out`` rows ``rows`` (B, L); final (B, N)."""
+        return _esn_cpu.run(csr, self.input_weights.numpy(), self.bias.numpy(),
+                            self.leak_rate, np.ascontiguousarray(inputs, dtype=np.float64),
+                            None if state is None else np.ascontiguousarray(state), out,
+                            rows, threads=torch.get_num_threads())
 
     def recurrent_matrix(self):
         """W as a scipy CSR array (sparse) or a numpy array (dense), on the CPU."""
@@ -108,7 +134,14 @@ class LeakyReservoir(nn.Module):
         if state is None:
             state = inputs.new_zeros((batch, self.n_units))
         self._refresh()
-        if inputs.device.type == "cpu":
+        kernel = self._kernel() if inputs.dtype == torch.float64 else None
+        if inputs.device.type == "cpu" and kernel is not None:
+            length = inputs.shape[1]
+            out = np.empty((batch * length, self.n_units))
+            rows = np.arange(batch * length, dtype=np.int64).reshape(batch, length)
+            self._run_kernel(kernel, inputs.numpy(), state.numpy(), out, rows)
+            states = torch.from_numpy(out.reshape(batch, length, self.n_units))
+        elif inputs.device.type == "cpu":
             states = self._run_numpy(inputs.numpy(), state.numpy().copy())
             states = torch.from_numpy(states)
         else:
@@ -213,12 +246,21 @@ class LeakyReservoir(nn.Module):
         the state's size). Returns the states (L, N), or None when a seam fails (too short
         a washout for this reservoir): then run sequentially.
         """
+        if washout < 1:
+            raise ValueError(f"washout must be at least 1 step, got {washout}")
         length = inputs.shape[0]
-        n_segments = max(1, min(n_segments, length // max(washout, 1)))
+        n_segments = max(1, min(n_segments, length // washout))
         if n_segments < 2:
             return None
         segment = -(-length // n_segments)  # ceil
+        n_segments = -(-length // segment)  # no empty last segment
+        if n_segments < 2:
+            return None
         span = washout + segment
+        kernel = self._kernel() if inputs.dtype == torch.float64 else None
+        if inputs.device.type == "cpu" and kernel is not None:
+            return self._run_segmented_kernel(kernel, inputs.numpy(), n_segments, segment,
+                                              washout, tolerance, state)
         padded = inputs.new_zeros((n_segments, span, inputs.shape[1]))
         padded[0, : min(span, length)] = inputs[:span]
         for k in range(1, n_segments):
@@ -241,6 +283,100 @@ class LeakyReservoir(nn.Module):
             previous_last = states[k, washout + segment - 1]
         return torch.cat(pieces)[:length]
 
+    def _run_segmented_kernel(self, kernel: _esn_cpu.CSR, inputs: np.ndarray,
+                              n_segments: int, segment: int, washout: int, tolerance: float,
+                              state: torch.Tensor | None) -> torch.Tensor | None:
+        """:meth:`run_segmented` through the compiled kernel, which writes every kept state
+        straight to its place in the result (no padded batch of states, no concatenation).
+
+        Segment k >= 1 reads the inputs from ``k * segment - washout``; its state one step
+        before its first kept step (the seam) goes to an extra row after the ``length``
+        rows of the result."""
+        length = inputs.shape[0]
+        padded, rows = _segment_layout(inputs, n_segments, segment, washout)
+        for k in range(1, n_segments):
+            rows[k, washout - 1] = length + k - 1
+        start_states = None
+        if state is not None:
+            start_states = np.zeros((n_segments, self.n_units))
+            start_states[0] = state.cpu().numpy()
+        out = np.empty((length + n_segments - 1, self.n_units))
+        self._run_kernel(kernel, padded, start_states, out, rows)
+        for k in range(1, n_segments):
+            seam, previous_last = out[length + k - 1], out[k * segment - 1]
+            scale = 1.0 + float(np.abs(previous_last).max())
+            if float(np.abs(seam - previous_last).max()) > tolerance * scale:
+                return None
+        return torch.from_numpy(out)[:length]
+
+    @torch.no_grad()
+    def stream_segmented(self, inputs: np.ndarray, consume, n_segments: int, washout: int,
+                         *, first: int = 0, chunk_rows: int = 4096,
+                         tolerance: float = 1e-12) -> bool | None:
+        """The states of one long sequence as parallel time segments (as
+        :meth:`run_segmented`), handed over in chunks instead of returned whole.
+
+        Every state whose time index is at least ``first`` is passed once to
+        ``consume(times, states)``: ``times`` (R,) the time indices, ``states`` (R, N) a view
+        of a buffer reused for the next chunk (``consume`` may overwrite it), R <=
+        ``chunk_rows`` (rounded to whole steps of all segments), rows in no particular time
+        order. Memory stays at one chunk whatever the length of the sequence, and a chunk
+        small enough to stay in cache is written and read there.
+
+        The seams (see :meth:`run_segmented`) can only be checked once every segment has
+        run, so this returns True when they all closed to ``tolerance``, and False when one
+        did not: the chunks consumed were then not the sequence's true states and must be
+        discarded. Returns None, having consumed nothing, where the compiled kernel does not
+        apply (then use :meth:`run_segmented` or :meth:`forward`).
+
+        Parameters
+        ----------
+        inputs : array (L, I)
+        consume : callable (times (R,) int64, states (R, N) float64) -> None
+        n_segments, washout : int
+            As in :meth:`run_segmented` (washout >= 1).
+        first : int
+            States before this time index are not handed over (a warm-up).
+        """
+        if washout < 1:
+            raise ValueError(f"washout must be at least 1 step, got {washout}")
+        kernel = self._kernel()
+        if kernel is None:
+            return None
+        inputs = np.asarray(inputs, dtype=np.float64)
+        length = inputs.shape[0]
+        n_segments = max(1, min(n_segments, length // washout))
+        segment = -(-length // n_segments)
+        n_segments = -(-length // segment)
+        if n_segments < 2:
+            return None
+        span = washout + segment
+        padded, times = _segment_layout(inputs, n_segments, segment, washout)
+        times[times < first] = -1
+        # Chunks also end where the seams and the segments' last states fall, so that the
+        # kernel's final states there are the states the seams compare.
+        steps = max(1, chunk_rows // n_segments)
+        bounds = sorted(set(range(0, span, steps)) | {washout, segment, span})
+        buffer = np.empty((n_segments * max(b - a for a, b in itertools.pairwise(bounds)),
+                           self.n_units))
+        state = seams = last_of_first = None
+        for a, b in itertools.pairwise(bounds):
+            chunk_times = times[:, a:b]
+            kept = chunk_times >= 0
+            n_kept = int(kept.sum())
+            rows = np.full(chunk_times.shape, -1, dtype=np.int64)
+            rows[kept] = np.arange(n_kept)
+            state = self._run_kernel(kernel, padded[:, a:b], state, buffer, rows)
+            if n_kept:
+                consume(chunk_times[kept], buffer[:n_kept])
+            if b == washout:
+                seams = state[1:].copy()  # segment k's state one step before its first
+            if b == segment:
+                last_of_first = state[0].copy()
+        lasts = np.concatenate([last_of_first[None], state[1:-1]])
+        scale = 1.0 + np.abs(lasts).max(axis=1)
+        return bool(np.all(np.abs(seams - lasts).max(axis=1) <= tolerance * scale))
+
     def step(self, u: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One differentiable step (B, I), (B, N) -> (B, N), for analysis (Jacobians)."""
         self._refresh()
@@ -250,3 +386,25 @@ class LeakyReservoir(nn.Module):
             recurrent = state @ self.recurrent_dense.T
         activation = torch.tanh(recurrent + u @ self.input_weights.T + self.bias)
         return (1.0 - self.leak_rate) * state + self.leak_rate * activation
+
+
+def _segment_layout(inputs: np.ndarray, n_segments: int, segment: int, washout: int):
+    """The inputs of a segmented run, (n_segments, washout + segment, I), and the time index
+    of each segment's state after each of its steps, (n_segments, washout + segment), -1
+    where a state is not kept.
+
+    Segment k >= 1 reads the inputs from ``k * segment - washout`` and keeps its states from
+    step ``washout`` on; segment 0 reads from 0 and keeps its first ``segment`` states."""
+    length, n_inputs = inputs.shape
+    span = washout + segment
+    padded = np.zeros((n_segments, span, n_inputs))
+    times = np.full((n_segments, span), -1, dtype=np.int64)
+    padded[0, : min(span, length)] = inputs[:span]
+    times[0, :segment] = np.arange(segment)
+    for k in range(1, n_segments):
+        start = k * segment - washout
+        piece = inputs[start: start + span]
+        padded[k, : piece.shape[0]] = piece
+        kept = min(segment, length - k * segment)
+        times[k, washout: washout + kept] = np.arange(k * segment, k * segment + kept)
+    return padded, times
