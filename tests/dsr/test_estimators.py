@@ -72,6 +72,40 @@ def test_same_random_state_gives_identical_models(lorenz):
         assert torch.equal(a, b), name
 
 
+def test_n_init_keeps_the_training_with_the_best_checkpoint(lorenz):
+    # (Tiny shPLRNN fits with GTF: the only tiny setting whose seeds score differently.)
+    options = dict(teacher_forcing="gtf", alpha=0.4)
+    best = tiny(ShallowPLRNN, n_init=3, **options).fit(lorenz)
+    singles = [tiny(ShallowPLRNN, random_state=seed, **options).fit(lorenz)
+               for seed in (0, 1, 2)]
+    scores = [min(s for _, s in m.checkpoint_scores_) for m in singles]
+    # Training k is the plain fit with random_state + k, bit for bit.
+    assert best.init_scores_ == scores
+    assert best.best_init_ == int(np.argmin(scores))
+    kept = singles[best.best_init_]
+    np.testing.assert_array_equal(best.predict(25), kept.predict(25))
+    assert best.checkpoint_scores_ == kept.checkpoint_scores_
+    assert best.best_epoch_ == kept.best_epoch_ and best.alpha_ == kept.alpha_
+    assert len(set(scores)) > 1  # the seeds differ, so the choice means something
+
+
+def test_n_init_in_worker_processes_equals_the_sequential_run(lorenz):
+    sequential = tiny(ShallowPLRNN, n_init=2).fit(lorenz)
+    parallel = tiny(ShallowPLRNN, n_init=2, n_jobs=2).fit(lorenz)
+    assert parallel.init_scores_ == sequential.init_scores_
+    np.testing.assert_array_equal(parallel.predict(20), sequential.predict(20))
+    assert torch.get_num_threads() == 1  # the workers' thread settings stay theirs
+
+
+def test_n_init_gives_every_training_its_own_checkpoint_file(lorenz, tmp_path):
+    path = tmp_path / "run.pt"
+    tiny(ALRNN, n_init=2, checkpoint_path=str(path)).fit(lorenz)
+    assert not path.exists()
+    assert (tmp_path / "run-init0.pt").exists() and (tmp_path / "run-init1.pt").exists()
+    with pytest.raises(FileExistsError, match="exists"):
+        tiny(ALRNN, n_init=2, checkpoint_path=str(path)).fit(lorenz)
+
+
 # The scikit-learn checks that apply to a forecaster whose predict takes a horizon (the same
 # selection as tests/forecasting/test_rnn_forecasters.py, which gives the reasons for the rest).
 SKLEARN_CHECKS = [
@@ -252,6 +286,9 @@ def test_more_piecewise_linear_units_than_latents_is_an_error(lorenz):
     (dict(observation="linear"), "unknown observation 'linear'"),
     (dict(missing="drop"), "unknown missing 'drop'"),
     (dict(noise=-0.1), "noise must be >= 0"),
+    (dict(n_init=0), "n_init must be > 0"),
+    (dict(n_init=2, n_jobs=0), "n_jobs must be None, -1 or a positive integer"),
+    (dict(n_init=2, n_jobs=1.5), "n_jobs must be None, -1 or a positive integer"),
 ])
 def test_bad_hyperparameters_are_reported_by_name(bad, message, lorenz):
     with pytest.raises(ValueError, match=message):

@@ -27,12 +27,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._validation import as_float_array, check_in_range, check_option, check_positive
 from ..forecasting._data import as_series_list
@@ -159,6 +162,12 @@ class DSREstimator(NeuralForecaster):
         if self.batches_per_epoch is not None:
             check_positive(self.batches_per_epoch, "batches_per_epoch", integer=True)
         check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
+        check_positive(self.n_init, "n_init", integer=True)
+        if self.n_jobs is not None and (isinstance(self.n_jobs, bool)
+                                        or not isinstance(self.n_jobs, int | np.integer)
+                                        or self.n_jobs == 0 or self.n_jobs < -1):
+            raise ValueError(f"n_jobs must be None, -1 or a positive integer, got "
+                             f"{self.n_jobs!r}")
         if self.max_time is not None:
             check_positive(self.max_time, "max_time")
         if self.dt is not None:
@@ -185,7 +194,55 @@ class DSREstimator(NeuralForecaster):
                         "NaN-masked teacher forcing: pass missing='mask'")
                 raise ValueError(f"{where} contains {kind} (first at row {row}, column "
                                  f"{column}); {hint}")
-        return super().fit(y, X)
+        if self.n_init == 1:
+            return super().fit(y, X)
+        self._check_hyperparameters()
+        return self._fit_restarts(y, X)
+
+    def _fit_restarts(self, y: Any, X: Any):
+        """``n_init`` trainings with seeds random_state + k; keep the best by D_stsp."""
+        self._clear_learned_state()
+        if self.random_state is None:
+            seeds = [int(s) for s in np.random.SeedSequence().generate_state(self.n_init)]
+        else:
+            seeds = [int(self.random_state) + k for k in range(self.n_init)]
+        jobs = 1 if self.n_jobs is None else int(self.n_jobs)
+        available = (os.cpu_count() or 1) if jobs == -1 else jobs
+        workers = min(self.n_init, available)
+        threads = max(1, torch.get_num_threads() // workers)
+        trainings = [self._restart_parameters(k, seed) for k, seed in enumerate(seeds)]
+        # One progress bar over the trainings (each training's own bar stays off).
+        bar = tqdm(total=self.n_init, disable=not self._verbose,
+                   desc=f"{type(self).__name__} trainings")
+        if workers == 1:
+            finished = (_fit_one(type(self), params, y, X, None) for params in trainings)
+        else:
+            from joblib import Parallel, delayed
+
+            finished = Parallel(n_jobs=workers, backend="loky", return_as="generator")(
+                delayed(_fit_one)(type(self), params, y, X, threads) for params in trainings)
+        results = []
+        with bar:
+            for result in finished:
+                results.append(result)
+                bar.update(1)
+        scores = [score for score, _ in results]
+        best = int(np.argmin(scores))
+        if not np.isfinite(scores[best]):
+            raise RuntimeError(f"none of the {self.n_init} trainings of {type(self).__name__} "
+                               "produced a checkpoint with a finite D_stsp")
+        self._set_state(results[best][1])
+        self.init_scores_ = scores
+        self.best_init_ = best
+        return self
+
+    def _restart_parameters(self, k: int, seed: int) -> dict:
+        params = self.get_params()
+        params.update(n_init=1, n_jobs=None, random_state=seed, verbose=False)
+        if self.checkpoint_path is not None:
+            path = Path(self.checkpoint_path)
+            params["checkpoint_path"] = str(path.with_name(f"{path.stem}-init{k}{path.suffix}"))
+        return params
 
     # ------------------------------------------------------------------ module
     def _n_latent(self) -> int:
@@ -531,6 +588,17 @@ class DSREstimator(NeuralForecaster):
         return RegionGraph(codes, counts)
 
 
+def _fit_one(cls: type, params: dict, y: Any, X: Any, threads: int | None):
+    """One training of ``n_init``: (its best D_stsp, its learned state). A module-level
+    function so that joblib's worker processes can import it."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    estimator = cls(**params).fit(y, X)
+    scores = [score for _, score in estimator.checkpoint_scores_]
+    best = min(scores) if scores else math.inf
+    return (best if math.isfinite(best) else math.inf), estimator._get_state()
+
+
 _SHARED_DOC = """
     observation : {"identity", "affine"}
         "identity": the first N latents are the observations, z_1 = [x_1; L x_1] with a
@@ -573,6 +641,14 @@ _SHARED_DOC = """
         Sampling step of the data: Lyapunov exponents per time unit in tsrnn.analysis.
     scale : bool
         Standardise each column with the training statistics.
+    n_init : int
+        Independent trainings from different initialisations (seeds ``random_state``,
+        ``random_state + 1``, ...); the one whose best checkpoint scores the lowest D_stsp
+        is kept, as reconstructions are chosen in practice. ``max_time`` is per training;
+        with ``checkpoint_path`` training k writes ``<stem>-init<k><suffix>``.
+    n_jobs : int or None
+        Trainings run at once in separate processes (joblib; -1: one per core; None: one
+        after the other in this process). The torch threads are shared out among them.
     random_state, device, dtype, verbose
         Reproducibility, where to compute, precision, one progress bar.
 
@@ -582,7 +658,9 @@ _SHARED_DOC = """
     history_ : dict, per-epoch "train_loss" and "validation_loss" (the last D_stsp)
     checkpoint_scores_ : list of (epoch, D_stsp)
     best_epoch_, n_epochs_, alpha_ (final GTF alpha, None for sparse forcing),
-    stopped_by_time_, training_time_
+    stopped_by_time_, training_time_ (of the kept training)
+    init_scores_ : list of float
+        Best D_stsp of each of the ``n_init`` trainings; ``best_init_`` the one kept.
 """
 
 
@@ -611,6 +689,7 @@ class PLRNN(DSREstimator):
                  divergence: str = "raise", checkpoint_path: str | None = None,
                  checkpoint_every: int = 5, max_time: float | None = None,
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
+                 n_init: int = 1, n_jobs: int | None = None,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
         store_hyperparameters(self, locals())
@@ -650,6 +729,7 @@ class ShallowPLRNN(DSREstimator):
                  divergence: str = "raise", checkpoint_path: str | None = None,
                  checkpoint_every: int = 5, max_time: float | None = None,
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
+                 n_init: int = 1, n_jobs: int | None = None,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
         store_hyperparameters(self, locals())
@@ -692,6 +772,7 @@ class ALRNN(DSREstimator):
                  divergence: str = "raise", checkpoint_path: str | None = None,
                  checkpoint_every: int = 5, max_time: float | None = None,
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
+                 n_init: int = 1, n_jobs: int | None = None,
                  random_state: int | None = None, device: str | None = None,
                  dtype: str = "float32", verbose: bool = False):
         store_hyperparameters(self, locals())
