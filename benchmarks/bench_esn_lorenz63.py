@@ -8,20 +8,27 @@ figure), the closed-loop generation time per step (1000 steps), and the median v
 prediction time (threshold 0.4, in Lyapunov times) over 30 test starts, each forecast
 started from the 500 true steps before it.
 
-``--threads`` sets torch's thread count, which tsrnn's compiled reservoir kernel uses (its
-parallel time segments); numpy's BLAS (the Gram matrix, used by both libraries) keeps its own
-default, printed in the header. reservoirpy's recurrence is a sequential Python loop and
-cannot use a second thread.
+``--threads`` sets torch's thread count and limits BLAS (threadpoolctl) to the same number,
+for both libraries: the Gram matrix is a BLAS product in both, and tsrnn's fit uses as many
+worker threads as the lower of the two allows (each running the compiled reservoir kernel on
+its share of the time segments and its own Gram update). reservoirpy's recurrence is a
+sequential Python loop; only its BLAS calls use a second thread.
+
+``--phases`` adds, per tsrnn fit, where the time went: the spectral radius (ARPACK), the
+states and the Gram update (streamed together; the CPU time of the kernel and of the
+updates summed over the workers), the solve, and the rest.
 
     pip install reservoirpy==0.4.2
-    python benchmarks/bench_esn_lorenz63.py [--threads 2] [--seeds 0 1 2]
+    python benchmarks/bench_esn_lorenz63.py [--threads 2] [--seeds 0 1 2] [--phases]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -48,6 +55,48 @@ def vpt(truth: np.ndarray, forecast: np.ndarray) -> float:
     return valid_prediction_time(truth, forecast, dt=0.01, lyapunov_exponent=LYAPUNOV)
 
 
+class PhaseTimer:
+    """Wall time spent in some functions of tsrnn's fit (summed over threads)."""
+
+    def __init__(self):
+        import tsrnn.reservoir.esn as esn_module
+        import tsrnn.reservoir.matrices as matrices
+        import tsrnn.reservoir.readout as readout
+        import tsrnn.reservoir.reservoir as reservoir
+
+        self.totals: dict[str, float] = {}
+        self.lock = threading.Lock()
+        for owner, name, label in (
+                (matrices, "spectral_radius", "radius"),
+                (reservoir.LeakyReservoir, "_run_kernel", "kernel (sum)"),
+                (readout.RidgeAccumulator, "update_augmented", "gram (sum)"),
+                (esn_module.ESN, "_accumulate_streamed", "streamed"),
+                (readout.RidgeAccumulator, "solve", "solve")):
+            self._wrap(owner, name, label)
+
+    def _wrap(self, owner, name, label):
+        function = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.totals[label] = (self.totals.get(label, 0.0)
+                                          + time.perf_counter() - start)
+
+        setattr(owner, name, timed)
+
+    def report(self, total: float) -> str:
+        known = sum(self.totals.get(k, 0.0) for k in ("radius", "streamed", "solve"))
+        parts = [f"{k} {v:.3f}" for k, v in self.totals.items()]
+        return f"total {total:.3f} s: " + ", ".join(parts) + f", rest {total - known:.3f}"
+
+
+PHASES: PhaseTimer | None = None
+
+
 def run_tsrnn(y: np.ndarray, seed: int):
     def fit():
         return ESN(n_units=1000, spectral_radius=0.9, leak_rate=1.0, input_scaling=0.1,
@@ -56,10 +105,14 @@ def run_tsrnn(y: np.ndarray, seed: int):
 
     times, cpu = [], []
     for _ in range(3):
+        if PHASES is not None:
+            PHASES.totals.clear()
         start, start_cpu = time.perf_counter(), time.process_time()
         model = fit()
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
+        if PHASES is not None:
+            print(f"#   tsrnn seed {seed} fit phases, {PHASES.report(times[-1])}")
     start = time.perf_counter()
     model.predict(1_000, context=y[N_TRAIN - CONTEXT:N_TRAIN])
     per_step = (time.perf_counter() - start) / 1_000
@@ -117,10 +170,26 @@ def blas_threads() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (tsrnn kernel)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads and the BLAS limit, for both libraries")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--phases", action="store_true", help="time the phases of tsrnn's fit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global PHASES
+    if args.phases:
+        PHASES = PhaseTimer()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        limits = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(args.threads, user_api="blas")
+    with limits:
+        compare(args)
+
+
+def compare(args) -> None:
     y = data()
     print(f"# ESN on Lorenz-63, {N_TRAIN} training steps, 1000 units; {machine()}; "
           f"{blas_threads()}; load {os.getloadavg()[0]:.2f}; {today()}")

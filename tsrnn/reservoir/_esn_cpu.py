@@ -78,7 +78,7 @@ static inline double tanh_kernel(double x) {
    (overwritten by the new states); prev: the previous states. */
 static void finish_step(long N, long TW, long nb, double* restrict pre,
                         const double* restrict prev, double leak, double* restrict out,
-                        const int64_t* restrict rows, long b0, long L, long t) {
+                        const int64_t* restrict rows, long ld, long b0, long L, long t) {
     long M = N * TW;
     #pragma omp simd
     for (long k = 0; k < M; ++k) pre[k] = tanh_kernel(pre[k]);
@@ -93,7 +93,7 @@ static void finish_step(long N, long TW, long nb, double* restrict pre,
     long lanes[8], m = 0;
     for (long l = 0; l < nb; ++l) {
         int64_t row = rows[(b0 + l) * L + t];
-        if (row >= 0) { targets[m] = out + row * N; lanes[m] = l; ++m; }
+        if (row >= 0) { targets[m] = out + row * ld; lanes[m] = l; ++m; }
     }
     for (long i0 = 0; i0 < N; i0 += 64) {
         long i1 = i0 + 64 < N ? i0 + 64 : N;
@@ -114,7 +114,7 @@ static void esn_tile_##TW(long N, long L, long I, const int64_t* restrict indptr
         const int32_t* restrict idx, const double* restrict val,                             \
         const double* restrict win, const double* restrict bias, double leak,                \
         const double* restrict inputs, long b0, long nb, const double* state0,               \
-        double* restrict out, const int64_t* restrict rows, double* restrict final,          \
+        double* restrict out, const int64_t* restrict rows, long ld, double* restrict final, \
         double* restrict x, double* restrict xn, double* restrict u) {                       \
     for (long i = 0; i < N; ++i)                                                             \
         for (long l = 0; l < TW; ++l)                                                        \
@@ -139,7 +139,7 @@ static void esn_tile_##TW(long N, long L, long I, const int64_t* restrict indptr
             for (; p < end; ++p) s0 += val[p] * X[idx[p]];                                   \
             XN[i] = (s0 + s1) + (s2 + s3);                                                   \
         }                                                                                    \
-        finish_step(N, TW, nb, xn, x, leak, out, rows, b0, L, t);                            \
+        finish_step(N, TW, nb, xn, x, leak, out, rows, ld, b0, L, t);                        \
         double* swap = x; x = xn; xn = swap;                                                 \
     }                                                                                        \
     for (long l = 0; l < nb; ++l)                                                            \
@@ -154,7 +154,7 @@ static void esn_single(long N, long L, long I, const int64_t* restrict indptr,
         const int32_t* restrict idx, const double* restrict val,
         const double* restrict win, const double* restrict bias, double leak,
         const double* restrict inputs, long b, const double* state0,
-        double* restrict out, const int64_t* restrict rows, double* restrict final,
+        double* restrict out, const int64_t* restrict rows, long ld, double* restrict final,
         double* restrict x, double* restrict xn) {
     for (long i = 0; i < N; ++i) x[i] = state0 ? state0[b * N + i] : 0.0;
     for (long t = 0; t < L; ++t) {
@@ -171,19 +171,20 @@ static void esn_single(long N, long L, long I, const int64_t* restrict indptr,
             xn[i] = (((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
                      + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))) + tail;
         }
-        finish_step(N, 1, 1, xn, x, leak, out, rows + b * L, 0, L, t);
+        finish_step(N, 1, 1, xn, x, leak, out, rows + b * L, ld, 0, L, t);
         double* swap = x; x = xn; xn = swap;
     }
     for (long i = 0; i < N; ++i) final[b * N + i] = x[i];
 }
 
 /* States of B sequences of L steps: inputs (B, L, I); state0 (B, N) or NULL for zeros;
-   the state of sequence b after step t goes to out[rows[b * L + t]] (a row of N values)
-   unless that index is negative; final (B, N) receives the last states. */
+   the state of sequence b after step t goes to the first N values of row rows[b * L + t]
+   of out (rows ld >= N values apart) unless that index is negative; final (B, N) receives
+   the last states. */
 int esn_run_f64(long N, long B, long L, long I, const int64_t* indptr, const int32_t* idx,
                 const double* val, const double* win, const double* bias, double leak,
                 const double* inputs, const double* state0, double* out,
-                const int64_t* rows, double* final, long tile, int threads) {
+                const int64_t* rows, long ld, double* final, long tile, int threads) {
     long n_tiles = (B + tile - 1) / tile;
     int failed = 0;
     #pragma omp parallel num_threads(threads)
@@ -202,13 +203,13 @@ int esn_run_f64(long N, long B, long L, long I, const int64_t* indptr, const int
             double* x = scratch; double* xn = x + N * tile; double* u = xn + N * tile;
             if (tile == 8)
                 esn_tile_8(N, L, I, indptr, idx, val, win, bias, leak, inputs, b0, nb,
-                           state0, out, rows, final, x, xn, u);
+                           state0, out, rows, ld, final, x, xn, u);
             else if (tile == 4)
                 esn_tile_4(N, L, I, indptr, idx, val, win, bias, leak, inputs, b0, nb,
-                           state0, out, rows, final, x, xn, u);
+                           state0, out, rows, ld, final, x, xn, u);
             else
                 esn_single(N, L, I, indptr, idx, val, win, bias, leak, inputs, b0,
-                           state0, out, rows, final, x, xn);
+                           state0, out, rows, ld, final, x, xn);
         }
         free(scratch);
     }
@@ -286,8 +287,9 @@ def run(csr: CSR, input_weights: np.ndarray, bias: np.ndarray, leak: float,
     inputs : array (B, L, I)
     state : array (B, N) or None
         Start states (None: zeros).
-    out : array (R, N)
-        Receives the states: that of sequence b after step t goes to row ``rows[b, t]``.
+    out : array (R, M), M >= N
+        Receives the states: that of sequence b after step t goes to the first N columns
+        of row ``rows[b, t]`` (the other M - N columns are not touched).
     rows : int64 array (B, L)
         Output row of every state, negative for states not kept; every row index must be
         below R (checked).
@@ -309,9 +311,9 @@ def run(csr: CSR, input_weights: np.ndarray, bias: np.ndarray, leak: float,
     if input_weights.shape != (n, n_inputs) or bias.shape != (n,):
         raise ValueError(f"weights of shapes {input_weights.shape}, {bias.shape} do not fit "
                          f"{n} units and {n_inputs} inputs")
-    if out.ndim != 2 or out.shape[1] != n or rows.shape != (batch, length):
-        raise ValueError(f"out {out.shape} must be (R, {n}) and rows {rows.shape} must be "
-                         f"({batch}, {length})")
+    if out.ndim != 2 or out.shape[1] < n or rows.shape != (batch, length):
+        raise ValueError(f"out {out.shape} must be (R, M >= {n}) and rows {rows.shape} must "
+                         f"be ({batch}, {length})")
     if rows.size and rows.max() >= out.shape[0]:
         raise ValueError(f"row index {rows.max()} outside out ({out.shape[0]} rows)")
     if state is not None:
@@ -326,7 +328,8 @@ def run(csr: CSR, input_weights: np.ndarray, bias: np.ndarray, leak: float,
         ctypes.c_long(n), ctypes.c_long(batch), ctypes.c_long(length), ctypes.c_long(n_inputs),
         _pointer(csr.indptr), _pointer(csr.indices), _pointer(csr.values),
         _pointer(input_weights), _pointer(bias), ctypes.c_double(leak), _pointer(inputs),
-        _pointer(state), _pointer(out), _pointer(rows), _pointer(final), ctypes.c_long(tile),
+        _pointer(state), _pointer(out), _pointer(rows), ctypes.c_long(out.shape[1]),
+        _pointer(final), ctypes.c_long(tile),
         ctypes.c_int(max(int(threads), 1)))
     if failed:
         raise MemoryError("the ESN kernel could not allocate its scratch memory")

@@ -17,10 +17,14 @@ the compiled reservoir kernel runs it as parallel time segments, each started
 ``_SEGMENT_WASHOUT`` steps early, and hands over the states in chunks that go straight into
 the float64 sums of the ridge regression; the seams between segments are verified to 1e-12
 (see :meth:`LeakyReservoir.stream_segmented`), and the fit falls back to the sequential run
-when one does not close.
+when one does not close. With two or more threads (torch's thread count, capped by BLAS's),
+the segments are shared between worker threads, each running the kernel and the update of its
+own sums on one core, side by side.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -30,6 +34,7 @@ from .._validation import as_float_array, check_in_range, check_option, check_po
 from ..exceptions import DivergenceError
 from ..forecasting._data import as_series_list, check_exogenous
 from ..forecasting.base import BaseForecaster
+from ._blas import blas_threads, limit_blas
 from .matrices import DISTRIBUTIONS, bias_vector, input_matrix, recurrent_matrix
 from .readout import SOLVERS, LMSReadout, RidgeAccumulator, RLSReadout
 from .reservoir import LeakyReservoir
@@ -42,6 +47,21 @@ _SEGMENT_WASHOUT = 200
 # this many trajectories at a time.
 _BLOCK = 16_384
 _BATCH = 64
+# Segments per worker of a streamed fit (the compiled kernel's widest tile), and rows per
+# chunk of states (~33 MB for 1000 units).
+_TILE = 8
+_CHUNK_ROWS = 4096
+# Accumulators (and chunk buffers) per worker of a streamed fit with several workers.
+_BUFFERS_PER_WORKER = 2
+
+
+def _stream_workers() -> int:
+    """Worker threads for a streamed fit: torch's thread count, capped by BLAS's (a caller
+    who limits either to 1 gets one thread). One where BLAS's threads cannot be read and
+    limited (no threadpoolctl): workers whose BLAS calls each used every core would
+    oversubscribe them."""
+    blas = blas_threads()
+    return 1 if blas is None else max(1, min(torch.get_num_threads(), blas))
 
 
 class ESN(BaseForecaster):
@@ -381,24 +401,72 @@ class ESN(BaseForecaster):
         compiled kernel as parallel time segments and consumed chunk by chunk (see
         :meth:`LeakyReservoir.stream_segmented`: memory of one chunk, no array of all the
         states). Returns False, having added nothing, where that does not apply or a seam
-        did not close (the caller then runs the general path)."""
+        did not close (the caller then runs the general path).
+
+        Each chunk's rows are laid out in place as [phi, 1, y] (the kernel leaves room after
+        each state), so one symmetric rank-k update gives all the sums at once. With two
+        or more threads allowed (torch's thread count and BLAS's, whichever is lower), the
+        segments are shared between that many workers, each running the kernel and the
+        updates of its own accumulators on one thread, side by side (the kernel of one
+        never waits for the other's BLAS, as it did when both used every thread chunk by
+        chunk), an idle worker taking over the updates of another's waiting chunks. The
+        sums are reproducible to the bit for a given thread count."""
         reservoir = self.reservoir_
         if (not isinstance(reservoir, LeakyReservoir)
                 or inputs.shape[0] < 2 * _SEGMENTS * _SEGMENT_WASHOUT):
             return False
-        # A separate accumulator: the chunks only count once all seams are known to close.
-        trial = RidgeAccumulator(*accumulator.cross.shape)
-        u = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float64))
+        # Each worker runs one tile of 8 segments (more workers than two: more segments, as
+        # long as each stays twice as long as its washout).
+        n_workers = max(1, min(_stream_workers(),
+                               inputs.shape[0] // (2 * _SEGMENT_WASHOUT * _TILE)))
+        n_segments = max(_SEGMENTS, _TILE * n_workers)
+        u = np.ascontiguousarray(inputs, dtype=np.float64)
+        targets = np.ascontiguousarray(targets, dtype=np.float64)
+        n_units, width = reservoir.n_units, accumulator.n_features
+        # Separate accumulators: the chunks only count once all seams are known to close.
+        # With workers, two per worker (each chunk of a worker goes to the next of its two
+        # in turn), so that an idle worker can add a chunk of another's while that one adds
+        # its previous chunk: each sum still sees its chunks in a fixed order.
+        per_worker = 1 if n_workers == 1 else _BUFFERS_PER_WORKER
+        trials = [RidgeAccumulator(width, accumulator.n_targets)
+                  for _ in range(n_workers * per_worker)]
+        if type(self).features is ESN.features:  # phi = [g(x), u (readout_input)]
+            extra_columns = width - n_units + 1 + targets.shape[1]
 
-        def consume(times: np.ndarray, states: np.ndarray) -> None:
-            phi = self.features(torch.from_numpy(states), u[times], overwrite=True)
-            trial.update(phi.numpy(), targets[times])
+            def consumer(trial: RidgeAccumulator):
+                def consume(times: np.ndarray, rows: np.ndarray) -> None:
+                    if self.squared_units:
+                        even = rows[:, :n_units:2]
+                        np.square(even, out=even)
+                    if self.readout_input:
+                        rows[:, n_units:width] = u[times]
+                    rows[:, width] = 1.0
+                    rows[:, width + 1:] = targets[times]
+                    trial.update_augmented(rows)
+                return consume
+        else:  # a subclass's own features
+            extra_columns = 0
+            u_tensor = torch.from_numpy(u)
 
-        closed = reservoir.stream_segmented(inputs, consume, _SEGMENTS, _SEGMENT_WASHOUT,
-                                            first=int(self.warmup))
+            def consumer(trial: RidgeAccumulator):
+                def consume(times: np.ndarray, rows: np.ndarray) -> None:
+                    phi = self.features(torch.from_numpy(rows), u_tensor[times],
+                                        overwrite=True)
+                    trial.update(phi.numpy(), targets[times])
+                return consume
+
+        consumers = [consumer(trial) for trial in trials]
+        # Workers run BLAS on one thread each (the limit is lifted when they are done); their
+        # chunks are half as long, for the memory of one chunk per thread.
+        with limit_blas(1) if n_workers > 1 else contextlib.nullcontext():
+            closed = reservoir.stream_segmented(
+                u, consumers, n_segments, _SEGMENT_WASHOUT, first=int(self.warmup),
+                chunk_rows=_CHUNK_ROWS // per_worker, extra_columns=extra_columns,
+                workers=n_workers)
         if not closed:
             return False
-        accumulator.merge(trial)
+        for trial in trials:
+            accumulator.merge(trial)
         return True
 
     def _teacher_forced_states(self, inputs: torch.Tensor):

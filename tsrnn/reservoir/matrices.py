@@ -14,7 +14,14 @@ practical guide to applying echo state networks").
   matrices of connectivity 0.02 that gave a radius up to 2.2% too small for 12 of them.
   Asking for six eigenvalues with 40 vectors found the largest in every case (relative
   error < 5e-11 against LAPACK on the dense matrix, also on 35 matrices of 300, 500 and
-  2000 units), in a median 54 ms of CPU time for 1000 units (the old setting: 61 ms).
+  2000 units). Now ARPACK keeps 80 vectors and starts from ones after 400 power steps
+  (each normalised), which shrink the components along inner eigenvalues by
+  (|lambda| / rho)^400 and leave the outer ones, the largest unshrunk: on 40 random
+  1000-unit matrices (connectivity 0.02) 481 mat-vecs in the median (553 at most, the 400
+  power steps included) instead of 770 (1479), 28 ms instead of 96 ms in the median
+  (69 / 188 ms at most, one thread, shared machine), relative error <= 1e-13 against LAPACK
+  (the former setting: 1e-11); on 47 more of 300 to 2000 units, connectivity 0.005 to 0.1,
+  normal and uniform values: error <= 2.4e-12, 1.8-4.7x faster in the median.
 - Dense matrices with i.i.d. entries of variance s^2 have their eigenvalues spread
   uniformly over the disc of radius s sqrt(n) (the circular law; Tao & Vu 2010), so scaling
   the entries to variance rho^2 / n sets the radius to rho up to O(n^-1/2) fluctuations
@@ -42,23 +49,68 @@ def _values(rng: np.random.Generator, size: int, distribution: str) -> np.ndarra
 
 # Sparse matrices up to this size go to LAPACK's dense solver (as fast, and exact).
 _DENSE_EIGEN_MAX = 256
-# ARPACK: eigenvalues asked for and Arnoldi vectors kept (see the module docstring).
+# ARPACK: eigenvalues asked for, Arnoldi vectors kept, and power steps that prepare its start
+# vector (see the module docstring).
 _ARPACK_EIGENVALUES = 6
-_ARPACK_VECTORS = 40
+_ARPACK_VECTORS = 80
+_POWER_STEPS = 400
+
+
+def _fast_matvec(matrix) -> tuple:
+    """``(x -> matrix @ x, float64 CSR)`` through scipy's C kernel, without the Python
+    dispatch of ``csr @ x`` (~10 us less per call, for ARPACK's hundreds of calls)."""
+    csr = sparse.csr_array(matrix, dtype=np.float64)
+    rows, columns = csr.shape
+    try:
+        from scipy.sparse._sparsetools import csr_matvec
+
+        indptr, indices, data = csr.indptr, csr.indices, csr.data
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            out = np.zeros(rows)
+            csr_matvec(rows, columns, indptr, indices, data,
+                       np.ascontiguousarray(x, dtype=np.float64).ravel(), out)
+            return out
+
+        matvec(np.zeros(columns))  # a scipy without that private kernel fails here
+    except (ImportError, TypeError, ValueError):
+        def matvec(x: np.ndarray) -> np.ndarray:
+            return csr @ np.asarray(x, dtype=np.float64).ravel()
+    return matvec, csr
 
 
 def spectral_radius(matrix) -> float:
     """Largest eigenvalue modulus of a dense array or a scipy sparse matrix (relative error
-    ~1e-11 for sparse matrices, by ARPACK; see the module docstring)."""
+    ~1e-12 for sparse matrices, by ARPACK; see the module docstring)."""
     n = matrix.shape[0]
-    if sparse.issparse(matrix) and n > _DENSE_EIGEN_MAX:
-        try:
-            values = sparse_linalg.eigs(matrix, k=_ARPACK_EIGENVALUES, which="LM",
-                                        ncv=_ARPACK_VECTORS, return_eigenvectors=False,
-                                        tol=1e-10, maxiter=1000, v0=np.ones(n))
-            return float(np.abs(values).max())
-        except sparse_linalg.ArpackNoConvergence:
-            pass  # fall through to the dense solve
+    if (sparse.issparse(matrix) and n > _DENSE_EIGEN_MAX
+            and not np.iscomplexobj(matrix.data)):
+        matvec, csr = _fast_matvec(matrix)
+        # The start vector: ones after power steps, which shrink the components along the
+        # inner eigenvalues (by (|lambda| / rho)^steps) and so leave ARPACK the outer ones
+        # to resolve: 2-3x fewer restarts. The largest is the one never shrunk.
+        start = np.ones(n)
+        for _ in range(_POWER_STEPS):
+            start = matvec(start)
+            norm = np.linalg.norm(start)
+            if not 0.0 < norm < np.inf:
+                # Annihilated: W is nilpotent on these vectors, where ARPACK's eigenvalues
+                # are round-off (0.14 for a strictly triangular 300 x 300 W); LAPACK's
+                # dense solver gives the zero radius that :func:`recurrent_matrix` refuses.
+                start = None
+                break
+            start /= norm
+        if start is not None:
+            operator = sparse_linalg.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+            try:
+                values = sparse_linalg.eigs(operator, k=_ARPACK_EIGENVALUES, which="LM",
+                                            ncv=min(_ARPACK_VECTORS, n - 1),
+                                            return_eigenvectors=False, tol=1e-10,
+                                            maxiter=1000, v0=start)
+                return float(np.abs(values).max())
+            except sparse_linalg.ArpackNoConvergence:
+                pass  # fall through to the dense solve
+        matrix = csr
     dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
     return float(np.abs(np.linalg.eigvals(dense)).max())
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as linalg
-import scipy.linalg.blas as blas
+import scipy.linalg.blas as scipy_blas
 import torch
 
 from .._validation import check_in_range, check_option, check_positive
+from ._blas import limit_blas, syrk_lower
 
 SOLVERS = ("cholesky", "svd", "lstsq")
 
@@ -30,30 +31,71 @@ SOLVERS = ("cholesky", "svd", "lstsq")
 class RidgeAccumulator:
     """Sufficient statistics of a ridge regression, accumulated in float64.
 
+    All of them are blocks of one symmetric matrix, the moments M = A^T A of the augmented
+    rows A = [Phi, 1, Y] (n, F + 1 + d): Phi^T Phi, sum Phi (the row of the column of ones),
+    the count, Phi^T Y and sum Y. Only its lower triangle is kept and updated, by BLAS's
+    symmetric rank-k update in place, so a batch costs one pass of one BLAS call (no
+    temporary, no symmetrising copy, no separate passes for the sums and the cross
+    products). Rows already laid out as [Phi, 1, Y] go in without a copy
+    (:meth:`update_augmented`).
+
     Parameters
     ----------
     n_features, n_targets : int
     """
 
     def __init__(self, n_features: int, n_targets: int):
-        # Only the lower triangle of Phi^T Phi is accumulated (BLAS's symmetric rank-k update
-        # in place: half the products of a general one, no temporary, no symmetrising copy
-        # per batch); ``gram`` gives the full matrix.
-        self._gram_lower = np.zeros((n_features, n_features), order="F")
-        self.cross = np.zeros((n_features, n_targets))
-        self.feature_sum = np.zeros(n_features)
-        self.target_sum = np.zeros(n_targets)
-        self.count = 0
+        self.n_features, self.n_targets = int(n_features), int(n_targets)
+        width = self.n_features + 1 + self.n_targets
+        self._moments = np.zeros((width, width), order="F")  # lower triangle of M
 
+    # The statistics, as blocks of the lower triangle of M (F the number of features).
     @property
     def gram(self) -> np.ndarray:
         """Phi^T Phi (F, F), a new symmetric array."""
-        lower = np.tril(self._gram_lower)
+        lower = np.tril(self._moments[:self.n_features, :self.n_features])
         return lower + np.tril(lower, -1).T
 
     @gram.setter
     def gram(self, value: np.ndarray) -> None:
-        self._gram_lower = np.array(value, dtype=np.float64, order="F")
+        f = self.n_features
+        self._moments[:f, :f] = np.tril(np.asarray(value, dtype=np.float64))
+
+    @property
+    def feature_sum(self) -> np.ndarray:
+        """sum of Phi over the rows (F,)."""
+        return self._moments[self.n_features, :self.n_features].copy()
+
+    @feature_sum.setter
+    def feature_sum(self, value: np.ndarray) -> None:
+        self._moments[self.n_features, :self.n_features] = value
+
+    @property
+    def count(self) -> int:
+        """The number of rows seen (summed ones: exact below 2^53)."""
+        return round(float(self._moments[self.n_features, self.n_features]))
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._moments[self.n_features, self.n_features] = value
+
+    @property
+    def cross(self) -> np.ndarray:
+        """Phi^T Y (F, d), a new array."""
+        return self._moments[self.n_features + 1:, :self.n_features].T.copy()
+
+    @cross.setter
+    def cross(self, value: np.ndarray) -> None:
+        self._moments[self.n_features + 1:, :self.n_features] = np.asarray(value).T
+
+    @property
+    def target_sum(self) -> np.ndarray:
+        """sum of Y over the rows (d,)."""
+        return self._moments[self.n_features + 1:, self.n_features].copy()
+
+    @target_sum.setter
+    def target_sum(self, value: np.ndarray) -> None:
+        self._moments[self.n_features + 1:, self.n_features] = value
 
     def state(self) -> dict:
         """The statistics as plain arrays (to save them with an estimator)."""
@@ -62,7 +104,7 @@ class RidgeAccumulator:
 
     @classmethod
     def from_state(cls, state: dict) -> RidgeAccumulator:
-        accumulator = cls(*state["cross"].shape)
+        accumulator = cls(*np.shape(state["cross"]))
         for name, value in state.items():
             setattr(accumulator, name, value)
         return accumulator
@@ -71,36 +113,36 @@ class RidgeAccumulator:
         """Add a batch: ``features`` (n, F) and ``targets`` (n, d), arrays or tensors."""
         if isinstance(features, torch.Tensor):
             if features.device.type != "cpu":
-                # On a GPU the products run there, in float64, and only F x F comes back.
+                # On a GPU the products run there, in float64, and only M comes back (its
+                # upper triangle is never read).
                 f, t = features.double(), targets.double()
-                self._gram_lower += (f.T @ f).cpu().numpy()
-                self.cross += (f.T @ t).cpu().numpy()
-                self.feature_sum += f.sum(0).cpu().numpy()
-                self.target_sum += t.sum(0).cpu().numpy()
-                self.count += f.shape[0]
+                rows = torch.cat([f, f.new_ones((f.shape[0], 1)), t], 1)
+                self._moments += (rows.T @ rows).cpu().numpy()
                 return
             features, targets = features.numpy(), targets.numpy()
         f = np.asarray(features, dtype=np.float64)
-        t = np.asarray(targets, dtype=np.float64)
-        if f.shape[0]:
-            # f.T of a C-ordered f is the Fortran-ordered operand BLAS wants: no copy.
-            self._gram_lower = blas.dsyrk(1.0, f.T, beta=1.0, c=self._gram_lower, trans=0,
-                                          lower=1, overwrite_c=1)
-        self.cross += f.T @ t
-        self.feature_sum += f.sum(0)
-        self.target_sum += t.sum(0)
-        self.count += f.shape[0]
+        t = np.asarray(targets, dtype=np.float64).reshape(f.shape[0], -1)
+        if f.shape[1] != self.n_features or t.shape[1] != self.n_targets:
+            raise ValueError(f"a batch of {f.shape[1]} features and {t.shape[1]} targets does "
+                             f"not fit {self.n_features} and {self.n_targets}")
+        rows = np.empty((f.shape[0], self._moments.shape[0]))
+        rows[:, :self.n_features] = f
+        rows[:, self.n_features] = 1.0
+        rows[:, self.n_features + 1:] = t
+        self.update_augmented(rows)
+
+    def update_augmented(self, rows: np.ndarray) -> None:
+        """Add a batch laid out as ``rows = [Phi, 1, Y]`` (n, F + 1 + d), a C-contiguous
+        float64 array (read, not modified). Releases the GIL while BLAS runs, so
+        accumulators in different threads update side by side."""
+        syrk_lower(rows, self._moments)
 
     def merge(self, other: RidgeAccumulator) -> None:
         """Add the statistics of another accumulator (of the same sizes)."""
-        if other.cross.shape != self.cross.shape:
+        if other._moments.shape != self._moments.shape or other.n_features != self.n_features:
             raise ValueError(f"cannot merge statistics of {other.cross.shape} into "
                              f"{self.cross.shape}")
-        self._gram_lower += other._gram_lower
-        self.cross += other.cross
-        self.feature_sum += other.feature_sum
-        self.target_sum += other.target_sum
-        self.count += other.count
+        self._moments += other._moments
 
     def solve(self, ridge: float, solver: str = "cholesky", fit_intercept: bool = True
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,14 +152,17 @@ class RidgeAccumulator:
         if self.count == 0:
             raise ValueError("the readout saw no training samples (is warmup longer than the "
                              "series?)")
-        gram, cross = self.gram, self.cross.copy()  # gram is a new array
+        f = self.n_features
+        # Only the lower triangle is formed (all a Cholesky factorisation reads): a copy of
+        # that block, centred by a rank-one update in place (BLAS dsyr), no symmetrising.
+        gram, cross = self._moments[:f, :f].copy(order="F"), self.cross  # new arrays
         if fit_intercept:
             mean_f = self.feature_sum / self.count
             mean_t = self.target_sum / self.count
-            gram -= self.count * np.outer(mean_f, mean_f)
+            gram = scipy_blas.dsyr(-float(self.count), mean_f, lower=1, a=gram, overwrite_a=1)
             cross -= self.count * np.outer(mean_f, mean_t)
-        gram[np.diag_indices_from(gram)] += ridge
-        weights = solve_symmetric(gram, cross, solver)
+        gram[np.diag_indices(f)] += ridge
+        weights = solve_symmetric(gram, cross, solver, lower_only=True)
         intercept = (mean_t - mean_f @ weights) if fit_intercept else np.zeros(cross.shape[1])
         return weights, intercept
 
@@ -126,30 +171,32 @@ class RidgeAccumulator:
 _SINGLE_THREAD_MAX = 2048
 
 
-def solve_symmetric(matrix: np.ndarray, rhs: np.ndarray, solver: str) -> np.ndarray:
-    """Solve ``matrix @ x = rhs`` for a symmetric positive semi-definite ``matrix``.
+def solve_symmetric(matrix: np.ndarray, rhs: np.ndarray, solver: str, *,
+                    lower_only: bool = False) -> np.ndarray:
+    """Solve ``matrix @ x = rhs`` for a symmetric positive semi-definite ``matrix`` (of
+    which only the lower triangle is read when ``lower_only``).
 
     Up to 2048 unknowns the factorisation runs on one BLAS thread: a 1000 x 1000 Cholesky
     takes ~20 ms on one core, while OpenBLAS's threaded one, which synchronises its threads
     at every block column, took 1.4 s when the two cores of the machine were also busy with
     other processes."""
     if matrix.shape[0] <= _SINGLE_THREAD_MAX:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # scikit-learn's dependency; without it, BLAS's own threads
-            return _solve_symmetric(matrix, rhs, solver)
-        with threadpool_limits(1, user_api="blas"):
-            return _solve_symmetric(matrix, rhs, solver)
-    return _solve_symmetric(matrix, rhs, solver)
+        with limit_blas(1):  # a no-op without threadpoolctl: then BLAS's own threads
+            return _solve_symmetric(matrix, rhs, solver, lower_only)
+    return _solve_symmetric(matrix, rhs, solver, lower_only)
 
 
-def _solve_symmetric(matrix: np.ndarray, rhs: np.ndarray, solver: str) -> np.ndarray:
+def _solve_symmetric(matrix: np.ndarray, rhs: np.ndarray, solver: str,
+                     lower_only: bool) -> np.ndarray:
     if solver == "cholesky":
         try:
             factor = linalg.cho_factor(matrix, lower=True, check_finite=False)
             return linalg.cho_solve(factor, rhs, check_finite=False)
         except linalg.LinAlgError:
             solver = "svd"  # not positive definite at this ridge: fall back, robustly
+    if lower_only:
+        lower = np.tril(matrix)
+        matrix = lower + np.tril(lower, -1).T
     if solver == "svd":
         values, vectors = np.linalg.eigh(matrix)
         cutoff = values.max() * matrix.shape[0] * np.finfo(np.float64).eps

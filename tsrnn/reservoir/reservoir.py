@@ -15,7 +15,9 @@ of the buffers (one call per step instead of several torch dispatches); on a GPU
 
 from __future__ import annotations
 
+import collections
 import itertools
+import threading
 import warnings
 
 import numpy as np
@@ -23,7 +25,7 @@ import scipy.sparse as sparse
 import torch
 from torch import nn
 
-from .._validation import check_in_range
+from .._validation import check_in_range, check_positive
 from . import _esn_cpu
 
 
@@ -112,12 +114,15 @@ class LeakyReservoir(nn.Module):
         return self._kernel_csr
 
     def _run_kernel(self, csr: _esn_cpu.CSR, inputs: np.ndarray, state: np.ndarray | None,
-                    out: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Run the compiled kernel: states to ``out`` rows ``rows`` (B, L); final (B, N)."""
+                    out: np.ndarray, rows: np.ndarray, threads: int | None = None
+                    ) -> np.ndarray:
+        """Run the compiled kernel: states to ``out`` rows ``rows`` (B, L); final (B, N).
+        ``threads``: OpenMP threads (default torch's thread count)."""
         return _esn_cpu.run(csr, self.input_weights.numpy(), self.bias.numpy(),
                             self.leak_rate, np.ascontiguousarray(inputs, dtype=np.float64),
                             None if state is None else np.ascontiguousarray(state), out,
-                            rows, threads=torch.get_num_threads())
+                            rows, threads=torch.get_num_threads() if threads is None
+                            else threads)
 
     def recurrent_matrix(self):
         """W as a scipy CSR array (sparse) or a numpy array (dense), on the CPU."""
@@ -311,17 +316,30 @@ class LeakyReservoir(nn.Module):
 
     @torch.no_grad()
     def stream_segmented(self, inputs: np.ndarray, consume, n_segments: int, washout: int,
-                         *, first: int = 0, chunk_rows: int = 4096,
-                         tolerance: float = 1e-12) -> bool | None:
+                         *, first: int = 0, chunk_rows: int = 4096, extra_columns: int = 0,
+                         workers: int | None = None, tolerance: float = 1e-12
+                         ) -> bool | None:
         """The states of one long sequence as parallel time segments (as
         :meth:`run_segmented`), handed over in chunks instead of returned whole.
 
-        Every state whose time index is at least ``first`` is passed once to
-        ``consume(times, states)``: ``times`` (R,) the time indices, ``states`` (R, N) a view
-        of a buffer reused for the next chunk (``consume`` may overwrite it), R <=
-        ``chunk_rows`` (rounded to whole steps of all segments), rows in no particular time
-        order. Memory stays at one chunk whatever the length of the sequence, and a chunk
-        small enough to stay in cache is written and read there.
+        Every state whose time index is at least ``first`` is passed once to a consumer
+        ``consume(times, rows)``: ``times`` (R,) the time indices, ``rows`` (R, N +
+        extra_columns) a view of a C-contiguous buffer reused for a later chunk, the state
+        in the first N columns and ``extra_columns`` columns for the consumer to fill
+        (``consume`` may overwrite all of it), R <= ``chunk_rows`` (rounded to whole steps
+        of the segments), rows in no particular time order. Memory stays at one chunk per
+        consumer whatever the length of the sequence.
+
+        Worker threads. ``consume`` may be a list of consumers, shared out evenly between
+        ``workers`` threads (default: one consumer each). The segments are shared out too,
+        consecutive ones to each worker, which runs the compiled kernel over them on one
+        thread (the GIL released) and hands its chunks to its consumers in turn, each
+        chunk in a buffer of its consumer's own. A worker with nothing of its own to do
+        takes the next waiting chunk of another worker (so a slow core does not hold the
+        others up), but every consumer still receives its chunks one at a time and in the
+        same order, whichever thread calls it: sums accumulated per consumer come out the
+        same, to the bit, run after run. Consumers that release the GIL (BLAS through
+        ctypes, numpy) run in parallel.
 
         The seams (see :meth:`run_segmented`) can only be checked once every segment has
         run, so this returns True when they all closed to ``tolerance``, and False when one
@@ -332,14 +350,30 @@ class LeakyReservoir(nn.Module):
         Parameters
         ----------
         inputs : array (L, I)
-        consume : callable (times (R,) int64, states (R, N) float64) -> None
+        consume : callable (times (R,) int64, rows (R, N + extra_columns) float64) -> None,
+            or a list of them
         n_segments, washout : int
             As in :meth:`run_segmented` (washout >= 1).
         first : int
             States before this time index are not handed over (a warm-up).
+        chunk_rows : int
+            Rows per chunk (and per buffer).
+        extra_columns : int
+            Columns after the state in each row of the buffer, left to the consumer.
+        workers : int, optional
+            Worker threads; the number of consumers must be a multiple of it.
         """
         if washout < 1:
             raise ValueError(f"washout must be at least 1 step, got {washout}")
+        check_positive(extra_columns, "extra_columns", integer=True, allow_zero=True)
+        consumers = list(consume) if isinstance(consume, (list, tuple)) else [consume]
+        if not consumers or not all(callable(c) for c in consumers):
+            raise TypeError("consume must be a callable or a non-empty list of callables")
+        workers = len(consumers) if workers is None else check_positive(
+            workers, "workers", integer=True)
+        if len(consumers) % workers:
+            raise ValueError(f"{len(consumers)} consumers cannot be shared evenly between "
+                             f"{workers} workers")
         kernel = self._kernel()
         if kernel is None:
             return None
@@ -353,29 +387,60 @@ class LeakyReservoir(nn.Module):
         span = washout + segment
         padded, times = _segment_layout(inputs, n_segments, segment, washout)
         times[times < first] = -1
+        per_worker = len(consumers) // workers
+        workers = min(workers, n_segments)
+        slots = [consumers[w * per_worker:(w + 1) * per_worker] for w in range(workers)]
+        # Consecutive segments to each worker, as evenly as they go.
+        edges = np.linspace(0, n_segments, workers + 1).round().astype(int)
         # Chunks also end where the seams and the segments' last states fall, so that the
         # kernel's final states there are the states the seams compare.
-        steps = max(1, chunk_rows // n_segments)
+        steps = max(1, chunk_rows // int(np.diff(edges).max()))
         bounds = sorted(set(range(0, span, steps)) | {washout, segment, span})
-        buffer = np.empty((n_segments * max(b - a for a, b in itertools.pairwise(bounds)),
-                           self.n_units))
-        state = seams = last_of_first = None
-        for a, b in itertools.pairwise(bounds):
-            chunk_times = times[:, a:b]
+        chunks = list(itertools.pairwise(bounds))
+        seams = np.empty((n_segments, self.n_units))  # segment k's state before its first
+        lasts = np.empty((n_segments, self.n_units))  # segment k's last state
+        threads = torch.get_num_threads() if workers == 1 else 1
+        buffers = [[np.empty(((edges[w + 1] - edges[w]) * max(b - a for a, b in chunks),
+                              self.n_units + extra_columns)) for _ in slots[w]]
+                   for w in range(workers)]
+        schedule = _ChunkSchedule(workers, per_worker, len(chunks))
+        kernel_states: list[np.ndarray | None] = [None] * workers
+
+        def produce(worker: int, k: int):
+            """Run worker's segments over chunk k into its buffer k % per_worker; returns
+            the kept times, or None when the chunk keeps no state."""
+            low, high = int(edges[worker]), int(edges[worker + 1])
+            a, b = chunks[k]
+            chunk_times = times[low:high, a:b]
             kept = chunk_times >= 0
-            n_kept = int(kept.sum())
             rows = np.full(chunk_times.shape, -1, dtype=np.int64)
-            rows[kept] = np.arange(n_kept)
-            state = self._run_kernel(kernel, padded[:, a:b], state, buffer, rows)
-            if n_kept:
-                consume(chunk_times[kept], buffer[:n_kept])
+            rows[kept] = np.arange(int(kept.sum()))
+            state = self._run_kernel(kernel, padded[low:high, a:b], kernel_states[worker],
+                                     buffers[worker][k % per_worker], rows, threads=threads)
+            kernel_states[worker] = state
             if b == washout:
-                seams = state[1:].copy()  # segment k's state one step before its first
-            if b == segment:
-                last_of_first = state[0].copy()
-        lasts = np.concatenate([last_of_first[None], state[1:-1]])
-        scale = 1.0 + np.abs(lasts).max(axis=1)
-        return bool(np.all(np.abs(seams - lasts).max(axis=1) <= tolerance * scale))
+                seams[low:high] = state
+            if b == segment and low == 0:
+                lasts[0] = state[0]
+            if b == span:
+                lasts[max(low, 1):high] = state[max(low, 1) - low:]
+            return chunk_times[kept] if kept.any() else None
+
+        def handle(worker: int, k: int, kept_times) -> None:
+            slot = k % per_worker
+            rows = buffers[worker][slot][:kept_times.size]
+            slots[worker][slot](kept_times, rows)
+
+        if workers == 1 and per_worker == 1:  # one thread, one buffer: no scheduling
+            for k in range(len(chunks)):
+                kept_times = produce(0, k)
+                if kept_times is not None:
+                    handle(0, k, kept_times)
+        else:
+            _run_workers(lambda w: schedule.run(w, produce, handle), workers,
+                         on_error=schedule.abort)
+        scale = 1.0 + np.abs(lasts[:-1]).max(axis=1)
+        return bool(np.all(np.abs(seams[1:] - lasts[:-1]).max(axis=1) <= tolerance * scale))
 
     def step(self, u: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One differentiable step (B, I), (B, N) -> (B, N), for analysis (Jacobians)."""
@@ -386,6 +451,94 @@ class LeakyReservoir(nn.Module):
             recurrent = state @ self.recurrent_dense.T
         activation = torch.tanh(recurrent + u @ self.input_weights.T + self.bias)
         return (1.0 - self.leak_rate) * state + self.leak_rate * activation
+
+
+class _ChunkSchedule:
+    """Who does what next in :meth:`LeakyReservoir.stream_segmented` with worker threads.
+
+    Worker w alone produces its chunks 0, 1, ... (the kernel carries its segments' states
+    from one to the next), chunk k into its buffer k % S (S buffers and consumers per
+    worker); chunk k can only be produced once chunk k - S, which used that buffer, has been
+    consumed. Produced chunks wait in one queue, oldest first, and any worker may consume
+    one. So a consumer gets its chunks in order and one at a time (its buffer is not
+    refilled before), whichever thread runs it. A worker produces when it can, else
+    consumes, else waits; all leave once every chunk is consumed (or on an error).
+    """
+
+    def __init__(self, n_workers: int, per_worker: int, n_chunks: int):
+        self.per_worker, self.n_chunks = per_worker, n_chunks
+        self.next_chunk = [0] * n_workers  # the next chunk each worker produces
+        self.busy = [[False] * per_worker for _ in range(n_workers)]  # buffer in use
+        self.waiting: collections.deque = collections.deque()  # (worker, k, times)
+        self.unfinished = n_workers * n_chunks  # chunks not yet consumed (or empty)
+        self.failed = False
+        self.condition = threading.Condition()
+
+    def abort(self) -> None:
+        with self.condition:
+            self.failed = True
+            self.condition.notify_all()
+
+    def run(self, worker: int, produce, handle) -> None:
+        while True:
+            with self.condition:
+                while True:
+                    if self.failed or self.unfinished == 0:
+                        return
+                    k = self.next_chunk[worker]
+                    if k < self.n_chunks and not self.busy[worker][k % self.per_worker]:
+                        self.busy[worker][k % self.per_worker] = True
+                        self.next_chunk[worker] += 1
+                        task = ("produce", worker, k, None)
+                        break
+                    if self.waiting:
+                        task = ("consume", *self.waiting.popleft())
+                        break
+                    self.condition.wait()
+            kind, owner, k, kept_times = task
+            if kind == "produce":
+                kept_times = produce(owner, k)
+                with self.condition:
+                    if kept_times is None:  # nothing kept (a washout): buffer free again
+                        self.busy[owner][k % self.per_worker] = False
+                        self.unfinished -= 1
+                    else:
+                        self.waiting.append((owner, k, kept_times))
+                    self.condition.notify_all()
+            else:
+                handle(owner, k, kept_times)
+                with self.condition:
+                    self.busy[owner][k % self.per_worker] = False
+                    self.unfinished -= 1
+                    self.condition.notify_all()
+
+
+def _run_workers(work, n_workers: int, on_error=None) -> None:
+    """Run ``work(0) .. work(n_workers - 1)``, the first in this thread and the others in
+    threads of their own; on an error call ``on_error()`` (to release the others) and
+    re-raise the first error once all have finished."""
+    if n_workers == 1:
+        work(0)
+        return
+    errors: list[BaseException] = []
+
+    def guarded(worker: int) -> None:
+        try:
+            work(worker)
+        except BaseException as error:  # handed to the calling thread
+            errors.append(error)
+            if on_error is not None:
+                on_error()
+
+    others = [threading.Thread(target=guarded, args=(w,), daemon=True)
+              for w in range(1, n_workers)]
+    for thread in others:
+        thread.start()
+    guarded(0)
+    for thread in others:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _segment_layout(inputs: np.ndarray, n_segments: int, segment: int, washout: int):
