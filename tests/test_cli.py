@@ -191,3 +191,27 @@ def test_reconstruct_with_an_alrnn_reports_learned_and_true_fixed_points(tmp_pat
     assert all(len(p["location"]) == 3 for p in report["fixed_points_learned"])
     # The DSR model knows its sampling step: exponents per time unit, finite.
     assert np.isfinite(report["lyapunov_learned"]).all()
+
+
+def test_reconstruct_with_several_trainings_keeps_the_best(tmp_path, capsys, monkeypatch):
+    from tsrnn.dsr.estimators import DSREstimator
+
+    fitted = []
+    restarts = DSREstimator._fit_restarts
+
+    def spy(self, y, X):
+        result = restarts(self, y, X)
+        fitted.append((self.n_init, self.n_jobs, len(self.init_scores_), self.best_init_))
+        return result
+
+    monkeypatch.setattr(DSREstimator, "_fit_restarts", spy)
+    path = tmp_path / "report.json"
+    code = main(["reconstruct", "--model", "shplrnn", "--n-init", "2", "--n-train", "800",
+                 "--n-test", "400", "--max-epochs", "1", "-q", "-o", str(path)])
+    assert code == 0
+    assert json.loads(path.read_text())["model"] == "ShallowPLRNN"
+    assert len(fitted) == 1 and fitted[0][:3] == (2, -1, 2) and fitted[0][3] in (0, 1)
+    with pytest.raises(ValueError, match="n_init applies to the DSR models"):
+        main(["reconstruct", "--model", "esn", "--n-init", "2", "--n-train", "800", "-q"])
+    with pytest.raises(SystemExit, match="--n-init must be >= 1"):
+        main(["reconstruct", "--n-init", "0", "-q"])

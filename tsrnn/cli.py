@@ -161,6 +161,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise SystemExit("error: --threads must be >= 1")
+    if args.n_init < 1:
+        raise SystemExit("error: --n-init must be >= 1")
     if args.output is not None and Path(args.output).exists() and not args.overwrite:
         raise SystemExit(f"error: {args.output} exists; pass --overwrite to replace it")
     torch.set_num_threads(args.threads)
@@ -168,7 +170,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     config = ReconstructionConfig(
         system=args.system, system_params=_parse_params(args.param), model=args.model,
         n_train=args.n_train, n_test=args.n_test, noise=args.noise, seed=args.seed,
-        max_epochs=args.max_epochs, device=args.device, verbose=not args.quiet,
+        max_epochs=args.max_epochs, n_init=args.n_init, device=args.device,
+        verbose=not args.quiet,
     )
     report = run_reconstruction(config)
     print(report.text())
@@ -216,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="relative observation noise (0.05 = 5%%)")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--max-epochs", type=int, default=None, help="training epochs")
+    sub.add_argument("--n-init", type=int, default=1,
+                     help="DSR models: independent trainings at once (one process per core), "
+                          "the best by state-space divergence kept")
     sub.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     sub.add_argument("-o", "--output", default=None, help="write the report as JSON here")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing report")

@@ -59,10 +59,12 @@ def _reconstruction_model(name: str, **settings: Any) -> Factory:
     def build(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
         from . import dsr
 
+        # n_init trainings run at once, one process each (as many as there are cores).
         return getattr(dsr, name)(
             sequence_length=200, batch_size=16, batches_per_epoch=50,
             max_epochs=config.max_epochs or 100, dt=dt, random_state=config.seed,
-            device=config.device, verbose=config.verbose, **settings)
+            device=config.device, verbose=config.verbose, n_init=config.n_init,
+            n_jobs=None if config.n_init == 1 else -1, **settings)
 
     return build
 
@@ -86,6 +88,8 @@ MODELS: dict[str, Factory] = {
                                    alpha="adaptive"),
 }
 DEFAULT_MODEL = "esn"
+# Models whose factory passes ReconstructionConfig.n_init on.
+_RESTARTABLE = frozenset({"shplrnn", "alrnn", "plrnn"})
 
 
 @dataclass
@@ -101,6 +105,7 @@ class ReconstructionConfig:
     seed: int = 0
     transient: int = 2_000
     max_epochs: int | None = None
+    n_init: int = 1  # independent trainings of a DSR model, the best by D_stsp kept
     device: str = "cpu"
     verbose: bool = False
     lyapunov_trajectories: int = 8
@@ -173,6 +178,9 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
     name = config.model or DEFAULT_MODEL
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    if config.n_init != 1 and name not in _RESTARTABLE:
+        raise ValueError(f"n_init applies to the DSR models {sorted(_RESTARTABLE)}, not to "
+                         f"{name!r}")
     system = get_system(config.system, **config.system_params)
     split = simulate_splits(system, n_train=config.n_train, n_test=config.n_test,
                             transient=config.transient, noise=config.noise,
