@@ -194,6 +194,26 @@ def test_max_time_stops_training_and_keeps_the_model_usable(lorenz):
     assert model.predict(5).shape == (5, 3)
 
 
+def test_max_time_is_a_hard_budget_not_a_start_deadline(lorenz, monkeypatch):
+    import time
+
+    from tsrnn.forecasting.base import NeuralForecaster
+
+    def slow_epoch(self, train, optimizer, generator, epoch, best_state):
+        time.sleep(0.1)
+        return 1.0
+
+    monkeypatch.setattr(NeuralForecaster, "_train_epoch", slow_epoch)
+    tiny(ALRNN, max_epochs=1).fit(lorenz)  # first-call costs outside the timed fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the stub makes no optimizer step
+        model = tiny(ALRNN, max_epochs=50, max_time=0.45).fit(lorenz)
+    # Epochs of ~0.13 s (0.1 s + a checkpoint score): the one that would end past 0.45 s is
+    # not started (starting every epoch that begins before the deadline ran one over).
+    assert model.stopped_by_time_ and 1 <= model.n_epochs_ <= 3
+    assert model.training_time_ <= 0.45 + 0.03
+
+
 def test_noise_is_added_to_training_batches_only(lorenz):
     clean = tiny(ALRNN).fit(lorenz)
     noisy = tiny(ALRNN, noise=0.05).fit(lorenz)

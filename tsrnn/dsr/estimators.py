@@ -275,6 +275,8 @@ class DSREstimator(NeuralForecaster):
     def _fit(self, y_list, x_list) -> None:
         self._forcing_ = make_scheme(self.teacher_forcing, self.alpha, self.forcing_interval)
         self._deadline_ = None if self.max_time is None else time.perf_counter() + self.max_time
+        self._epoch_started_ = None
+        self._epoch_seconds_ = []
         self._n_scored_ = 0
         self._last_score_ = math.inf
         self.checkpoint_scores_ = []
@@ -290,11 +292,19 @@ class DSREstimator(NeuralForecaster):
         self.alpha_ = self._forcing_.current_alpha
 
     def _train_epoch(self, train, optimizer, generator, epoch, best_state):
-        if self._deadline_ is not None and time.perf_counter() > self._deadline_:
-            # The base stops on None and restores the best checkpoint, as after a divergence
-            # with divergence="restore".
-            self.stopped_by_time_ = True
-            return None
+        now = time.perf_counter()
+        if self._epoch_started_ is not None:
+            self._epoch_seconds_.append(now - self._epoch_started_)
+        self._epoch_started_ = now
+        if self._deadline_ is not None:
+            # An epoch starts only if it would end within the budget, judged by the longest
+            # of the last checkpoint_every epochs (one of them with a checkpoint scored).
+            recent = self._epoch_seconds_[-int(self.checkpoint_every):]
+            if now + (max(recent) if recent else 0.0) > self._deadline_:
+                # The base stops on None and restores the best checkpoint, as after a
+                # divergence with divergence="restore".
+                self.stopped_by_time_ = True
+                return None
         if not self._graphed(self.module_):
             return super()._train_epoch(train, optimizer, generator, epoch, best_state)
         # The base loop with each step replayed from a CUDA graph: the same updates, the
@@ -633,8 +643,9 @@ _SHARED_DOC = """
         Epochs between checkpoint evaluations: the D_stsp of a free run against the
         validation (or training) data; the best checkpoint is kept.
     max_time : float or None
-        Training time budget in seconds; training stops at the first epoch that would
-        start after it and keeps the best checkpoint.
+        Training time budget in seconds; an epoch starts only if it would end within it
+        (judged by the longest of the last ``checkpoint_every`` epochs), and the best
+        checkpoint is kept.
     missing : {"raise", "mask"}
         NaN in y: an error, or missing observations (not forced, not in the loss).
     dt : float or None
