@@ -101,6 +101,26 @@ def test_augmented_update_gives_the_sums_of_features_and_targets():
         plain.update(X[:, :6], Y)
 
 
+def test_the_device_update_gives_the_same_statistics_as_the_cpu_update():
+    # The GPU branch of RidgeAccumulator.update (products on the device, the moment matrix
+    # brought back whole) run here on CPU tensors: the same sums as the SYRK path.
+    rng = np.random.default_rng(3)
+    features, targets = rng.standard_normal((300, 17)), rng.standard_normal(300)
+    host, device = RidgeAccumulator(17, 1), RidgeAccumulator(17, 1)
+    for rows in (slice(0, 120), slice(120, 300)):
+        host.update(features[rows], targets[rows])
+        device._update_on_device(torch.from_numpy(features[rows]).float(),
+                                 torch.from_numpy(targets[rows]))
+    np.testing.assert_allclose(device.gram, host.gram, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(device.cross, host.cross, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(device.feature_sum, host.feature_sum, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(device.target_sum, host.target_sum, rtol=1e-12)
+    assert device.count == host.count == 300
+    for (w_host, b_host), (w_device, b_device) in [(host.solve(1e-3), device.solve(1e-3))]:
+        np.testing.assert_allclose(w_device, w_host, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(b_device, b_host, rtol=1e-4, atol=1e-6)
+
+
 def test_solvers_agree_from_the_lower_triangle_and_fall_back_when_not_definite():
     rng = np.random.default_rng(3)
     X, Y = rng.normal(size=(40, 60)), rng.normal(size=(40, 1))  # fewer rows than features

@@ -113,11 +113,7 @@ class RidgeAccumulator:
         """Add a batch: ``features`` (n, F) and ``targets`` (n, d), arrays or tensors."""
         if isinstance(features, torch.Tensor):
             if features.device.type != "cpu":
-                # On a GPU the products run there, in float64, and only M comes back (its
-                # upper triangle is never read).
-                f, t = features.double(), targets.double()
-                rows = torch.cat([f, f.new_ones((f.shape[0], 1)), t], 1)
-                self._moments += (rows.T @ rows).cpu().numpy()
+                self._update_on_device(features, targets)
                 return
             features, targets = features.numpy(), targets.numpy()
         f = np.asarray(features, dtype=np.float64)
@@ -130,6 +126,14 @@ class RidgeAccumulator:
         rows[:, self.n_features] = 1.0
         rows[:, self.n_features + 1:] = t
         self.update_augmented(rows)
+
+    def _update_on_device(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """On a GPU the products run there, in float64, and only M comes back (its upper
+        triangle is never read)."""
+        f = features.double()
+        t = targets.double().reshape(f.shape[0], -1)
+        rows = torch.cat([f, f.new_ones((f.shape[0], 1)), t], 1)
+        self._moments += (rows.T @ rows).cpu().numpy()
 
     def update_augmented(self, rows: np.ndarray) -> None:
         """Add a batch laid out as ``rows = [Phi, 1, Y]`` (n, F + 1 + d), a C-contiguous
