@@ -252,21 +252,14 @@ def test_streamed_segments_report_an_open_seam_and_decline_without_the_kernel(mo
     dict(),
     dict(readout_input=True, squared_units=True, leak_rate=0.8, warmup=700),
 ])
-def test_streamed_fit_equals_the_fit_from_all_states(options, monkeypatch):
+def test_streamed_fit_equals_the_fit_from_all_states(options, monkeypatch, streamed_calls):
     import tsrnn.reservoir.esn as esn_module
     from tsrnn.reservoir import ESN
     from tsrnn.systems import Lorenz63
 
     y = Lorenz63().simulate(7_000, transient=500, seed=1)  # long enough to be streamed
     settings = dict(n_units=120, connectivity=0.05, ridge=1e-4, random_state=0, **options)
-    calls = []
-    original = esn_module.ESN._accumulate_streamed
-
-    def spy(self, *args):
-        calls.append(original(self, *args))
-        return calls[-1]
-
-    monkeypatch.setattr(esn_module.ESN, "_accumulate_streamed", spy)
+    calls = streamed_calls
     streamed = ESN(**settings).fit(y)
     assert calls == [True]
     monkeypatch.setattr(esn_module.ESN, "_accumulate_streamed", lambda self, *args: False)

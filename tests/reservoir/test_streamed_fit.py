@@ -314,23 +314,17 @@ def test_a_limit_of_one_thread_gives_one_worker(two_threads, monkeypatch):
     assert esn_module._stream_workers() == 1
 
 
-def test_fit_without_the_kernel_matches_the_streamed_fit(lorenz, two_threads, monkeypatch):
+def test_fit_without_the_kernel_matches_the_streamed_fit(lorenz, two_threads, monkeypatch,
+                                                          streamed_calls):
     from tsrnn import _native
 
     settings = dict(n_units=100, connectivity=0.05, ridge=1e-4, random_state=1)
+    kernel = _esn_cpu.available()
     streamed = ESN(**settings).fit(lorenz)
     monkeypatch.delitem(_native._LOADED, "esn", raising=False)  # restored afterwards
     monkeypatch.setenv("TSRNN_NO_NATIVE", "1")
-    calls = []
-    original = esn_module.ESN._accumulate_streamed
-
-    def spy(self, *args):
-        calls.append(original(self, *args))
-        return calls[-1]
-
-    monkeypatch.setattr(esn_module.ESN, "_accumulate_streamed", spy)
     fallback = ESN(**settings).fit(lorenz)
-    assert calls == [False]  # declined: no kernel
+    assert streamed_calls == [kernel, False]  # streamed where the kernel built, then declined
     np.testing.assert_allclose(fallback.readout_weights_, streamed.readout_weights_, rtol=0,
                                atol=1e-6 * np.abs(streamed.readout_weights_).max())
 
@@ -345,16 +339,9 @@ class HalfStateESN(ESN):
 
 @needs_kernel
 def test_a_subclass_with_its_own_features_is_streamed_through_them(lorenz, two_threads,
-                                                                  monkeypatch):
+                                                                  monkeypatch, streamed_calls):
     settings = dict(n_units=80, connectivity=0.1, ridge=1e-4, random_state=2)
-    calls = []
-    original = esn_module.ESN._accumulate_streamed
-
-    def spy(self, *args):
-        calls.append(original(self, *args))
-        return calls[-1]
-
-    monkeypatch.setattr(esn_module.ESN, "_accumulate_streamed", spy)
+    calls = streamed_calls
     streamed = HalfStateESN(**settings).fit(lorenz)
     assert calls == [True] and streamed.readout_weights_.shape == (40, 3)
     monkeypatch.setattr(esn_module.ESN, "_accumulate_streamed", lambda self, *args: False)
