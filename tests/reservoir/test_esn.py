@@ -13,16 +13,6 @@ from tsrnn.reservoir.matrices import recurrent_matrix, spectral_radius
 from tsrnn.systems import Lorenz63
 
 
-def reference_states(W, W_in, b, leak, inputs, x0=None):
-    """The leaky ESN recurrence written out in float64 numpy, one step at a time."""
-    x = np.zeros(W.shape[0]) if x0 is None else x0.copy()
-    out = []
-    for u in inputs:
-        x = (1 - leak) * x + leak * np.tanh(W_in @ u + W @ x + b)
-        out.append(x)
-    return np.array(out)
-
-
 @pytest.fixture(scope="module")
 def small_reservoir():
     rng = np.random.default_rng(0)
@@ -34,7 +24,8 @@ def small_reservoir():
 
 @pytest.mark.parametrize("leak", [1.0, 0.3])
 @pytest.mark.parametrize("dense", [False, True])
-def test_reservoir_states_equal_the_sequential_float64_reference(small_reservoir, leak, dense):
+def test_reservoir_states_equal_the_sequential_float64_reference(small_reservoir, leak, dense,
+                                                                 reference_states):
     W, W_in, b = small_reservoir
     W = W.toarray() if dense else W
     inputs = np.random.default_rng(1).normal(size=(120, 3))

@@ -15,16 +15,6 @@ pytestmark = pytest.mark.skipif(not _esn_cpu.available(),
                                 reason="no C compiler: the kernel cannot be built here")
 
 
-def reference_states(W, W_in, b, leak, inputs, x0=None):
-    """x_t = (1 - a) x_{t-1} + a tanh(W_in u_t + W x_{t-1} + b) in float64 numpy, step by
-    step."""
-    x = np.zeros(W.shape[0]) if x0 is None else x0.copy()
-    out = []
-    for u in inputs:
-        x = (1 - leak) * x + leak * np.tanh(W_in @ u + W @ x + b)
-        out.append(x)
-    return np.array(out)
-
 
 @pytest.fixture(scope="module")
 def weights():
@@ -44,7 +34,7 @@ ATOL = 1e-13
 
 @pytest.mark.parametrize("tile", [1, 4, 8])
 @pytest.mark.parametrize("leak", [1.0, 0.3])
-def test_kernel_states_equal_the_float64_reference(weights, tile, leak):
+def test_kernel_states_equal_the_float64_reference(weights, tile, leak, reference_states):
     W, W_in, b = weights
     batch, length = 5, 150  # 5 sequences: tiles 4 and 8 run padded lanes
     rng = np.random.default_rng(1)
@@ -60,7 +50,7 @@ def test_kernel_states_equal_the_float64_reference(weights, tile, leak):
         np.testing.assert_allclose(final[i], expected[-1], rtol=0, atol=ATOL)
 
 
-def test_kernel_writes_only_the_requested_rows_and_is_thread_independent(weights):
+def test_kernel_writes_only_the_requested_rows_and_is_thread_independent(weights, reference_states):
     W, W_in, b = weights
     inputs = np.random.default_rng(2).normal(size=(16, 40, 4))
     rows = np.full((16, 40), -1, dtype=np.int64)
@@ -140,7 +130,7 @@ def module_states(module, inputs, state=None):
 
 @pytest.mark.parametrize("batch", [1, 6])
 def test_module_gives_the_same_states_with_and_without_the_kernel(weights, batch,
-                                                                  monkeypatch):
+                                                                  monkeypatch, reference_states):
     W, W_in, b = weights
     inputs = np.random.default_rng(4).normal(size=(batch, 200, 4))
     start = np.random.default_rng(5).uniform(-1, 1, (batch, 90))
@@ -160,7 +150,8 @@ def test_module_gives_the_same_states_with_and_without_the_kernel(weights, batch
 
 
 @pytest.mark.parametrize("kernel", [True, False])
-def test_segmented_run_equals_the_sequential_reference(weights, kernel, monkeypatch):
+def test_segmented_run_equals_the_sequential_reference(weights, kernel, monkeypatch,
+                                                        reference_states):
     W, W_in, b = weights
     if not kernel:
         import tsrnn.reservoir.reservoir as reservoir_module
@@ -193,7 +184,7 @@ def test_segmented_run_declines_when_a_seam_does_not_close(kernel, monkeypatch):
         module.run_segmented(inputs, n_segments=8, washout=0)
 
 
-def test_float32_reservoirs_use_the_fallback(weights):
+def test_float32_reservoirs_use_the_fallback(weights, reference_states):
     W, W_in, b = weights
     module = LeakyReservoir(W, W_in, b, 1.0, dtype=torch.float32)
     assert module._kernel() is None
@@ -210,7 +201,7 @@ def test_no_native_environment_variable_disables_the_kernel(monkeypatch):
     monkeypatch.delitem(_native._LOADED, "esn", raising=False)  # built again on next use
 
 
-def test_streamed_segments_hand_over_every_state_once(weights):
+def test_streamed_segments_hand_over_every_state_once(weights, reference_states):
     W, W_in, b = weights
     module = LeakyReservoir(W, W_in, b, 0.7)
     inputs = np.random.default_rng(10).normal(size=(3_001, 4))
