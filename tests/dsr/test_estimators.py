@@ -97,6 +97,13 @@ def test_n_init_in_worker_processes_equals_the_sequential_run(lorenz):
     assert torch.get_num_threads() == 1  # the workers' thread settings stay theirs
 
 
+def test_n_init_keeps_a_float64_model_in_float64(lorenz):
+    best = tiny(ALRNN, n_init=2, dtype="float64").fit(lorenz)
+    kept = tiny(ALRNN, dtype="float64", random_state=best.best_init_).fit(lorenz)
+    assert {p.dtype for p in best.module_.parameters()} == {torch.float64}
+    np.testing.assert_array_equal(best.predict(25), kept.predict(25))
+
+
 def test_n_init_gives_every_training_its_own_checkpoint_file(lorenz, tmp_path):
     path = tmp_path / "run.pt"
     tiny(ALRNN, n_init=2, checkpoint_path=str(path)).fit(lorenz)

@@ -421,6 +421,15 @@ def test_save_load_round_trip_gives_identical_predictions(cls, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary left
 
 
+def test_a_float64_model_loads_as_float64_with_identical_predictions(tmp_path):
+    # Loading builds the module in the fitted dtype before the weights go in: a float32
+    # module would round them and the predictions would differ in the 8th digit.
+    model = tiny(dtype="float64").fit(sine())
+    loaded = GRUForecaster.load(model.save(tmp_path / "model.pt"))
+    assert {p.dtype for p in loaded.module_.parameters()} == {torch.float64}
+    np.testing.assert_array_equal(loaded.predict(15), model.predict(15))
+
+
 def test_save_load_round_trip_keeps_exogenous_inputs_and_a_range_indexed_frame(tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(sine(), columns=["a", "b"], index=pd.RangeIndex(5, 305))

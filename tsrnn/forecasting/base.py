@@ -305,7 +305,12 @@ class BaseForecaster(BaseEstimator):
         for name, value in state["attributes"].items():
             setattr(self, name, value)
         for name, weights in state["modules"].items():
-            module = self._build_module() if name == "module_" else self._rebuild(name)
+            if name == "module_":
+                # The dtype the fit gave it (_prepare_module) before loading, so that float64
+                # weights are not rounded through a float32 module.
+                module = self._build_module().to(dtype=self.dtype_)
+            else:
+                module = self._rebuild(name)
             module.load_state_dict(weights)
             setattr(self, name, module.to(device=self.device_))
 
