@@ -10,6 +10,8 @@ import random
 import numpy as np
 import torch
 
+from ._validation import check_positive
+
 _DTYPES = {
     "float64": torch.float64,
     "double": torch.float64,
@@ -63,6 +65,8 @@ def seed_everything(seed: int | None) -> None:
     """Seed Python, numpy and torch global generators (used by estimators' ``random_state``)."""
     if seed is None:
         return
+    # numpy's own errors for a float, a string or a negative seed do not name random_state.
+    seed = check_positive(seed, "random_state", integer=True, allow_zero=True)
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (code outside tsrnn may use the legacy API)
     torch.manual_seed(seed)

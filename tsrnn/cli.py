@@ -102,6 +102,8 @@ def cmd_systems(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise SystemExit("error: --batch must be >= 1")
     system = _system(args.system, args.param)
     x0 = None
     if args.batch > 1:
@@ -163,6 +165,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise SystemExit("error: --threads must be >= 1")
     if args.n_init < 1:
         raise SystemExit("error: --n-init must be >= 1")
+    if args.max_epochs is not None and args.max_epochs < 1:
+        # 0 would otherwise fall back silently to the model's default number of epochs.
+        raise SystemExit("error: --max-epochs must be >= 1")
     if args.output is not None and Path(args.output).exists() and not args.overwrite:
         raise SystemExit(f"error: {args.output} exists; pass --overwrite to replace it")
     torch.set_num_threads(args.threads)

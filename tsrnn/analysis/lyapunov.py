@@ -24,7 +24,7 @@ import torch
 
 from .._protocol import DiscreteMap
 from .._torch import resolve_device, resolve_dtype
-from .._validation import as_float_array, check_positive
+from .._validation import as_float_array, check_option, check_positive
 from ..exceptions import DivergenceError
 
 
@@ -49,6 +49,7 @@ def as_discrete_map(obj: Any, *, dt: float | None = None, dim: int | None = None
     if isinstance(obj, DiscreteMap):
         return obj
     if hasattr(obj, "as_discrete_map"):
+        _check_options(obj, options)
         kwargs = dict(options)
         if device is not None:
             kwargs["device"] = device
@@ -64,6 +65,22 @@ def as_discrete_map(obj: Any, *, dt: float | None = None, dim: int | None = None
         f"cannot analyse an object of type {type(obj).__name__}: expected a tsrnn system, "
         "a fitted tsrnn estimator, a torch module or a callable mapping states to next states"
     )
+
+
+def _check_options(obj, options: dict) -> None:
+    """Refuse options that ``obj.as_discrete_map`` does not take, listing those it does
+    (rather than Python's TypeError, which names the method but not the choices)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(obj.as_discrete_map).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # forwards its options: checked where they are used
+    known = tuple(name for name in parameters if name not in ("self", "dt"))
+    for name in options:
+        check_option(name, f"{type(obj).__name__} option", known)
 
 
 def _takes_dt(obj) -> bool:

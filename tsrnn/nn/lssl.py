@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .._validation import check_in_range, check_option, check_positive
+from ..exceptions import DivergenceError
 from ..ops import linear_scan
 from ._sampling import check_sequence, check_time_steps
 from .hippo import DIAGONAL, MEASURES, _gbt_alpha, discretise, transition
@@ -165,6 +166,10 @@ class LSSL(nn.Module):
         Δ_h·dt: (S..., H, N, N) and (S..., H, N). For a diagonal A, Ā is its diagonal ā
         (..., H, N)."""
         step = torch.exp(self.log_dt)
+        if not self.diagonal and not bool(torch.isfinite(step).all()):
+            # Only training moves log_dt this far; discretise would blame a user's dt.
+            raise DivergenceError("the learned step size exp(log_dt) of LSSL is no longer "
+                                  "finite: training diverged; lower the learning rate")
         if dt is not None:
             step = dt.unsqueeze(-1) * step
         if not self.diagonal:

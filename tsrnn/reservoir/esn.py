@@ -31,7 +31,7 @@ import torch
 
 from .._protocol import DiscreteMap, jittered_copies
 from .._validation import as_float_array, check_in_range, check_option, check_positive, warn
-from ..exceptions import DivergenceError
+from ..exceptions import DivergenceError, NotFittedError
 from ..forecasting._data import as_series_list, check_exogenous
 from ..forecasting.base import BaseForecaster
 from . import _esn_cpu
@@ -321,6 +321,10 @@ class ESN(BaseForecaster):
             raise ValueError("partial_fit takes one chunk of one stream, not a list of series")
         x_list = check_exogenous(X, y_list, collection)
         if not hasattr(self, "stream_state_"):
+            if hasattr(self, "readout_weights_"):
+                # fit() keeps no running sums, so a stream cannot continue from it.
+                warn(f"partial_fit on a {type(self).__name__} fitted with fit() starts a new "
+                     "stream: the model learned by fit() is discarded")
             self._clear_learned_state()
             self._check_hyperparameters()
             y_scaled, x_scaled = self._describe_data(y, y_list, x_list, collection)
@@ -361,6 +365,19 @@ class ESN(BaseForecaster):
             self._store_context(y_scaled[0], None if x_scaled is None else x_scaled[0],
                                 previous=True)
         return self
+
+    def _check_readout(self) -> None:
+        """Refuse to use a readout that partial_fit has not trained yet: it keeps the
+        context from its first rows, but the readout exists only once the stream reaches
+        past the warm-up. (A stream that short can still be saved and continued.)"""
+        self._check_fitted()
+        if not hasattr(self, "readout_weights_"):
+            steps = getattr(self, "stream_steps_", 0)
+            raise NotFittedError(
+                f"this {type(self).__name__} has seen {steps} steps through partial_fit, "
+                f"none past warmup={int(self.warmup)}: its readout is not "
+                "trained yet; call partial_fit with more rows before using it"
+            )
 
     def _online_update(self, phi: torch.Tensor, targets: torch.Tensor) -> None:
         if phi.shape[0] == 0:
@@ -524,6 +541,7 @@ class ESN(BaseForecaster):
 
     # ------------------------------------------------------------------ predict
     def _predict(self, n_steps, context_y, context_x, future_x):
+        self._check_readout()
         if context_y.shape[0] < min(int(self.warmup), 50):
             warn(f"the context has {context_y.shape[0]} steps, fewer than warmup="
                  f"{self.warmup}: the reservoir state may not have settled, and the first "
@@ -654,7 +672,7 @@ class ESN(BaseForecaster):
         """
         if options:
             raise ValueError(f"unknown options {sorted(options)}")
-        self._check_fitted()
+        self._check_readout()
         if self.n_exog_:
             raise ValueError("the closed loop of a model with exogenous inputs is not "
                              "autonomous; no discrete map can be formed")

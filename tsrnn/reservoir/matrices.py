@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sparse
 import scipy.sparse.linalg as sparse_linalg
 
-from .._validation import check_in_range, check_option, check_positive
+from .._validation import as_float_array, check_in_range, check_option, check_positive
 
 DISTRIBUTIONS = ("normal", "uniform")
 
@@ -178,7 +178,12 @@ def input_matrix(n_units: int, n_inputs: int, scaling, connectivity: float,
     standard deviation ``scaling`` (normal); ``scaling`` may be one number per input."""
     check_in_range(connectivity, "input_connectivity", 0.0, 1.0, closed="right")
     check_option(distribution, "input_distribution", DISTRIBUTIONS)
-    scaling = np.broadcast_to(np.asarray(scaling, dtype=np.float64), (n_inputs,))
+    # as_float_array refuses strings and other non-numbers, which np.asarray would parse.
+    scaling = as_float_array(scaling, "input_scaling", ndim=(0, 1), allow_nan=True)
+    if scaling.ndim == 1 and scaling.shape[0] not in (1, n_inputs):
+        raise ValueError(f"input_scaling must be one number or one per input ({n_inputs}), "
+                         f"got {scaling.shape[0]} values")
+    scaling = np.broadcast_to(scaling, (n_inputs,))
     if np.any(scaling < 0) or not np.all(np.isfinite(scaling)):
         raise ValueError(f"input_scaling must be finite and >= 0, got {scaling}")
     if distribution == "uniform":

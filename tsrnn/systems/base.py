@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,13 @@ import torch
 
 from .._protocol import DiscreteMap
 from .._torch import resolve_device, resolve_dtype, torch_generator
-from .._validation import as_float_array, check_finite, check_option, check_positive
+from .._validation import (
+    as_float_array,
+    check_finite,
+    check_in_range,
+    check_option,
+    check_positive,
+)
 from . import integrators
 
 
@@ -79,6 +86,19 @@ class DynamicalSystem:
         return [p.name for p in signature.parameters.values()
                 if p.name != "self" and p.kind in kinds]
 
+    def _check_parameters(self) -> None:
+        """Numeric parameters must be finite numbers: NaN would only surface as a 'diverged'
+        simulation, and a string as a TypeError deep inside the vector field."""
+        signature = inspect.signature(type(self).__init__)
+        for name in self._param_names():
+            default = signature.parameters[name].default
+            if isinstance(default, bool) or not isinstance(default, numbers.Real):
+                continue  # arrays, options and the like are checked by their system
+            value = getattr(self, name, None)
+            if isinstance(value, str) or (isinstance(value, numbers.Real)
+                                          and not isinstance(value, bool)):
+                check_in_range(value, name, -math.inf, math.inf)
+
     def get_params(self) -> dict[str, Any]:
         """The parameters this system was built with, by name."""
         return {name: getattr(self, name) for name in self._param_names()}
@@ -105,7 +125,7 @@ class DynamicalSystem:
         reach the attractor after a short transient.
         """
         n = check_positive(n, "n", integer=True)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_check_seed(seed))
         base = self.default_initial_state()
         scale = self.initial_perturbation * np.maximum(np.abs(base), 1.0)
         return base + scale * rng.standard_normal((n, self.dim))
@@ -181,6 +201,10 @@ class DynamicalSystem:
         n_steps = check_positive(n_steps, "n_steps", integer=True)
         transient = check_positive(transient, "transient", integer=True, allow_zero=True)
         noise = check_positive(noise, "noise", allow_zero=True)
+        seed = _check_seed(seed)
+        check_positive(rtol, "rtol")
+        check_positive(atol, "atol", allow_zero=True)
+        self._check_parameters()
         x0, batched = self._check_x0(x0, seed)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch.float64)
@@ -209,6 +233,11 @@ class DynamicalSystem:
             return torch.as_tensor(self.sample_initial_states(n, seed), dtype=dtype,
                                    device=device)
         return initial_states
+
+
+def _check_seed(seed: Any) -> int | None:
+    """A seed is None or an integer >= 0 (numpy's own errors for others do not name it)."""
+    return None if seed is None else check_positive(seed, "seed", integer=True, allow_zero=True)
 
 
 def _short(value: Any) -> str:
