@@ -92,7 +92,10 @@ def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None =
         raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
     if np.iscomplexobj(array):
         raise TypeError(f"{name} must be real-valued, got dtype {array.dtype}")
-    array = array.astype(dtype, copy=False)
+    # Row-major always: a DataFrame's values come column-major, and reductions and products
+    # over another memory order round differently, so a frame would fit (and predict) other
+    # last bits than the same numbers as an array.
+    array = array.astype(dtype, order="C", copy=False)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if array.ndim not in allowed:

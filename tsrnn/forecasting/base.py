@@ -93,11 +93,13 @@ class BaseForecaster(BaseEstimator):
         return None
 
     # ------------------------------------------------------------------ runtime
-    def _resolve_runtime(self) -> None:
-        """Set ``device_`` and ``dtype_`` from the hyperparameters and seed the generators."""
+    def _resolve_runtime(self, seed: bool = True) -> None:
+        """Set ``device_`` and ``dtype_`` from the hyperparameters and (``seed``) seed the
+        global generators, as fit does."""
         self.device_ = resolve_device(getattr(self, "device", None))
         self.dtype_ = resolve_dtype(getattr(self, "dtype", None), self._default_dtype)
-        seed_everything(getattr(self, "random_state", None))
+        if seed:
+            seed_everything(getattr(self, "random_state", None))
 
     def _generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator derived from ``random_state`` (fresh entropy when it is None)."""
@@ -301,18 +303,23 @@ class BaseForecaster(BaseEstimator):
         return {"attributes": attributes, "modules": modules}
 
     def _set_state(self, state: dict) -> None:
-        self._resolve_runtime()
+        # Loading trains nothing: the caller's global generators are left as they are.
+        self._resolve_runtime(seed=False)
         for name, value in state["attributes"].items():
             setattr(self, name, value)
         for name, weights in state["modules"].items():
             if name == "module_":
-                # The dtype the fit gave it (_prepare_module) before loading, so that float64
-                # weights are not rounded through a float32 module.
-                module = self._build_module().to(dtype=self.dtype_)
+                # The dtype that fit gave it (NeuralForecaster._fit), before loading, so float64
+                # weights are not rounded through a float32 module. Its random initial
+                # weights are overwritten: draw them without advancing the global generator.
+                with torch.random.fork_rng(devices=[]):
+                    module = self._build_module().to(dtype=self.dtype_)
             else:
                 module = self._rebuild(name)
             module.load_state_dict(weights)
-            setattr(self, name, module.to(device=self.device_))
+            # In evaluation mode, as fit leaves it: code that runs the module directly
+            # (get_state_trajectory, analyses) must not see dropout in a loaded model.
+            setattr(self, name, module.to(device=self.device_).eval())
 
     def _build_module(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -390,6 +397,11 @@ def _encode(value: Any, where: str) -> Any:
     if isinstance(value, np.ndarray) and value.dtype == object:
         return {"__strings__": [str(v) for v in value]}
     if isinstance(value, np.ndarray):
+        if value.ndim > 1 and value.flags.f_contiguous and not value.flags.c_contiguous:
+            # Keep the memory order (a solver's weights are often column-major): a product
+            # with a reordered copy runs another BLAS kernel, whose sums round differently,
+            # and the loaded model would predict differently in the last bits.
+            return {"__ndarray__": torch.from_numpy(value.T), "__order__": "F"}
         return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
     if isinstance(value, np.generic):
         return value.item()
@@ -399,6 +411,9 @@ def _encode(value: Any, where: str) -> Any:
         return {"__index__": value.to_state()}
     if isinstance(value, torch.device | torch.dtype):
         return {"__torch__": str(value)}
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        # dtype=np.float64 or np.dtype("float32") is a valid hyperparameter (resolve_dtype)
+        return {"__numpy_dtype__": np.dtype(value).name}
     if isinstance(value, dict):
         return {str(k): _encode(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -413,7 +428,8 @@ def _decode(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     if "__ndarray__" in value:
-        return value["__ndarray__"].numpy()
+        array = value["__ndarray__"].numpy()
+        return array.T if value.get("__order__") == "F" else array
     if "__strings__" in value:
         return np.asarray(value["__strings__"], dtype=object)
     if "__scaler__" in value:
@@ -423,6 +439,8 @@ def _decode(value: Any) -> Any:
         return IndexInfo.from_state(value["__index__"])
     if "__tuple__" in value:
         return tuple(_decode(v) for v in value["__tuple__"])
+    if "__numpy_dtype__" in value:
+        return np.dtype(value["__numpy_dtype__"])
     if "__torch__" in value:
         text = value["__torch__"]
         return getattr(torch, text.split(".")[-1]) if text.startswith("torch.") \

@@ -4,7 +4,9 @@ The same computation as :mod:`tsrnn.nn._ltc_kernels` (whose module docstring der
 backward pass), written as one C loop nest per pass so that each synapse activation is
 computed in registers and consumed at once: nothing of size (B, H, H) is written to memory.
 Batch elements are independent, so both passes run in parallel over the batch with OpenMP;
-every thread sums its own parameter gradients, added together at the end.
+the parameter gradients are summed per fixed chunk of consecutive samples (set by the batch
+size alone) and the chunks' sums added in order at the end, so that a training gives the same
+bits on every run and for any thread count, while threads take chunks dynamically.
 
 The backward pass, per sample and step (last to first), recomputes the ``unfolds`` updates
 from the stored state at the start of the step, keeping their activations (unfolds x H x H,
@@ -160,46 +162,61 @@ void ltc_backward_##SUFFIX(long B, long L, long H, long K, const real* v0, const
     long HH = H * H;                                                                        \
     memset(gsig, 0, HH * sizeof(real)); memset(gsmu, 0, HH * sizeof(real));                 \
     memset(gw, 0, HH * sizeof(real)); memset(gwe, 0, HH * sizeof(real));                    \
+    /* The batch is cut into fixed chunks of consecutive samples (set by B alone), each     \
+       with its own sums of the weight gradients, added up in chunk order after the loop:   \
+       the same bits on every run and for any thread count, while threads still take        \
+       chunks dynamically. (Per-thread sums, added in the order the threads finished,       \
+       rounded differently on every run: trainings were not reproducible.) */               \
+    /* 16 chunks: work for 16 threads; the sums hold 16 x 4 x H^2 values at most. */        \
+    long chunks = B < 16 ? B : 16;                                                          \
+    const long per = (B + chunks - 1) / chunks;                                             \
+    chunks = (B + per - 1) / per;                                                           \
+    real* sums = (real*)calloc((size_t)chunks * 4 * HH, sizeof(real));                      \
     _Pragma("omp parallel num_threads(threads)")                                            \
     {                                                                                       \
-        real* acc = (real*)calloc(4 * HH, sizeof(real));                                    \
         real* S = (real*)malloc(K * HH * sizeof(real));                                     \
         real* vs = (real*)malloc((4 * K + 4) * H * sizeof(real));                           \
         real* den = vs + (K + 1) * H; real* num = den + K * H;                              \
         real* gnum = num + H; real* gden = gnum + K * H; real* g = gden + K * H;            \
         _Pragma("omp for schedule(dynamic)")                                                \
-        for (long b = 0; b < B; ++b) {                                                      \
+        for (long chunk = 0; chunk < chunks; ++chunk) {                                     \
+          real* acc = sums + chunk * 4 * HH;                                                \
+          for (long b = chunk * per; b < B && b < (chunk + 1) * per; ++b) {                 \
             memset(g, 0, H * sizeof(real));                                                 \
             for (long t = L - 1; t >= 0; --t) {                                             \
-                long o = (b * L + t) * H;                                                   \
-                const real* cb = c + o;                                                     \
-                for (long i = 0; i < H; ++i) g[i] += gstates[o + i];                        \
-                memcpy(vs, t == 0 ? v0 + b * H : states + o - H, H * sizeof(real));         \
-                ltc_unfolds_##SUFFIX(H, K, cb, n + o, d + o, sig, smu, w, we, vs, S, den,   \
-                                     num);                                                  \
-                for (long k = K - 1; k >= 0; --k) {                                         \
-                    const real* v = vs + k * H; const real* vn = vs + (k + 1) * H;          \
-                    real* gnk = gnum + k * H; real* gdk = gden + k * H;                     \
-                    for (long i = 0; i < H; ++i) {                                          \
-                        gnk[i] = g[i] / den[k * H + i];                                     \
-                        gdk[i] = -g[i] * vn[i] / den[k * H + i];                            \
-                        gc[o + i] += gnk[i] * v[i] + gdk[i];                                \
-                        gn[o + i] += gnk[i]; gd[o + i] += gdk[i];                           \
-                    }                                                                       \
-                    ltc_chain_##SUFFIX(H, v, S + k * HH, sig, w, we, gnk, gdk, cb, g);      \
+              long o = (b * L + t) * H;                                                     \
+              const real* cb = c + o;                                                       \
+              for (long i = 0; i < H; ++i) g[i] += gstates[o + i];                          \
+              memcpy(vs, t == 0 ? v0 + b * H : states + o - H, H * sizeof(real));           \
+              ltc_unfolds_##SUFFIX(H, K, cb, n + o, d + o, sig, smu, w, we, vs, S, den,     \
+                                   num);                                                    \
+              for (long k = K - 1; k >= 0; --k) {                                           \
+                const real* v = vs + k * H; const real* vn = vs + (k + 1) * H;              \
+                real* gnk = gnum + k * H; real* gdk = gden + k * H;                         \
+                for (long i = 0; i < H; ++i) {                                              \
+                  gnk[i] = g[i] / den[k * H + i];                                           \
+                  gdk[i] = -g[i] * vn[i] / den[k * H + i];                                  \
+                  gc[o + i] += gnk[i] * v[i] + gdk[i];                                      \
+                  gn[o + i] += gnk[i]; gd[o + i] += gdk[i];                                 \
                 }                                                                           \
-                ltc_accumulate_##SUFFIX(H, K, vs, S, w, we, gnum, gden, acc, acc + HH,      \
-                                        acc + 2 * HH, acc + 3 * HH);                        \
+                ltc_chain_##SUFFIX(H, v, S + k * HH, sig, w, we, gnk, gdk, cb, g);          \
+              }                                                                             \
+              ltc_accumulate_##SUFFIX(H, K, vs, S, w, we, gnum, gden, acc, acc + HH,        \
+                                      acc + 2 * HH, acc + 3 * HH);                          \
             }                                                                               \
             memcpy(gv0 + b * H, g, H * sizeof(real));                                       \
+          }                                                                                 \
         }                                                                                   \
-        _Pragma("omp critical")                                                             \
+        free(S); free(vs);                                                                  \
+    }                                                                                       \
+    for (long chunk = 0; chunk < chunks; ++chunk) {                                         \
+        const real* acc = sums + chunk * 4 * HH;                                            \
         for (long e = 0; e < HH; ++e) {                                                     \
             gsig[e] += acc[e]; gsmu[e] += acc[HH + e]; gw[e] += acc[2 * HH + e];            \
             gwe[e] += acc[3 * HH + e];                                                      \
         }                                                                                   \
-        free(acc); free(S); free(vs);                                                       \
     }                                                                                       \
+    free(sums);                                                                             \
 }
 
 DEFINE_LTC(float, fast_expf, f32)
