@@ -8,6 +8,21 @@ Point-forecast errors (:mod:`tsrnn.metrics.forecasting`): ``mean_squared_error``
 ``mean_absolute_error``, ``root_mean_squared_error``, ``normalized_root_mean_squared_error``,
 ``symmetric_mean_absolute_percentage_error``, ``mean_absolute_scaled_error`` and their short
 aliases ``mse``, ``mae``, ``rmse``, ``nrmse``, ``smape``, ``mase``.
+
+A forecast that follows the truth for 5 time units and is then wrong (|sin t| exceeds the
+threshold 0.4 times the series' standard deviation at once):
+
+>>> import numpy as np
+>>> from tsrnn.metrics import rmse, valid_prediction_time
+>>> t = np.arange(200) * 0.1
+>>> y = np.sin(t)
+>>> forecast = np.where(t < 5, y, 0.0)
+>>> valid_prediction_time(y, forecast, dt=0.1)
+5.0
+>>> valid_prediction_time(y, forecast, dt=0.1, lyapunov_exponent=0.5)  # in Lyapunov times
+2.5
+>>> round(rmse(y, y + 0.1), 6)
+0.1
 """
 
 from tsrnn.metrics.forecasting import (

@@ -420,6 +420,10 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
 
     Examples
     --------
+    h_t = 0.5 h_{t-1} + 1 from h_{-1} = 0 approaches 2:
+
+    >>> import torch
+    >>> from tsrnn.ops import linear_scan
     >>> a = torch.full((1, 4, 1), 0.5); b = torch.ones(1, 4, 1)
     >>> linear_scan(a, b).flatten().tolist()
     [1.0, 1.5, 1.75, 1.875]

@@ -6,7 +6,10 @@ transient=0, seed=None, noise=0.0)``. Flows also give ``rhs`` and ``jacobian``; 
 ``step`` and ``jacobian``. Integration runs in torch, batched, on the CPU or a GPU.
 
 >>> from tsrnn.systems import Lorenz63
->>> Lorenz63().simulate(1000, transient=500).shape
+>>> lorenz = Lorenz63()
+>>> lorenz.dim, lorenz.default_dt, lorenz.lyapunov_reference
+(3, 0.01, (0.9056, 0.0, -14.5723))
+>>> lorenz.simulate(1000, transient=500, seed=0).shape
 (1000, 3)
 """
 
