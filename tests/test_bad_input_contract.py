@@ -8,21 +8,45 @@ minimum length, so each is checked); then the entry points whose gaps this audit
 the options of the analyses, ``random_state``, a training that diverges inside a module,
 and the command line. Each case asserts the exception type and a fragment of the message
 that tells the user what is wrong. Models are tiny: the module runs in seconds.
+
+Round 2: the console script reports a user's errors in one line (status 2) and never
+overwrites a file; yes/no hyperparameters of every estimator and module take only booleans;
+a module's own DivergenceError goes through ``divergence=``; half precision is refused on
+the CPU; every system's ``sample_initial_states`` checks its seed.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+import re
+import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+import tsrnn
+import tsrnn.cli
 from tsrnn import dsr, forecasting, reservoir
+from tsrnn import nn as tnn
 from tsrnn.analysis import find_cycles, fixed_points, lyapunov_spectrum
-from tsrnn.cli import main
+from tsrnn.cli import console_main, main
 from tsrnn.exceptions import DivergenceError, NotFittedError
-from tsrnn.systems import Henon, Lorenz63, Lorenz96
+from tsrnn.forecasting._times import TimedNextStepPredictor
+from tsrnn.forecasting.chimera import ChimeraHorizonModule
+from tsrnn.forecasting.continuous import ContinuousPredictor
+from tsrnn.nn.chimera import SelectiveSSM2D
+from tsrnn.nn.warp import MassSpringDamperRoot
+from tsrnn.nn.wirings import FullyConnected
+from tsrnn.systems import Henon, KuramotoSivashinsky, Logistic, Lorenz63, Lorenz96
+from tsrnn.systems.base import DynamicalSystem
 
 _NEURAL = dict(sequence_length=8, batch_size=8, max_epochs=1, validation_fraction=0.0,
                random_state=0)
@@ -322,3 +346,272 @@ def test_cli_refuses_counts_below_one(argv, match, tmp_path):
         main([*argv, "-o", str(tmp_path / ("out.npz" if argv[0] == "simulate" else "r.json"))])
     assert not any(tmp_path.iterdir())
 
+
+
+# ====================================================================== round 2: console
+def _console(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = console_main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+CONSOLE_ERRORS = {
+    "zero-steps": (["simulate", "lorenz63", "--n-steps", "0"], r"n_steps must be > 0, got 0"),
+    "negative-dt": (["simulate", "lorenz63", "--n-steps", "5", "--dt", "-0.1"],
+                    r"dt must be > 0, got -0\.1"),
+    "missing-directory": (["simulate", "lorenz63", "--n-steps", "5", "-o", "{tmp}/no/x.csv"],
+                          r"the directory .*no of .*x\.csv does not exist"),
+    "directory-as-file": (["simulate", "lorenz63", "--n-steps", "5", "-o", "{tmp}"],
+                          r"is a directory; give a file name"),
+    "negative-seed": (["simulate", "henon", "--batch", "2", "--seed", "-1", "-o",
+                       "{tmp}/h.npz"], r"seed must be >= 0, got -1"),
+    "diverging-dt": (["simulate", "lorenz63", "--n-steps", "5", "--dt", "10"],
+                     r"simulation diverged .* try a smaller dt"),
+    "batch-zero": (["simulate", "lorenz63", "--n-steps", "5", "--batch", "0"],
+                   r"--batch must be >= 1"),
+    "report-directory": (["reconstruct", "-q", "-o", "{tmp}/no/r.json"],
+                         r"the directory .*no of .*r\.json does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONSOLE_ERRORS))
+def test_console_reports_a_users_error_in_one_line_with_status_2(case, tmp_path, capsys):
+    # Were Python tracebacks (status 1), or "error: ..." with status 1.
+    argv, match = CONSOLE_ERRORS[case]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = _console(argv, capsys)
+    assert code == 2
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tsrnn: error: "), err
+    assert re.search(match, lines[0]), lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_main_called_from_python_still_raises_the_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"n_steps must be > 0"):
+        main(["simulate", "lorenz63", "--n-steps", "0"])
+    with pytest.raises(FileNotFoundError, match=r"does not exist"):
+        main(["simulate", "lorenz63", "--n-steps", "5", "-o", str(tmp_path / "no" / "x.csv")])
+    with pytest.raises(ValueError, match=r"seed must be >= 0, got -1"):
+        main(["simulate", "henon", "--batch", "2", "--seed", "-1", "-o",
+              str(tmp_path / "h.npz")])
+
+
+def test_console_leaves_help_and_success_as_they_are(tmp_path, capsys):
+    assert _console(["simulate", "lorenz63", "--n-steps", "5", "-o",
+                     str(tmp_path / "a.csv")], capsys)[0] == 0
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own exit for --help: status 0
+        console_main(["simulate", "--help"])
+    assert exit_info.value.code == 0
+
+
+def test_the_installed_console_script_is_console_main(tmp_path):
+    pyproject = Path(tsrnn.__file__).parents[1] / "pyproject.toml"
+    assert 'tsrnn = "tsrnn.cli:console_main"' in pyproject.read_text().splitlines()
+    script = Path(sys.executable).with_name("tsrnn")
+    command = str(script) if script.exists() else shutil.which("tsrnn")
+    assert command is not None, "the tsrnn console script is not installed"
+    result = subprocess.run([command, "simulate", "lorenz63", "--n-steps", "0"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            check=False)
+    # A stale install (pip install -e . before the entry point changed) shows a traceback.
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "tsrnn: error: n_steps must be > 0, got 0\n"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_simulate_never_replaces_a_file_that_appears_after_the_check(suffix, tmp_path,
+                                                                     monkeypatch):
+    # The check before simulating is not enough: the file is created exclusively.
+    path = tmp_path / f"out{suffix}"
+    check = tsrnn.cli._check_output
+
+    def check_then_someone_writes(output, overwrite):
+        checked = check(output, overwrite)
+        path.write_text("keep me\n")
+        return checked
+
+    monkeypatch.setattr(tsrnn.cli, "_check_output", check_then_someone_writes)
+    with pytest.raises(FileExistsError):
+        main(["simulate", "lorenz63", "--n-steps", "5", "-o", str(path)])
+    assert path.read_text() == "keep me\n"
+    assert main(["simulate", "lorenz63", "--n-steps", "5", "-o", str(path),
+                 "--overwrite"]) == 0
+    assert path.read_bytes() != b"keep me\n"
+
+
+def test_reconstruct_refuses_a_missing_directory_before_running(tmp_path, monkeypatch):
+    import tsrnn.reconstruct
+
+    def fail(config):
+        raise AssertionError("the reconstruction ran although its report cannot be written")
+
+    monkeypatch.setattr(tsrnn.reconstruct, "run_reconstruction", fail)
+    with pytest.raises(FileNotFoundError, match=r"does not exist"):
+        main(["reconstruct", "-q", "-o", str(tmp_path / "no" / "r.json")])
+
+
+# ====================================================================== round 2: booleans
+def _bool_hyperparameters() -> list[tuple[str, str]]:
+    pairs = []
+    for name, make in ESTIMATORS.items():
+        params = make().get_params(deep=False)
+        pairs += [(name, p) for p, value in params.items() if isinstance(value, bool)]
+    return pairs
+
+
+BOOL_HYPERPARAMETERS = _bool_hyperparameters()
+
+
+def test_the_table_of_yes_no_hyperparameters_is_complete():
+    found = {p for _, p in BOOL_HYPERPARAMETERS}
+    assert {"scale", "verbose", "residual", "clipped", "mixed_memory", "bidirectional",
+            "learn_dt", "constant", "increment", "readout_input", "squared_units",
+            "instance_norm", "linear_across_variates", "init_normalize"} <= found
+
+
+@pytest.mark.parametrize(("name", "param"), BOOL_HYPERPARAMETERS,
+                         ids=[f"{n}-{p}" for n, p in BOOL_HYPERPARAMETERS])
+def test_yes_no_hyperparameters_refuse_anything_but_a_bool(name, param):
+    # Were read by truthiness: scale="no" scaled, residual=0.5 was residual.
+    expected = "True, False or a level >= 0" if param == "verbose" else "True or False"
+    with pytest.raises(TypeError, match=rf"^{param} must be {expected}, got 'no'$"):
+        ESTIMATORS[name](**{param: "no"}).fit(Y)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, np.int64(1)])
+def test_verbose_takes_a_scikit_learn_level(level):
+    model = ESTIMATORS["GRUForecaster"](verbose=level)
+    assert model._verbose is (int(level) > 0)
+    with pytest.raises(TypeError, match="level >= 0"):
+        ESTIMATORS["GRUForecaster"](verbose=-1).fit(Y)
+
+
+@pytest.mark.parametrize("value", [0.5, "False", 1, None, np.float64(0.0)])
+def test_truthy_and_falsy_non_bools_are_refused(value):
+    with pytest.raises(TypeError, match=r"scale must be True or False, got "):
+        ESTIMATORS["ESN"](scale=value).fit(Y)
+    with pytest.raises(TypeError, match=r"residual must be True or False, got "):
+        ESTIMATORS["GRUForecaster"](residual=value).fit(Y)
+
+
+def test_numpy_bools_are_accepted_as_their_python_values():
+    with_numpy = ESTIMATORS["NVAR"](constant=np.bool_(False), scale=np.False_).fit(Y)
+    with_python = ESTIMATORS["NVAR"](constant=False, scale=False).fit(Y)
+    np.testing.assert_array_equal(with_numpy.predict(5), with_python.predict(5))
+
+
+def _gru(**k):
+    return tnn.NextStepPredictor(torch.nn.GRU(2, 4, batch_first=True), 2, 4, **k)
+
+
+# Every module (and system) with a yes/no argument, built from its smallest settings.
+BOOL_MODULE_ARGUMENTS = {
+    "CfC": (lambda **k: tnn.CfC(2, 4, backbone_units=4, **k), ["mixed_memory", "fast_path"]),
+    "LTC": (lambda **k: tnn.LTC(2, 4, **k), ["mixed_memory"]),
+    "Chimera": (lambda **k: tnn.Chimera(2, d_model=4, d_state=4, n_layers=1, **k),
+                ["bidirectional"]),
+    "SelectiveSSM2D": (lambda **k: SelectiveSSM2D(4, 4, **k), ["reverse"]),
+    "LSSL": (lambda **k: tnn.LSSL(2, 4, state_size=4, **k), ["learn_dt"]),
+    "ShallowPLRNN": (lambda **k: tnn.ShallowPLRNN(3, 4, **k), ["clipped"]),
+    "NextStepPredictor": (_gru, ["residual"]),
+    "TimedNextStepPredictor": (
+        lambda **k: TimedNextStepPredictor(torch.nn.GRU(2, 4, batch_first=True), 2, 4, **k),
+        ["residual"]),
+    "ContinuousPredictor": (lambda **k: ContinuousPredictor(tnn.CfC(2, 4, backbone_units=4),
+                                                            2, **k), ["residual"]),
+    "ChimeraHorizonModule": (
+        lambda **k: ChimeraHorizonModule(2, 2, d_model=4, d_state=4, n_layers=1, **k),
+        ["residual", "instance_norm", "linear_across_variates"]),
+    "MassSpringDamperRoot": (lambda **k: MassSpringDamperRoot(**k), ["velocity"]),
+    "WARP": (lambda **k: tnn.WARP(2, root_width=4, hyper_width=4, **k),
+             ["init_normalize", "time_as_channel", "predict_std"]),
+    "FullyConnected": (lambda **k: FullyConnected(4, **k), ["self_connections"]),
+    "KuramotoSivashinsky": (lambda **k: KuramotoSivashinsky(**k), ["dealias"]),
+}
+_MODULE_CASES = [(m, p) for m, (_, params) in BOOL_MODULE_ARGUMENTS.items() for p in params]
+
+
+def test_every_module_with_a_yes_no_argument_is_in_the_table():
+    # torch modules, wirings and systems of tsrnn whose __init__ has a bool default
+    found = set()
+    for info in pkgutil.walk_packages(tsrnn.__path__, "tsrnn."):
+        if "triton" in info.name:
+            continue
+        for cls in vars(importlib.import_module(info.name)).values():
+            if (inspect.isclass(cls) and cls.__module__ == info.name
+                    and issubclass(cls, torch.nn.Module | FullyConnected | DynamicalSystem)):
+                found |= {(cls.__name__, p.name)
+                          for p in inspect.signature(cls.__init__).parameters.values()
+                          if isinstance(p.default, bool)}
+    assert found <= set(_MODULE_CASES), sorted(found - set(_MODULE_CASES))
+
+
+@pytest.mark.parametrize(("module", "param"), _MODULE_CASES,
+                         ids=[f"{m}-{p}" for m, p in _MODULE_CASES])
+def test_modules_refuse_yes_no_arguments_that_are_not_bools(module, param):
+    make, _ = BOOL_MODULE_ARGUMENTS[module]
+    for value in (True, False, np.True_):
+        make(**{param: value})
+    with pytest.raises(TypeError, match=rf"^{param} must be True or False, got 0\.5$"):
+        make(**{param: 0.5})
+
+
+# ====================================================================== round 2: training
+_RISING = dict(learning_rate=1e-3, learning_rate_final=1e12, max_epochs=4)  # x1e5 an epoch
+
+
+def test_a_module_that_diverges_is_reported_with_its_epoch_under_divergence_raise():
+    # Was the module's own DivergenceError, passed through without the epoch.
+    with pytest.raises(DivergenceError, match=r"training of LSSLForecaster diverged at epoch 2 "
+                                              r"\(the learned step size exp\(log_dt\)"):
+        ESTIMATORS["LSSLForecaster"](**_RISING).fit(Y)
+
+
+def test_a_module_that_diverges_restores_the_best_checkpoint_under_divergence_restore():
+    # Was the module's DivergenceError although divergence="restore".
+    with pytest.warns(RuntimeWarning, match=r"diverged at epoch 2 .*the best checkpoint so far "
+                                            r"is kept"):
+        model = ESTIMATORS["LSSLForecaster"](**_RISING, divergence="restore").fit(Y)
+    first_epoch_only = ESTIMATORS["LSSLForecaster"](learning_rate=1e-3, max_epochs=1).fit(Y)
+    assert (model.n_epochs_, model.best_epoch_) == (2, 0)
+    for name, weights in first_epoch_only.module_.state_dict().items():
+        torch.testing.assert_close(model.module_.state_dict()[name], weights, rtol=0, atol=0)
+    np.testing.assert_array_equal(model.predict(3), first_epoch_only.predict(3))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", ["GRUForecaster", "LSSLForecaster", "ESN", "NVAR", "PLRNN"])
+def test_half_precision_is_refused_on_the_cpu_before_any_work(name, dtype):
+    # Were a divergence advising a lower learning rate (float16), '"lu_cpu" not implemented
+    # for Half' (LSSL) or 'Got unsupported ScalarType BFloat16' (ESN).
+    with pytest.raises(ValueError, match=rf"dtype='{dtype}' is not supported for fitting "
+                                         rf"{name} on the CPU.*use dtype='float32'"):
+        ESTIMATORS[name](dtype=dtype, device="cpu").fit(Y)
+
+
+def test_a_half_precision_divergence_names_the_dtype():
+    # On CUDA, where half precision is allowed, a float16 training that diverges is most
+    # likely its precision (Adam's epsilon 1e-8 rounds to 0), not the learning rate.
+    model = ESTIMATORS["GRUForecaster"]()
+    model.dtype_, model._reference_loss_ = torch.float16, 0.1
+    with pytest.raises(DivergenceError, match=r"\(loss nan, first loss 0\.1\); train in float32 "
+                                              r"rather than float16, or lower learning_rate"):
+        model._on_divergence(0, float("nan"), None)
+
+
+# ====================================================================== round 2: seeds
+@pytest.mark.parametrize("system", [Henon(), Logistic(), Lorenz96(n=8),
+                                    KuramotoSivashinsky(n_grid=16)],
+                         ids=lambda s: type(s).__name__)
+def test_every_sample_initial_states_checks_its_seed(system):
+    # Were numpy's "expected non-negative integer" and "SeedSequence expects int".
+    with pytest.raises(ValueError, match=r"seed must be >= 0, got -1"):
+        system.sample_initial_states(2, seed=-1)
+    with pytest.raises(TypeError, match=r"seed must be an integer, got 1.5"):
+        system.sample_initial_states(2, seed=1.5)
+    with pytest.raises(ValueError, match=r"n must be > 0"):
+        system.sample_initial_states(0, seed=0)
+    np.testing.assert_array_equal(system.sample_initial_states(2, seed=3),
+                                  system.sample_initial_states(2, seed=3))

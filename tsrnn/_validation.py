@@ -47,6 +47,14 @@ def check_in_range(value: Any, name: str, low: float, high: float, *, closed: st
     return value
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` as a ``bool`` if it is one (Python's or numpy's); anything else, such
+    as ``"no"``, ``0`` or ``0.5``, is refused rather than read by its truthiness."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_option(value: Any, name: str, options) -> Any:
     """Return ``value`` if it is one of ``options``; otherwise list the known ones."""
     if value not in options:

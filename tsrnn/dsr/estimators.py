@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._validation import as_float_array, check_in_range, check_option, check_positive
+from .._validation import as_float_array, check_bool, check_in_range, check_option, check_positive
 from ..forecasting._data import as_series_list
 from ..forecasting.base import (
     _EXPLOSION_FACTOR,
@@ -748,7 +748,8 @@ class ShallowPLRNN(DSREstimator):
     def _latent_module(self, n_latent, generator):
         n_hidden = check_positive(self.n_hidden, "n_hidden", integer=True)
         return _modules.ShallowPLRNN(n_latent, n_hidden, n_inputs=self.n_exog_,
-                                     clipped=bool(self.clipped), generator=generator)
+                                     clipped=check_bool(self.clipped, "clipped"),
+                                     generator=generator)
 
 
 class ALRNN(DSREstimator):

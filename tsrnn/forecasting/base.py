@@ -40,7 +40,14 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .._torch import resolve_device, resolve_dtype, seed_everything, torch_generator
-from .._validation import as_float_array, check_in_range, check_option, check_positive, warn
+from .._validation import (
+    as_float_array,
+    check_bool,
+    check_in_range,
+    check_option,
+    check_positive,
+    warn,
+)
 from ..exceptions import DivergenceError, NotFittedError
 from ._data import IndexInfo, StandardScaler, as_series_list, check_exogenous, index_info
 
@@ -111,7 +118,7 @@ class BaseForecaster(BaseEstimator):
 
     @property
     def _verbose(self) -> bool:
-        return bool(getattr(self, "verbose", False))
+        return _check_verbose(getattr(self, "verbose", False))
 
     # ------------------------------------------------------------------ fit
     def fit(self, y: Any, X: Any = None):
@@ -162,6 +169,9 @@ class BaseForecaster(BaseEstimator):
     def _describe_data(self, y, y_list, x_list, collection):
         """Runtime, shapes, index and scalers from the training data; the scaled lists."""
         self._resolve_runtime()
+        _check_precision(self.dtype_, self.device_, type(self).__name__)
+        # Here for every estimator, also those that never show a progress bar.
+        _check_verbose(getattr(self, "verbose", False))
         self.n_features_in_ = y_list[0].shape[1]
         self.n_exog_ = 0 if x_list is None else x_list[0].shape[1]
         last = y[-1] if collection else y
@@ -170,7 +180,7 @@ class BaseForecaster(BaseEstimator):
         self.index_info_ = index_info(last)
         self.output_1d_ = (not collection and np.ndim(y) == 1
                            and not isinstance(y, pd.Series))
-        enabled = getattr(self, "scale", True)
+        enabled = check_bool(getattr(self, "scale", True), "scale")
         self.y_scaler_ = StandardScaler.fit(y_list, enabled)
         y_scaled = [self.y_scaler_.transform(s) for s in y_list]
         if x_list is not None:
@@ -388,6 +398,37 @@ class BaseForecaster(BaseEstimator):
         estimator = klass(**params)
         estimator._set_state(_decode(payload["state"]))
         return estimator
+
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def _check_verbose(value: Any) -> bool:
+    """``verbose`` is a bool or, as in scikit-learn, a level >= 0 (any level above 0 shows the
+    progress bar); "no", 0.5 or -1 are refused rather than read by their truthiness."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer) and value >= 0:
+        return bool(value > 0)
+    raise TypeError(f"verbose must be True, False or a level >= 0, got {value!r}")
+
+
+def _check_precision(dtype: torch.dtype, device: torch.device, estimator: str) -> None:
+    """Refuse fitting in half precision on the CPU, before any work is done.
+
+    The CPU has no fast half-precision kernels (a GRU step of tsrnn's default size runs
+    ~1.6x slower in bfloat16 or float16 than in float32), some of the linear algebra
+    (LSSL's discretisation, the reservoirs' features) does not run in them at all, and a
+    float16 training diverges within an epoch (Adam's epsilon 1e-8 rounds to 0). Half
+    precision is for CUDA devices; on the CPU it would only fail later, less clearly.
+    """
+    if dtype in _HALF_TYPES and device.type == "cpu":
+        name = str(dtype).removeprefix("torch.")
+        raise ValueError(
+            f"dtype={name!r} is not supported for fitting {estimator} on the CPU: the CPU "
+            "has no fast half-precision kernels, some models cannot run in it and training "
+            "diverges; use dtype='float32' (the default) or 'float64', or a CUDA device for "
+            "half precision")
 
 
 def _encode(value: Any, where: str) -> Any:
@@ -609,9 +650,13 @@ class NeuralForecaster(BaseForecaster):
             if train_loss is None:  # diverged, and divergence="restore"
                 break
             self.module_.eval()
-            with torch.no_grad():
-                score = (self._validation_loss(self.module_, validation_windows)
-                         if validation_windows else train_loss)
+            try:
+                with torch.no_grad():
+                    score = (self._validation_loss(self.module_, validation_windows)
+                             if validation_windows else train_loss)
+            except DivergenceError as error:  # raised by the module itself (e.g. LSSL's step)
+                self._on_divergence(epoch, math.nan, best_state, cause=error)
+                break
             if not math.isfinite(score):
                 self._on_divergence(epoch, score, best_state)
                 break
@@ -644,7 +689,13 @@ class NeuralForecaster(BaseForecaster):
         self.module_.train()
         losses = []
         for y, x in self._epoch_batches(train, generator):
-            loss = self._training_loss(self.module_, y, x)
+            try:
+                loss = self._training_loss(self.module_, y, x)
+            except DivergenceError as error:
+                # A module that detects its own divergence (LSSL's learned step size) is the
+                # same event as a non-finite loss: handled as divergence= says.
+                self._on_divergence(epoch, math.nan, best_state, cause=error)
+                return None
             value = float(loss.detach())
             if self._reference_loss_ is None:
                 self._reference_loss_ = max(value, 1e-6)
@@ -663,13 +714,28 @@ class NeuralForecaster(BaseForecaster):
     def _after_optimizer_step(self) -> None:
         """Hook for constraints applied after each step (e.g. clipping a spectrum)."""
 
-    def _on_divergence(self, epoch: int, value: float, best_state) -> None:
-        """Raise, or with ``divergence="restore"`` warn (the caller stops and restores)."""
+    def _on_divergence(self, epoch: int, value: float, best_state,
+                       cause: DivergenceError | None = None) -> None:
+        """Raise, or with ``divergence="restore"`` warn (the caller stops and restores).
+
+        ``cause``: the DivergenceError a module raised itself, whose message says what
+        diverged (in place of the loss)."""
+        if cause is not None:
+            what = str(cause)
+        elif self._reference_loss_ is None:
+            what = f"loss {value:.3g}"
+        else:
+            what = f"loss {value:.3g}, first loss {self._reference_loss_:.3g}"
+        advice = "lower learning_rate or set gradient_clip"
+        if self.dtype_ in _HALF_TYPES:
+            # (CUDA only: fit refuses half precision on the CPU.) Pure half-precision training
+            # is fragile whatever the step: float16 rounds Adam's epsilon 1e-8 to 0.
+            name = str(self.dtype_).removeprefix("torch.")
+            advice = f"train in float32 rather than {name}, or {advice}"
         message = (f"training of {type(self).__name__} diverged at epoch {epoch + 1} "
-                   f"(loss {value:.3g}, first loss {self._reference_loss_:.3g}); lower "
-                   "learning_rate or set gradient_clip")
+                   f"({what}); {advice}")
         if self.divergence == "raise" or best_state is None:
-            raise DivergenceError(message)
+            raise DivergenceError(message) from cause
         warn(message + "; the best checkpoint so far is kept", RuntimeWarning)
 
     def _write_checkpoint(self) -> None:

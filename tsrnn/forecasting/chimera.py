@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_positive
+from .._validation import check_bool, check_in_range, check_positive
 from ..nn.chimera import Chimera
 from .base import NeuralForecaster
 
@@ -74,9 +74,10 @@ class ChimeraHorizonModule(nn.Module):
                  linear_lags: int = 0, instance_norm: bool = False,
                  linear_across_variates: bool = False, **chimera_options):
         super().__init__()
-        self.horizon, self.residual = horizon, residual
-        self.linear_lags, self.instance_norm = int(linear_lags), bool(instance_norm)
-        self.linear_across_variates = bool(linear_across_variates)
+        self.horizon, self.residual = horizon, check_bool(residual, "residual")
+        self.linear_lags = int(linear_lags)
+        self.instance_norm = check_bool(instance_norm, "instance_norm")
+        self.linear_across_variates = check_bool(linear_across_variates, "linear_across_variates")
         self.core = Chimera(n_features, output_size=horizon, **chimera_options)
         # A zero readout starts from the persistence forecast (with ``residual``) or from
         # the mean (without): a sensible first guess instead of O(1) random outputs.
@@ -246,6 +247,8 @@ class ChimeraForecaster(NeuralForecaster):
         if int(self.linear_lags) != self.linear_lags or self.linear_lags < 0:
             raise ValueError(f"linear_lags must be a non-negative integer, got "
                              f"{self.linear_lags!r}")
+        for name in ("residual", "instance_norm", "linear_across_variates", "bidirectional"):
+            check_bool(getattr(self, name), name)
         if self.linear_across_variates and not self.linear_lags:
             raise ValueError("linear_across_variates needs linear_lags > 0 (the lags its linear "
                              "path reads)")

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from .._validation import check_in_range, check_option, check_positive
+from .._validation import check_bool, check_in_range, check_option, check_positive
 from ..nn.warp import INITS, TRANSITIONS, WARP, MassSpringDamperRoot
 from .base import NeuralForecaster
 
@@ -127,6 +127,7 @@ class WARPForecaster(NeuralForecaster):
         check_option(self.training, "training", TRAININGS)
         check_option(self.loss, "loss", LOSSES)
         check_in_range(self.forcing_prob, "forcing_prob", 0.0, 1.0, closed="right")
+        check_bool(self.init_normalize, "init_normalize")
         window = check_positive(self.init_window, "init_window", integer=True)
         if window > int(self.sequence_length):
             raise ValueError(f"init_window={window} exceeds sequence_length="

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._torch import optional_triton_module
-from .._validation import check_in_range, check_option, check_positive
+from .._validation import check_bool, check_in_range, check_option, check_positive
 from . import _cfc_cpu
 from ._cfc_kernels import CfCSequence
 from ._sampling import check_sequence, check_time_steps
@@ -174,7 +174,7 @@ class CfC(nn.Module):
                  mixed_memory: bool = False, proj_size: int | None = None,
                  layer_recurrence: str = "wiring", fast_path: bool = True):
         super().__init__()
-        self.fast_path = bool(fast_path)
+        self.fast_path = check_bool(fast_path, "fast_path")
         self.input_size = check_positive(input_size, "input_size", integer=True)
         self.mode = check_option(mode, "mode", tuple(MODES))
         check_option(activation, "activation", tuple(ACTIVATIONS))
@@ -203,6 +203,7 @@ class CfC(nn.Module):
             self.activation = ACTIVATIONS[activation]()
             self.dropout = nn.Dropout(backbone_dropout) if backbone_dropout > 0 else None
             self.heads = _Heads(size, self.hidden_size, mode)
+        mixed_memory = check_bool(mixed_memory, "mixed_memory")
         self.memory = MemoryCell(self.input_size, self.hidden_size) if mixed_memory else None
         self.projection = None
         if proj_size is not None:

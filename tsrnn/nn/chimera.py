@@ -80,7 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_finite, check_option, check_positive
+from .._validation import check_bool, check_finite, check_option, check_positive
 from ..ops.scan2d import METHODS, scan2d
 
 HEADS = {
@@ -136,7 +136,7 @@ class SelectiveSSM2D(nn.Module):
                  generator: torch.Generator | None = None):
         super().__init__()
         self.d_model, self.d_state, self.lag = d_model, d_state, lag
-        self.reverse, self.scan_method = reverse, scan_method
+        self.reverse, self.scan_method = check_bool(reverse, "reverse"), scan_method
         decay = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_model, 1)
         self.log_a1 = nn.Parameter(decay.clone())  # A1 = -exp(log_a1), (D, N)
         self.log_a4 = nn.Parameter(decay.clone())
@@ -311,6 +311,7 @@ class Chimera(nn.Module):
         self.d_state = check_positive(d_state, "d_state", integer=True)
         self.n_layers = check_positive(n_layers, "n_layers", integer=True)
         self.output_size = check_positive(output_size, "output_size", integer=True)
+        bidirectional = check_bool(bidirectional, "bidirectional")
         heads = (heads,) if isinstance(heads, str) else tuple(heads)
         if not heads:
             raise ValueError(f"heads must name at least one of {sorted(HEADS)}")

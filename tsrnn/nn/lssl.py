@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_option, check_positive
+from .._validation import check_bool, check_in_range, check_option, check_positive
 from ..exceptions import DivergenceError
 from ..ops import linear_scan
 from ._sampling import check_sequence, check_time_steps
@@ -149,7 +149,7 @@ class LSSL(nn.Module):
         self.D = nn.Parameter(torch.randn(h, m, generator=generator))
         log_dt = torch.rand(h, generator=generator) * (math.log(dt_max) - math.log(dt_min)) \
             + math.log(dt_min)
-        if learn_dt:
+        if check_bool(learn_dt, "learn_dt"):
             self.log_dt = nn.Parameter(log_dt)
         else:
             self.register_buffer("log_dt", log_dt)

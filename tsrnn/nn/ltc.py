@@ -44,7 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._torch import optional_triton_module
-from .._validation import check_option, check_positive
+from .._validation import check_bool, check_option, check_positive
 from ._ltc_kernels import FusedLTC, ltc_sequence_autograd
 from ._sampling import check_sequence, check_time_steps
 from .wirings import Wiring, resolve_wiring
@@ -178,7 +178,7 @@ class LTC(nn.Module):
             self.output_w = nn.Parameter(torch.ones(self.output_size))
             self.output_b = (nn.Parameter(torch.zeros(self.output_size))
                              if output_mapping == "affine" else None)
-        self.memory = MemoryCell(I, H) if mixed_memory else None
+        self.memory = MemoryCell(I, H) if check_bool(mixed_memory, "mixed_memory") else None
 
     # ------------------------------------------------------------------ parameters
     @property

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .._protocol import DiscreteMap
-from .._validation import check_positive
+from .._validation import check_bool, check_positive
 
 
 def _normalized_positive_definite(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -175,7 +175,7 @@ class ShallowPLRNN(_PiecewiseLinearRNN):
                  clipped: bool = False, generator: torch.Generator | None = None):
         super().__init__(n_latent, n_inputs)
         self.n_hidden = check_positive(n_hidden, "n_hidden", integer=True)
-        self.clipped = bool(clipped)
+        self.clipped = check_bool(clipped, "clipped")
         k = _normalized_positive_definite(self.n_latent, generator)
         self.A = nn.Parameter(torch.diagonal(k).clone())
         bound_1 = 1.0 / self.n_hidden ** 0.5

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._validation import check_bool
+
 
 class NextStepPredictor(nn.Module):
     """Predict y_{t+1} from y_{<=t} (and exogenous x_{<=t+1}) with a recurrent core.
@@ -38,7 +40,7 @@ class NextStepPredictor(nn.Module):
         super().__init__()
         self.core = core
         self.readout = nn.Linear(core_output_size, n_features)
-        self.residual = residual
+        self.residual = check_bool(residual, "residual")
 
     def forward(self, y: torch.Tensor, x: torch.Tensor | None = None, state=None):
         inputs = y if x is None else torch.cat([y, x], dim=-1)

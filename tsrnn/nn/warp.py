@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._validation import check_option, check_positive
+from .._validation import check_bool, check_option, check_positive
 from ..ops import linear_scan
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -170,7 +170,7 @@ class MassSpringDamperRoot(nn.Module):
         self.time_unit = float(check_positive(time_unit, "time_unit"))
         self.omega = float(check_positive(omega, "omega"))
         self.zeta = float(check_positive(zeta, "zeta"))
-        self.velocity = bool(velocity)
+        self.velocity = check_bool(velocity, "velocity")
         self.n_params = 4
         self.output_size = 2 if self.velocity else 1
 
@@ -354,10 +354,10 @@ class WARP(nn.Module):
         self.mode = check_option(mode, "mode", MODES)
         self.dense_scan = check_option(dense_scan, "dense_scan", DENSE_SCANS)
         self.init_window = check_positive(init_window, "init_window", integer=True)
-        self.time_as_channel = bool(time_as_channel)
+        self.time_as_channel = check_bool(time_as_channel, "time_as_channel")
         self.time_scale = None if time_scale is None else float(
             check_positive(time_scale, "time_scale"))
-        self.predict_std = bool(predict_std)
+        self.predict_std = check_bool(predict_std, "predict_std")
         self.std_min = float(check_positive(std_min, "std_min", allow_zero=True))
         root_outputs = self.output_size * (2 if self.predict_std else 1)
         if isinstance(root, str):
@@ -405,7 +405,7 @@ class WARP(nn.Module):
             nn.init.zeros_(self.hyper_linear.weight)
         else:
             self.hypernetwork = self.hyper_linear = None
-        self.init_normalize = bool(init_normalize)
+        self.init_normalize = check_bool(init_normalize, "init_normalize")
 
     # ------------------------------------------------------------------ pieces
     def transition_matrix(self) -> torch.Tensor:

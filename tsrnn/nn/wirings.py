@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_in_range, check_positive
+from .._validation import check_bool, check_in_range, check_positive
 
 __all__ = ["NCP", "AutoNCP", "FullyConnected", "LowRankSparse", "RandomSparse", "Wiring"]
 
@@ -174,7 +174,7 @@ class FullyConnected(Wiring):
     def __init__(self, units: int, output_size: int | None = None,
                  self_connections: bool = True, seed: int = 1111):
         super().__init__(units, output_size)
-        self.self_connections = bool(self_connections)
+        self.self_connections = check_bool(self_connections, "self_connections")
         self._rng = np.random.default_rng(seed)
         for src in range(self.units):
             for dest in range(self.units):

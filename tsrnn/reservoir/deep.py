@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_option, check_positive, warn
+from .._validation import check_bool, check_in_range, check_option, check_positive, warn
 from .esn import ESN
 from .matrices import bias_vector, input_matrix, recurrent_matrix
 from .readout import SOLVERS
@@ -626,6 +626,8 @@ class _ResidualESN(ESN):
         check_positive(self.warmup, "warmup", integer=True, allow_zero=True)
         check_option(self.solver, "solver", SOLVERS)
         check_positive(self.training_noise, "training_noise", allow_zero=True)
+        check_bool(self.readout_input, "readout_input")
+        check_bool(self.squared_units, "squared_units")
 
     def echo_state_diagnostics(self) -> dict[str, np.ndarray]:
         """Stability at the origin of the fitted reservoir, per residual layer.

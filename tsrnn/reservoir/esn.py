@@ -30,7 +30,14 @@ import numpy as np
 import torch
 
 from .._protocol import DiscreteMap, jittered_copies
-from .._validation import as_float_array, check_in_range, check_option, check_positive, warn
+from .._validation import (
+    as_float_array,
+    check_bool,
+    check_in_range,
+    check_option,
+    check_positive,
+    warn,
+)
 from ..exceptions import DivergenceError, NotFittedError
 from ..forecasting._data import as_series_list, check_exogenous
 from ..forecasting.base import BaseForecaster
@@ -176,6 +183,8 @@ class ESN(BaseForecaster):
         check_option(self.solver, "solver", SOLVERS)
         check_option(self.distribution, "distribution", DISTRIBUTIONS)
         check_positive(self.training_noise, "training_noise", allow_zero=True)
+        check_bool(self.readout_input, "readout_input")
+        check_bool(self.squared_units, "squared_units")
 
     def _min_length(self) -> int:
         return int(self.warmup) + 2

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .._protocol import DiscreteMap, jittered_copies
-from .._validation import check_option, check_positive, warn
+from .._validation import check_bool, check_option, check_positive, warn
 from ..forecasting.base import BaseForecaster
 from .readout import SOLVERS, RidgeAccumulator
 
@@ -98,6 +98,8 @@ class NVAR(BaseForecaster):
         check_positive(self.order, "order", integer=True, allow_zero=True)
         check_positive(self.ridge, "ridge", allow_zero=True)
         check_option(self.solver, "solver", SOLVERS)
+        check_bool(self.constant, "constant")
+        check_bool(self.increment, "increment")
 
     def _min_length(self) -> int:
         return self._span + 2

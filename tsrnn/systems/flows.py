@@ -11,7 +11,7 @@ import torch
 
 from .._validation import as_float_array, check_positive
 from . import _math
-from .base import ComponentFlow, Flow
+from .base import ComponentFlow, Flow, _check_seed
 
 
 class Lorenz63(ComponentFlow):
@@ -300,7 +300,7 @@ class Lorenz96(Flow):
 
     def sample_initial_states(self, n: int, seed: int | None = None) -> np.ndarray:
         n = check_positive(n, "n", integer=True)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_check_seed(seed))
         return self.forcing + rng.standard_normal((n, self.n))
 
     def _rhs(self, t, x):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Map
+from .._validation import check_positive
+from .base import Map, _check_seed
 
 
 class Henon(Map):
@@ -26,8 +27,9 @@ class Henon(Map):
         return np.array([0.1, 0.1])
 
     def sample_initial_states(self, n: int, seed: int | None = None) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        return np.array([0.1, 0.1]) + 0.05 * rng.standard_normal((int(n), 2))
+        n = check_positive(n, "n", integer=True)
+        rng = np.random.default_rng(_check_seed(seed))
+        return np.array([0.1, 0.1]) + 0.05 * rng.standard_normal((n, 2))
 
     def _step(self, x):
         u, v = x.unbind(-1)
@@ -56,8 +58,9 @@ class Logistic(Map):
         return np.array([0.2])
 
     def sample_initial_states(self, n: int, seed: int | None = None) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        return rng.uniform(0.05, 0.95, (int(n), 1))
+        n = check_positive(n, "n", integer=True)
+        rng = np.random.default_rng(_check_seed(seed))
+        return rng.uniform(0.05, 0.95, (n, 1))
 
     def _step(self, x):
         return self.r * x * (1.0 - x)

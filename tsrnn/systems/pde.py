@@ -61,10 +61,10 @@ import torch
 from .._cuda import GraphedLoop, use_graphs
 from .._protocol import DiscreteMap
 from .._torch import resolve_device, resolve_dtype
-from .._validation import check_positive
+from .._validation import check_bool, check_positive
 from ..exceptions import DivergenceError
 from . import integrators
-from .base import Flow
+from .base import Flow, _check_seed
 
 # Up to this grid size, one trajectory on the CPU runs with dense N x N operators in numpy:
 # nine small matrix-vector products per step cost less than eight FFT calls, whose fixed
@@ -201,8 +201,7 @@ class KuramotoSivashinsky(Flow):
         if n_grid < 4:
             raise ValueError(f"n_grid must be at least 4, got {n_grid}")
         check_positive(contour_points, "contour_points", integer=True)
-        if not isinstance(dealias, bool | np.bool_):
-            raise TypeError(f"dealias must be a bool, got {type(dealias).__name__}")
+        dealias = check_bool(dealias, "dealias")
         self.L = L
         self.n_grid = n_grid
         self.contour_points = contour_points
@@ -249,7 +248,7 @@ class KuramotoSivashinsky(Flow):
         """``n`` random smooth profiles with zero mean, shape (n, N): the Fourier modes
         m = 1..4 with Gaussian amplitudes of standard deviation 0.5 / m."""
         n = check_positive(n, "n", integer=True)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_check_seed(seed))
         modes = np.arange(1, min(4, (self.n_grid - 1) // 2) + 1)
         theta = 2.0 * np.pi * modes[:, None] * self.grid[None, :] / self.L  # (modes, N)
         scale = 0.5 / modes[None, :]
