@@ -215,3 +215,17 @@ def test_reconstruct_with_several_trainings_keeps_the_best(tmp_path, capsys, mon
         main(["reconstruct", "--model", "esn", "--n-init", "2", "--n-train", "800", "-q"])
     with pytest.raises(SystemExit, match="--n-init must be >= 1"):
         main(["reconstruct", "--n-init", "0", "-q"])
+
+
+def test_simulators_analyses_and_the_parser_load_without_scikit_learn():
+    # scikit-learn costs ~1.6 s to import; only the estimators need it, so `tsrnn systems`,
+    # `simulate` and `lyapunov` (and users of the simulators alone) do not pay for it.
+    script = ("import sys, tsrnn.systems, tsrnn.analysis, tsrnn.metrics, tsrnn.cli\n"
+              "tsrnn.cli.build_parser()\n"
+              "from tsrnn.exceptions import DivergenceError\n"
+              "assert 'sklearn' not in sys.modules, 'sklearn imported'\n"
+              "import pickle, sklearn.exceptions\n"
+              "from tsrnn.exceptions import NotFittedError\n"
+              "assert issubclass(NotFittedError, sklearn.exceptions.NotFittedError)\n"
+              "assert type(pickle.loads(pickle.dumps(NotFittedError('x')))) is NotFittedError\n")
+    subprocess.run([sys.executable, "-c", script], check=True)

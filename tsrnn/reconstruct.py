@@ -21,13 +21,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .forecasting.base import BaseForecaster
+if TYPE_CHECKING:  # the estimators (and scikit-learn) load only when a model is built
+    from .forecasting.base import BaseForecaster
 
-Factory = Callable[["ReconstructionConfig", "float | None"], BaseForecaster]
+Factory = Callable[["ReconstructionConfig", "float | None"], "BaseForecaster"]
 
 
 def _recurrent(name: str) -> Factory:
