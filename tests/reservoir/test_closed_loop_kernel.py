@@ -36,6 +36,11 @@ def lorenz():
     return (y - y.mean(0)) / y.std(0)
 
 
+def csr_of(W) -> _esn_cpu.CSR:
+    """The kernel's CSR of a scipy sparse matrix."""
+    return _esn_cpu.CSR(W.indptr, W.indices, W.data, W.shape[0])
+
+
 def start_of(model, context):
     """The first output and the reservoir state after the context, as ESN._predict gets them."""
     u = torch.from_numpy(model.y_scaler_.transform(context))[None]
@@ -80,7 +85,7 @@ def test_kernel_state_and_outputs_equal_the_equations_written_out():
     W_out = rng.normal(scale=0.1, size=(n + n_inputs, n_inputs))
     c = rng.normal(scale=0.1, size=n_inputs)
     first, x0 = rng.normal(size=n_inputs), rng.uniform(-0.5, 0.5, n)
-    layout = _esn_cpu.sliced_layout(_esn_cpu.CSR(W.indptr, W.indices, W.data, n), W_in, b)
+    layout = _esn_cpu.sliced_layout(csr_of(W), W_in, b)
     outputs, final = _esn_cpu.generate(layout, 0.7, W_out, c, first[None], x0[None], 60,
                                        squared_units=True, readout_input=True)
     x, y, expected = x0.copy(), first, [first]
@@ -100,7 +105,7 @@ def test_sliced_layout_stores_exactly_the_pre_activation_matrix():
     W = recurrent_matrix(n, 0.9, 0.1, rng)
     W_in = rng.uniform(-1, 1, (n, n_inputs)) * (rng.random((n, n_inputs)) < 0.6)
     b = rng.uniform(-1, 1, n) * (rng.random(n) < 0.5)
-    layout = _esn_cpu.SlicedLayout(_esn_cpu.CSR(W.indptr, W.indices, W.data, n), W_in, b)
+    layout = _esn_cpu.SlicedLayout(csr_of(W), W_in, b)
     # Rebuild [W | W_in | b] from the chunks (rows and W's columns in layout order).
     rebuilt = np.zeros((layout.n_chunks * 8, n + n_inputs + 1))
     for chunk in range(layout.n_chunks):
@@ -124,7 +129,7 @@ def test_sorting_keeps_the_padding_small_at_the_benchmark_size():
     rng = np.random.default_rng(5)
     n = 1000
     W = recurrent_matrix(n, 0.9, 0.02, rng)
-    layout = _esn_cpu.SlicedLayout(_esn_cpu.CSR(W.indptr, W.indices, W.data, n),
+    layout = _esn_cpu.SlicedLayout(csr_of(W),
                                    rng.uniform(-0.1, 0.1, (n, 3)), rng.uniform(-0.5, 0.5, n))
     stored = W.nnz + 4 * n
     assert stored <= layout.chunk_ptr[-1] < 1.05 * stored  # ~35% more unsorted
@@ -133,7 +138,7 @@ def test_sorting_keeps_the_padding_small_at_the_benchmark_size():
 def test_layout_is_cached_and_rebuilt_when_the_weights_change():
     rng = np.random.default_rng(2)
     W = recurrent_matrix(40, 0.9, 0.1, rng)
-    csr = _esn_cpu.CSR(W.indptr, W.indices, W.data, 40)
+    csr = csr_of(W)
     W_in, b = rng.uniform(-1, 1, (40, 2)), rng.uniform(-1, 1, 40)
     layout = _esn_cpu.sliced_layout(csr, W_in, b)
     assert _esn_cpu.sliced_layout(csr, W_in.copy(), b.copy()) is layout
@@ -146,7 +151,7 @@ def test_batch_of_closed_loops_equals_each_alone_on_any_thread_count():
     rng = np.random.default_rng(3)
     n = 120
     W = recurrent_matrix(n, 0.9, 0.05, rng)
-    layout = _esn_cpu.sliced_layout(_esn_cpu.CSR(W.indptr, W.indices, W.data, n),
+    layout = _esn_cpu.sliced_layout(csr_of(W),
                                     rng.uniform(-0.5, 0.5, (n, 3)), rng.uniform(-0.5, 0.5, n))
     W_out, c = rng.normal(scale=0.1, size=(n, 3)), rng.normal(scale=0.1, size=3)
     first, states = rng.normal(size=(5, 3)), rng.uniform(-0.5, 0.5, (5, n))
@@ -200,7 +205,7 @@ def test_context_prefix_equals_the_reservoir_run_and_readout_then_the_closed_loo
 def test_generate_refuses_inconsistent_arguments():
     rng = np.random.default_rng(4)
     W = recurrent_matrix(30, 0.9, 0.1, rng)
-    layout = _esn_cpu.sliced_layout(_esn_cpu.CSR(W.indptr, W.indices, W.data, 30),
+    layout = _esn_cpu.sliced_layout(csr_of(W),
                                     rng.uniform(-1, 1, (30, 2)), np.zeros(30))
     W_out, c, first = np.zeros((30, 2)), np.zeros(2), np.zeros((1, 2))
     with pytest.raises(ValueError, match=r"readout_weights must be \(32, 2\)"):
