@@ -303,6 +303,69 @@ def test_fit_on_two_worker_threads_equals_the_fit_on_one(options, lorenz, two_th
     np.testing.assert_allclose(parallel.predict(50), whole.predict(50), rtol=0, atol=1e-7)
 
 
+@needs_kernel
+def test_more_threads_than_tiles_of_eight_share_the_segments_in_tiles_of_four(lorenz,
+                                                                             monkeypatch):
+    # 7,000 steps give two workers a tile of 8 segments (each >= 2 x 200 steps) but four
+    # workers a tile of 4: with four threads the segments are shared that way.
+    settings = dict(n_units=120, connectivity=0.05, ridge=1e-4, random_state=0)
+    layouts, workers_seen = [], set()
+    stream, update = LeakyReservoir.stream_segmented, RidgeAccumulator.update_augmented
+
+    def stream_spy(self, inputs, consume, n_segments, washout, **options):
+        layouts.append((n_segments, options["workers"]))
+        return stream(self, inputs, consume, n_segments, washout, **options)
+
+    def update_spy(self, rows):
+        workers_seen.add(threading.get_ident())
+        update(self, rows)
+
+    monkeypatch.setattr(LeakyReservoir, "stream_segmented", stream_spy)
+    monkeypatch.setattr(readout_module.RidgeAccumulator, "update_augmented", update_spy)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        with _blas.limit_blas(4):
+            if esn_module._stream_workers() != 4:
+                pytest.skip("BLAS's thread count cannot be set to 4 here")
+            parallel = ESN(**settings).fit(lorenz)
+            again = ESN(**settings).fit(lorenz)
+        torch.set_num_threads(1)
+        sequential = ESN(**settings).fit(lorenz)
+    finally:
+        torch.set_num_threads(previous)
+    assert layouts == [(16, 4), (16, 4), (16, 1)]
+    assert len(workers_seen) >= 4
+    np.testing.assert_array_equal(again.readout_weights_, parallel.readout_weights_)
+    np.testing.assert_allclose(parallel.readout_weights_, sequential.readout_weights_,
+                               rtol=0, atol=1e-7 * np.abs(sequential.readout_weights_).max())
+    np.testing.assert_allclose(parallel.predict(50), sequential.predict(50), rtol=0,
+                               atol=1e-8)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_merging_many_sums_equals_merging_them_one_by_one_to_the_bit(threads):
+    rng = np.random.default_rng(5)
+    parts = []
+    for _ in range(5):
+        part = RidgeAccumulator(40, 3)
+        part.update(rng.normal(size=(30, 40)) * 10.0 ** rng.integers(-3, 4),
+                    rng.normal(size=(30, 3)))
+        parts.append(part)
+    one_by_one, at_once = RidgeAccumulator(40, 3), RidgeAccumulator(40, 3)
+    for accumulator in (one_by_one, at_once):
+        accumulator.update(np.ones((2, 40)), np.ones((2, 3)))
+    for part in parts:
+        one_by_one.merge(part)
+    at_once.merge_many(parts, threads=threads)
+    for name in ("gram", "cross", "feature_sum", "target_sum"):
+        np.testing.assert_array_equal(getattr(at_once, name), getattr(one_by_one, name))
+    assert at_once.count == one_by_one.count == 152
+    np.testing.assert_allclose(at_once.gram, sum(p.gram for p in parts) + 2.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="merge"):
+        at_once.merge_many([parts[0], RidgeAccumulator(39, 3)], threads=threads)
+
+
 def test_a_limit_of_one_thread_gives_one_worker(two_threads, monkeypatch):
     assert esn_module._stream_workers() == 2 or _blas.blas_threads() is None
     with _blas.limit_blas(1):  # BLAS limited by the caller
