@@ -42,6 +42,9 @@ class IndexInfo:
             "last": None if self.last is None else str(self.last),
             "step": None if step is None else str(step),
             "series": self.series,
+            # The zone by name: the text of a zoned timestamp keeps only its UTC offset, and
+            # a fixed offset would continue the index wrongly across a daylight-saving change.
+            "tz": None if getattr(self.last, "tzinfo", None) is None else str(self.last.tz),
         }
 
     @classmethod
@@ -51,6 +54,8 @@ class IndexInfo:
             last, step = int(last), int(step)
         elif kind == "datetime":
             last = pd.Timestamp(last)
+            if state.get("tz") is not None:  # (absent in files saved before it was kept)
+                last = last.tz_convert(state["tz"])
             step = pd.tseries.frequencies.to_offset(step)
         elif kind == "period":
             last = pd.Period(last, freq=step)
@@ -107,8 +112,9 @@ def index_info(data: Any) -> IndexInfo:
         if np.all(steps == steps[0]) and steps[0] > 0:
             return IndexInfo("range", columns, index.name, int(index[-1]), int(steps[0]),
                              series)
-    # An irregular index: forecasts are returned with a plain range index.
-    return IndexInfo("none", columns, series=series)
+    # An irregular index: forecasts are returned with a plain range index (the name is kept
+    # for the forecasters that label a horizon with times of their own).
+    return IndexInfo("none", columns, index.name, series=series)
 
 
 def _is_collection(data: Any) -> bool:
@@ -168,6 +174,33 @@ def check_exogenous(X: Any, y_list: list[np.ndarray], collection: bool, name: st
                 f"got {x.shape[0]} rows of {name} for {y.shape[0]} rows of y"
             )
     return x_list
+
+
+def _dated(item: Any) -> bool:
+    return isinstance(item, pd.DataFrame | pd.Series) and isinstance(
+        item.index, pd.DatetimeIndex | pd.PeriodIndex)
+
+
+def check_aligned_dates(y: Any, X: Any, collection: bool, what: str = "y") -> None:
+    """Refuse exogenous rows dated otherwise than the series they go with.
+
+    Rows are matched by position (one row of X per row of y); when both carry dates
+    (a DatetimeIndex or PeriodIndex) that disagree, the inputs are shifted against the series
+    and the model would learn from misaligned pairs without a sign.
+    """
+    pairs = zip(y, X) if collection and isinstance(X, list | tuple) else [(y, X)]
+    for i, (series, exogenous) in enumerate(pairs):
+        if not (_dated(series) and _dated(exogenous)):
+            continue
+        if len(series.index) == len(exogenous.index) and not series.index.equals(
+                exogenous.index):
+            where = f" (trajectory {i})" if collection else ""
+            mismatch = int(np.argmax(np.asarray(series.index != exogenous.index)))
+            raise ValueError(
+                f"X is dated otherwise than {what}{where}: row {mismatch} of X is "
+                f"{exogenous.index[mismatch]} but of {what} {series.index[mismatch]}; rows are "
+                "matched by position, so select the rows of X with the same dates"
+            )
 
 
 class StandardScaler:

@@ -26,7 +26,11 @@ windows as one more (unscaled) exogenous column, stripped off before the core se
 (preceded by the times of ``context`` when one is given, as for ``X``); without them the
 horizon continues with gaps of one time unit (the median training gap), and a context with
 a DatetimeIndex uses its own index for its gaps. A DataFrame/Series forecast then carries
-the given times as its index.
+the given times as its index; without them, after irregular dates (which no frequency
+continues), the dates it forecasts: the last one plus k ``time_scale_``, k = 1 .. n_steps.
+
+Warned rather than silently ignored: a ``time_scale`` given without any times, and a y whose
+irregular numeric index (hours as floats, say) is not read as times (pass ``times=y.index``).
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import as_float_array, check_positive
+from .._validation import as_float_array, check_positive, warn
 from ..nn.readout import NextStepPredictor
+from ._data import index_info
 from .base import NeuralForecaster
 
 
@@ -61,6 +66,38 @@ def as_times(times: Any, name: str) -> np.ndarray:
             raise ValueError(f"{name} contains NaT (a missing time)")
         return array.astype("datetime64[ns]").astype(np.int64).astype(np.float64) / 1e9
     return as_float_array(array, name, ndim=1)
+
+
+def _date_zone(times: Any) -> tuple[bool, str | None]:
+    """Whether ``times`` are dates, and their time zone's name (None when naive)."""
+    if isinstance(times, pd.Series):
+        times = pd.Index(times)
+    if isinstance(times, pd.DatetimeIndex):
+        return True, None if times.tz is None else str(times.tz)
+    return bool(np.issubdtype(np.asarray(times).dtype, np.datetime64)), None
+
+
+def _dates(seconds: np.ndarray, zone: str | None) -> pd.DatetimeIndex:
+    """Dates from the seconds of :func:`as_times` (UTC for zoned dates, wall time for naive
+    ones), to the microsecond: float64 seconds of today's dates resolve ~0.2 us."""
+    nanoseconds = np.round(np.asarray(seconds) * 1e6).astype(np.int64) * 1000
+    if zone is None:
+        return pd.DatetimeIndex(pd.to_datetime(nanoseconds, unit="ns"))
+    return pd.DatetimeIndex(pd.to_datetime(nanoseconds, unit="ns", utc=True)).tz_convert(zone)
+
+
+def _warn_numeric_index(sources: list) -> None:
+    """Warn when a pandas y carries an irregular numeric index, which is not read as times
+    (only a DatetimeIndex is): its gaps would otherwise be dropped without a word."""
+    for item in sources:
+        index = getattr(item, "index", None)
+        if (isinstance(item, pd.DataFrame | pd.Series) and len(index) >= 3
+                and pd.api.types.is_numeric_dtype(index.dtype)):
+            gaps = np.diff(np.asarray(index, dtype=np.float64))
+            if not np.allclose(gaps, gaps[0]):
+                warn("y has an irregular numeric index, which is not read as times (rows are "
+                     "taken one time unit apart); pass times=y.index to use it")
+                return
 
 
 def check_increasing(times: np.ndarray, name: str) -> np.ndarray:
@@ -126,8 +163,12 @@ class TimedForecaster(NeuralForecaster):
 
     Learned attributes, besides those of :class:`NeuralForecaster`: ``time_scale_`` (the
     time unit), ``last_time_`` (the time of the last training row, None without times) and
-    ``context_gaps_`` (the normalised gaps of the rows kept for ``predict``).
+    ``context_gaps_`` (the normalised gaps of the rows kept for ``predict``),
+    ``date_times_`` (whether the times were dates) and ``time_zone_`` (their zone's name, or
+    None).
     """
+
+    _reads_times = True
 
     # ------------------------------------------------------------------ hooks
     def _module_steps(self, gaps: torch.Tensor) -> torch.Tensor | None:
@@ -161,17 +202,22 @@ class TimedForecaster(NeuralForecaster):
         y, times = self._pending_times
         if times is None:
             sources = y if isinstance(y, list | tuple) else [y]
-            if not all(isinstance(s, pd.DataFrame | pd.Series) and (
-                    isinstance(s.index, pd.DatetimeIndex)
-                    or pd.api.types.is_numeric_dtype(s.index.dtype)) for s in sources):
+            dated = [isinstance(s, pd.DataFrame | pd.Series)
+                     and isinstance(s.index, pd.DatetimeIndex) for s in sources]
+            if not any(dated):
+                _warn_numeric_index(sources)
                 return None
-            if not any(isinstance(s.index, pd.DatetimeIndex) for s in sources):
-                return None  # a plain RangeIndex: rows are equally spaced anyway
+            if not all(dated):
+                # Seconds for some trajectories and row numbers for others would give one
+                # meaningless time unit.
+                raise ValueError("some trajectories of y are indexed by dates and others are "
+                                 "not: give them all a DatetimeIndex, or pass times=")
             times = [s.index for s in sources]
         elif not isinstance(times, list | tuple):
             times = [times]
         if len(times) != len(y_list):
             raise ValueError(f"times has {len(times)} entries for {len(y_list)} trajectories")
+        self._pending_dates = _date_zone(times[-1])
         result = []
         for i, (t, series) in enumerate(zip(times, y_list)):
             name = "times" if len(times) == 1 else f"times[{i}]"
@@ -184,8 +230,18 @@ class TimedForecaster(NeuralForecaster):
         return result
 
     def _fit(self, y_list, x_list) -> None:
-        times = self._training_times(y_list)
+        self._pending_dates = (False, None)
+        try:
+            times = self._training_times(y_list)
+            # Whether the times are dates (and their zone): predict then labels a horizon
+            # that continues without given times with dates.
+            self.date_times_, self.time_zone_ = self._pending_dates
+        finally:
+            del self._pending_dates
         if times is None:
+            if self.time_scale is not None:
+                warn(f"time_scale={self.time_scale} has no effect without times: the rows of "
+                     "y are one time unit apart (pass times=, or y with a DatetimeIndex)")
             self.time_scale_ = 1.0
             self.last_time_ = None
             gaps = [np.ones(len(y)) for y in y_list]
@@ -215,6 +271,8 @@ class TimedForecaster(NeuralForecaster):
             # none): the rows were one unit apart.
             self.time_scale_, self.last_time_ = 1.0, None
             self.context_gaps_ = np.ones(len(self.context_y_))
+        if not hasattr(self, "date_times_"):  # saved before dates were recorded
+            self.date_times_, self.time_zone_ = False, None
 
     def _store_context(self, y_scaled, x_scaled, previous: bool = False) -> None:
         super()._store_context(y_scaled, x_scaled, previous)
@@ -283,10 +341,33 @@ class TimedForecaster(NeuralForecaster):
             forecast = super().predict(n_steps, context, X)
         finally:
             del self._pending_gaps
-        if times is not None and isinstance(forecast, pd.DataFrame | pd.Series):
-            index = times if isinstance(times, pd.Index) else pd.Index(np.asarray(times))
-            forecast.index = index[-n_steps:]
+        if isinstance(forecast, pd.DataFrame | pd.Series):
+            if times is not None:
+                index = times if isinstance(times, pd.Index) else pd.Index(np.asarray(times))
+                forecast.index = index[-n_steps:]
+            else:
+                index = self._default_horizon_dates(n_steps, context)
+                if index is not None:
+                    forecast.index = index
         return forecast
+
+    def _default_horizon_dates(self, n_steps: int, context: Any) -> pd.DatetimeIndex | None:
+        """The dates of a horizon that continues one time unit (``time_scale_``) per step
+        after irregular dates, which no frequency continues; None where the base's index
+        (a regular index continued) or no date applies."""
+        if not getattr(self, "date_times_", False):
+            return None
+        if context is None:
+            if self.index_info_.kind != "none" or self.last_time_ is None:
+                return None
+            last, zone, name = self.last_time_, self.time_zone_, self.index_info_.name
+        else:
+            index = getattr(context, "index", None)
+            if not isinstance(index, pd.DatetimeIndex) or index_info(context).kind != "none":
+                return None
+            last = as_times(index[-1:], "the index of context")[0]
+            zone, name = (None if index.tz is None else str(index.tz)), index.name
+        return _dates(last + self.time_scale_ * np.arange(1, n_steps + 1), zone).rename(name)
 
     def _predict_gaps(self, n_steps: int, context: Any, times: Any) -> np.ndarray:
         """Gaps between consecutive times of context and horizon (T_c + n_steps - 1,)."""

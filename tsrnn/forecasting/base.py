@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import math
 import os
 import tempfile
@@ -49,7 +50,14 @@ from .._validation import (
     warn,
 )
 from ..exceptions import DivergenceError, NotFittedError
-from ._data import IndexInfo, StandardScaler, as_series_list, check_exogenous, index_info
+from ._data import (
+    IndexInfo,
+    StandardScaler,
+    as_series_list,
+    check_aligned_dates,
+    check_exogenous,
+    index_info,
+)
 
 _FORMAT = "tsrnn-estimator"
 _FORMAT_VERSION = 1
@@ -83,6 +91,9 @@ class BaseForecaster(BaseEstimator):
 
     _allow_nan: bool = False
     _default_dtype: torch.dtype = torch.float32
+    # Whether fit reads the times of irregular samples (the TimedForecaster family); the
+    # others are told when an irregular DatetimeIndex is taken as equally spaced rows.
+    _reads_times: bool = False
 
     # ------------------------------------------------------------------ hooks
     def _fit(self, y_list: list[np.ndarray], x_list: list[np.ndarray] | None) -> None:
@@ -147,6 +158,7 @@ class BaseForecaster(BaseEstimator):
             if self._allow_nan and np.isnan(series).all(axis=0).any():
                 raise ValueError("y has a column with no observed value")
         x_list = check_exogenous(X, y_list, collection)
+        check_aligned_dates(y, X, collection)
         # A refit starts from nothing, and a failed fit leaves nothing behind: no mix of an
         # old model with new data.
         self._clear_learned_state()
@@ -169,7 +181,7 @@ class BaseForecaster(BaseEstimator):
     def _describe_data(self, y, y_list, x_list, collection):
         """Runtime, shapes, index and scalers from the training data; the scaled lists."""
         self._resolve_runtime()
-        _check_precision(self.dtype_, self.device_, type(self).__name__)
+        _check_precision(self.dtype_, self.device_, type(self))
         # Here for every estimator, also those that never show a progress bar.
         _check_verbose(getattr(self, "verbose", False))
         self.n_features_in_ = y_list[0].shape[1]
@@ -177,7 +189,11 @@ class BaseForecaster(BaseEstimator):
         last = y[-1] if collection else y
         if isinstance(last, pd.DataFrame):
             self.feature_names_in_ = np.asarray([str(c) for c in last.columns], dtype=object)
+            for i, frame in enumerate(y[:-1] if collection else []):
+                self._check_column_names(frame, f"trajectory {i} of y")
         self.index_info_ = index_info(last)
+        if not self._reads_times:
+            _warn_irregular_dates(y if collection else [y], type(self).__name__)
         self.output_1d_ = (not collection and np.ndim(y) == 1
                            and not isinstance(y, pd.Series))
         enabled = check_bool(getattr(self, "scale", True), "scale")
@@ -247,9 +263,12 @@ class BaseForecaster(BaseEstimator):
                 )
             if raw.shape[0] == 0:
                 raise ValueError("context is empty; pass None to continue the training data")
+            self._check_column_names(context, "context")
             context_y = self.y_scaler_.transform(raw)
             info = index_info(context) if isinstance(context, pd.DataFrame | pd.Series) \
                 else IndexInfo("none")
+            if isinstance(X, pd.DataFrame | pd.Series) and len(X) > raw.shape[0]:
+                check_aligned_dates(context, X.iloc[: raw.shape[0]], False, "context")
             rows = self._check_future_x(X, n_steps, raw.shape[0])
             if rows is None:
                 context_x = future_x = None
@@ -264,6 +283,20 @@ class BaseForecaster(BaseEstimator):
                  f"step {first}: the learned dynamics diverge from this state", RuntimeWarning)
         forecast = self.y_scaler_.inverse_transform(forecast)
         return self._format_output(forecast, info, context is None)
+
+    def _check_column_names(self, frame: Any, name: str) -> None:
+        """A DataFrame whose columns are not those of the training frame, in their order, is
+        refused: its columns would be read by position, and the forecast labelled with names
+        that do not match its values."""
+        expected = getattr(self, "feature_names_in_", None)
+        if expected is None or not isinstance(frame, pd.DataFrame):
+            return
+        given = [str(c) for c in frame.columns]
+        if given != list(expected):
+            hint = (f"select {name}[{list(expected)}]" if sorted(given) == sorted(expected)
+                    else "rename its columns or pass an array")
+            raise ValueError(f"{name} has columns {given}, but {type(self).__name__} was "
+                             f"fitted on {list(expected)} (in this order); {hint}")
 
     def _check_future_x(self, X: Any, n_steps: int, n_context: int) -> np.ndarray | None:
         if self.n_exog_ == 0:
@@ -413,7 +446,22 @@ def _check_verbose(value: Any) -> bool:
     raise TypeError(f"verbose must be True, False or a level >= 0, got {value!r}")
 
 
-def _check_precision(dtype: torch.dtype, device: torch.device, estimator: str) -> None:
+def _warn_irregular_dates(items: list, estimator: str) -> None:
+    """Warn (once) when a trajectory has a DatetimeIndex without a regular frequency, which
+    an estimator that does not read times takes as equally spaced rows."""
+    for item in items:
+        if (isinstance(item, pd.DataFrame | pd.Series)
+                and isinstance(item.index, pd.DatetimeIndex) and len(item.index) >= 3
+                and index_info(item).kind == "none"):
+            warn(f"the DatetimeIndex of y is irregular (no frequency): {estimator} takes its "
+                 "rows as equally spaced and forecasts with a plain range index; resample "
+                 "it to a regular grid, or use a forecaster that reads the times "
+                 "(CfCForecaster, LTCForecaster, LEMForecaster, HiPPOForecaster, "
+                 "LSSLForecaster)")
+            return
+
+
+def _check_precision(dtype: torch.dtype, device: torch.device, estimator: type) -> None:
     """Refuse fitting in half precision on the CPU, before any work is done.
 
     The CPU has no fast half-precision kernels (a GRU step of tsrnn's default size runs
@@ -424,11 +472,16 @@ def _check_precision(dtype: torch.dtype, device: torch.device, estimator: str) -
     """
     if dtype in _HALF_TYPES and device.type == "cpu":
         name = str(dtype).removeprefix("torch.")
+        # The estimator's own default (float64 for the reservoirs, float32 for most others).
+        default = inspect.signature(estimator).parameters.get("dtype")
+        default = getattr(default, "default", None)
+        choices = ("'float32' or 'float64'" if default not in ("float32", "float64") else
+                   "'float32' or 'float64' (the default)" if default == "float64" else
+                   "'float32' (the default) or 'float64'")
         raise ValueError(
-            f"dtype={name!r} is not supported for fitting {estimator} on the CPU: the CPU "
-            "has no fast half-precision kernels, some models cannot run in it and training "
-            "diverges; use dtype='float32' (the default) or 'float64', or a CUDA device for "
-            "half precision")
+            f"dtype={name!r} is not supported for fitting {estimator.__name__} on the CPU: "
+            "the CPU has no fast half-precision kernels, some models cannot run in it and "
+            f"training diverges; use dtype={choices}, or a CUDA device for half precision")
 
 
 def _encode(value: Any, where: str) -> Any:

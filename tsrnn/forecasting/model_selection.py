@@ -45,7 +45,10 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
 
     Returns
     -------
-    callable ``scorer(estimator, series, y=None) -> float`` (the mean over starts).
+    callable ``scorer(estimator, series, X=None) -> float`` (the mean over starts). Its
+    third argument is where scikit-learn passes the second argument of ``fit``: for
+    ``search.fit(series, exogenous)`` each candidate is fitted with ``fit(block,
+    exogenous_block)`` and scored with the exogenous rows of the context and the horizon.
 
     Examples
     --------
@@ -69,9 +72,15 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
     n_starts = check_positive(n_starts, "n_starts", integer=True)
     check_option(metric, "metric", METRICS)
 
-    def scorer(estimator: Any, series: Any, y: Any = None) -> float:
+    def scorer(estimator: Any, series: Any, X: Any = None) -> float:
         data = as_float_array(series, "series", ndim=(1, 2))
         data = data[:, None] if data.ndim == 1 else data
+        exogenous = None
+        if X is not None:
+            exogenous = as_float_array(X, "X", ndim=(1, 2))
+            if exogenous.shape[0] != data.shape[0]:
+                raise ValueError(f"X must have one row per time step of the series: got "
+                                 f"{exogenous.shape[0]} rows for {data.shape[0]}")
         last_start = data.shape[0] - horizon
         if last_start < context:
             raise ValueError(
@@ -80,7 +89,9 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
             )
         scores = []
         for start in np.linspace(context, last_start, n_starts).astype(int):
-            forecast = np.asarray(estimator.predict(horizon, context=data[start - context:start]))
+            rows = None if exogenous is None else exogenous[start - context:start + horizon]
+            forecast = np.asarray(estimator.predict(horizon, context=data[start - context:start],
+                                                    X=rows))
             forecast = forecast.reshape(horizon, -1)
             truth = data[start:start + horizon]
             if metric == "vpt":

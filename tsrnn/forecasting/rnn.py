@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_positive
+from .._validation import check_in_range, check_positive, warn
 from ..nn.readout import NextStepPredictor
 from .base import NeuralForecaster
 
@@ -59,6 +59,11 @@ class _RecurrentForecaster(NeuralForecaster):
         hidden = check_positive(self.hidden_size, "hidden_size", integer=True)
         layers = check_positive(self.num_layers, "num_layers", integer=True)
         check_in_range(self.dropout, "dropout", 0.0, 1.0, closed="left")
+        if self.dropout > 0 and layers == 1:
+            # torch's dropout acts between stacked layers only; say so rather than train
+            # without it unannounced.
+            warn(f"dropout={self.dropout} has no effect with num_layers=1: it acts between "
+                 "stacked recurrent layers; set num_layers >= 2 or dropout=0")
         core = _CORES[self._cell](self.n_features_in_ + self.n_exog_, hidden, layers,
                                   batch_first=True, dropout=self.dropout if layers > 1 else 0.0)
         return NextStepPredictor(core, self.n_features_in_, hidden, residual=self.residual)

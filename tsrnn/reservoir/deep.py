@@ -854,12 +854,29 @@ class ResRMN(_ResidualESN):
         self._check_hyperparameters()
         longest = max(y.shape[0] for y in y_list)
         if self.memory_radius >= 1.0 and longest > int(self.n_memory_units):
-            warn(f"the memory reservoir (memory_radius=1) is a delay line of "
-                 f"{self.n_memory_units} steps and the series has {longest}: older inputs add "
-                 "onto newer ones (C^M = I), so the memory state grows like a random walk "
-                 "and saturates the nonlinear reservoir; set memory_radius < 1 (e.g. 0.9) "
-                 "for series longer than n_memory_units")
+            self._warn_lossless_memory(f"the series has {longest}")
         super()._fit(y_list, x_list)
+
+    def partial_fit(self, y, X=None):
+        """Learn from the next chunk of one stream; see :meth:`tsrnn.reservoir.ESN.partial_fit`.
+
+        With ``memory_radius=1`` a warning is given once, when the stream grows past
+        ``n_memory_units`` steps (as ``fit`` warns for a series that long).
+        """
+        # stream_steps_ counts the transitions read, one less than the rows of the stream.
+        before = self.stream_steps_ + 1 if hasattr(self, "stream_steps_") else 0
+        super().partial_fit(y, X)
+        rows = self.stream_steps_ + 1
+        if self.memory_radius >= 1.0 and before <= int(self.n_memory_units) < rows:
+            self._warn_lossless_memory(f"the stream has reached {rows}")
+        return self
+
+    def _warn_lossless_memory(self, length: str) -> None:
+        warn(f"the memory reservoir (memory_radius=1) is a delay line of "
+             f"{self.n_memory_units} steps and {length}: older inputs add "
+             "onto newer ones (C^M = I), so the memory state grows like a random walk "
+             "and saturates the nonlinear reservoir; set memory_radius < 1 (e.g. 0.9) "
+             "for series longer than n_memory_units")
 
     def _context_length(self) -> int | None:
         # The memory forgets its start only as gamma^t: keep enough of the training data
