@@ -92,6 +92,19 @@ def _check_output(output: str | None, overwrite: bool) -> Path | None:
     return path
 
 
+def _check_format(path: Path | None, batched: bool) -> None:
+    """Refuse an output format ``simulate`` cannot write before the simulation runs."""
+    if path is None:
+        if batched:
+            raise SystemExit("error: a batch of trajectories needs -o FILE.npz")
+        return
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npz"):
+        raise SystemExit(f"error: unknown output format {suffix!r}; use .csv or .npz")
+    if batched and suffix == ".csv":
+        raise SystemExit("error: a batch of trajectories needs an .npz file, not .csv")
+
+
 def _open_output(path: Path, overwrite: bool, binary: bool = False):
     # Exclusive creation without --overwrite: a file that appeared since _check_output is
     # refused (FileExistsError), never replaced.
@@ -132,6 +145,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit("error: --batch must be >= 1")
     path = _check_output(args.output, args.overwrite)
+    _check_format(path, args.batch > 1)  # before the simulation, which may take long
     system = _system(args.system, args.param)
     x0 = None
     if args.batch > 1:
@@ -223,15 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsrnn {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="verb")
 
-    def add_system_arguments(sub):
+    def add_system_arguments(sub, method_help):
         sub.add_argument("system", help="system name, e.g. lorenz63 (see `tsrnn systems`)")
         sub.add_argument("--param", action="append", metavar="NAME=VALUE",
                          help="set a parameter of the system (repeatable), e.g. rho=35")
         sub.add_argument("--dt", type=float, default=None,
                          help="time step (default: the system's default_dt)")
         sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        sub.add_argument("--method", default=None,
-                         help="integrator for flows: euler, rk4, rk8 (default), dopri5, dop853")
+        sub.add_argument("--method", default=None, help=method_help)
 
     sub = verbs.add_parser(
         "reconstruct", help="simulate, fit, analyse and report (the main job)",
@@ -269,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verbs.add_parser("simulate", help="simulate a system to .csv or .npz",
                            description="Simulate a system and write the trajectory.")
-    add_system_arguments(sub)
+    add_system_arguments(sub, "integrator for flows: euler, rk4, rk8 (default), dopri5, "
+                              "dop853")
     sub.add_argument("--n-steps", type=int, default=10_000, help="recorded steps")
     sub.add_argument("--transient", type=int, default=0, help="steps discarded first")
     sub.add_argument("--noise", type=float, default=0.0,
@@ -284,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verbs.add_parser("lyapunov", help="Lyapunov spectrum of a system",
                            description="Estimate a Lyapunov spectrum by the QR method, with "
                                        "standard errors over independent trajectories.")
-    add_system_arguments(sub)
+    # The variational equation needs a fixed-step scheme; RK4 is the default there
+    # (Flow.as_discrete_map), not simulate's rk8.
+    add_system_arguments(sub, "fixed-step integrator for flows: euler, rk4 (default), rk8")
     sub.add_argument("--n-exponents", type=int, default=None, help="how many (default all)")
     sub.add_argument("--n-steps", type=int, default=None, help="measured steps per trajectory")
     sub.add_argument("--n-trajectories", type=int, default=32,

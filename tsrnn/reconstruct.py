@@ -59,13 +59,20 @@ def _reconstruction_model(name: str, **settings: Any) -> Factory:
 
     def build(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
         from . import dsr
+        from .systems import get_system
 
+        options = dict(settings)
+        if options.get("n_latent") is not None:
+            # The authors' M = 20 is for 3-D data; the identity observation needs at least
+            # as many latents as observed columns (Lorenz-96 has 40, KS 64).
+            dim = get_system(config.system, **config.system_params).dim
+            options["n_latent"] = max(int(options["n_latent"]), dim)
         # n_init trainings run at once, one process each (as many as there are cores).
         return getattr(dsr, name)(
             sequence_length=200, batch_size=16, batches_per_epoch=50,
             max_epochs=config.max_epochs or 100, dt=dt, random_state=config.seed,
             device=config.device, verbose=config.verbose, n_init=config.n_init,
-            n_jobs=None if config.n_init == 1 else -1, **settings)
+            n_jobs=None if config.n_init == 1 else -1, **options)
 
     return build
 

@@ -48,6 +48,9 @@ def as_discrete_map(obj: Any, *, dt: float | None = None, dim: int | None = None
     """
     if isinstance(obj, DiscreteMap):
         return obj
+    if isinstance(obj, type):  # Lorenz63 for Lorenz63(): Python's error names no cause
+        raise TypeError(f"got the class {obj.__name__}, not an instance; pass "
+                        f"{obj.__name__}(...) (a system, or a fitted estimator)")
     if hasattr(obj, "as_discrete_map"):
         _check_options(obj, options)
         kwargs = dict(options)
@@ -161,8 +164,9 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
         Step of the map: for flows the integration step of state and variational equation
         (default: the system's ``default_dt``); for modules the time one step stands for.
     n_steps : int, optional
-        Measured steps per trajectory. Default: what the object recommends (flows: 50 time
-        units; Kuramoto-Sivashinsky: 2000), else 10,000.
+        Measured steps per trajectory. Default: what the object recommends (flows: their
+        ``lyapunov_duration``, 50 time units, 200 for Rossler and 500 for Thomas, whose
+        small exponents converge slowly; Kuramoto-Sivashinsky: 2000 steps), else 10,000.
     transient : int, optional
         Steps to settle onto the attractor (each trajectory takes a random extra number of
         up to as many, so that starts from nearby points decorrelate even in weakly mixing
@@ -188,8 +192,10 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     Returns
     -------
     spectrum : array (n_exponents,), descending; per time unit when the time of one step is
-        known (flows, maps, estimators trained on sampled data), else per step.
-    stderr : array (n_exponents,), only with ``return_stderr``.
+        known (flows, maps, estimators trained on sampled data), else per step. A direction
+        that the map annihilates (a stretching factor of exactly 0, from a singular
+        Jacobian, e.g. of saturated units) has the exponent -inf.
+    stderr : array (n_exponents,), only with ``return_stderr`` (NaN for -inf exponents).
     """
     if dim is None and x0 is not None and not hasattr(obj, "as_discrete_map"):
         dim = int(np.shape(x0)[-1])
@@ -245,16 +251,21 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
                 log_growth += torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs()).double()
             if (i + 1) % 500 == 0:
                 _check_finite_state(x, transient * 2 + i + 1, dmap.name)
-    if not bool(torch.isfinite(log_growth).all()):
+    # A stretching factor of exactly 0 is a direction the map annihilates (a singular
+    # Jacobian: saturated tanh/sigmoid units, a rank-deficient readout): its exponent is
+    # -inf, a true value. NaN or +inf means the frame itself broke down.
+    if bool(torch.isnan(log_growth).any() or torch.isposinf(log_growth).any()):
         raise DivergenceError(
-            f"the tangent frame of {dmap.name} degenerated (a zero or non-finite stretching "
-            "factor); lower orthonormalize_every or check the Jacobian"
+            f"the tangent frame of {dmap.name} degenerated (a non-finite stretching factor); "
+            "lower orthonormalize_every or check the Jacobian"
         )
     elapsed = n_steps * (dmap.time_step if dmap.time_step else 1.0)
     per_trajectory = (log_growth / elapsed).cpu().numpy()
     spectrum = per_trajectory.mean(0)
-    stderr = (per_trajectory.std(0, ddof=1) / np.sqrt(batch) if batch > 1
-              else np.full(k, np.nan))
+    stderr = np.full(k, np.nan)
+    finite = np.isfinite(per_trajectory).all(0)
+    if batch > 1:
+        stderr[finite] = per_trajectory[:, finite].std(0, ddof=1) / np.sqrt(batch)
     order = np.argsort(-spectrum, kind="stable")
     spectrum, stderr = spectrum[order], stderr[order]
     return (spectrum, stderr) if return_stderr else spectrum
@@ -267,8 +278,15 @@ def kaplan_yorke_dimension(spectrum: Any) -> float:
     partial sum is non-negative (Kaplan & Yorke 1979, "Chaotic behavior of multidimensional
     difference equations", Lecture Notes in Mathematics 730). The spectrum is sorted first.
     Returns 0 when lambda_1 < 0 and the full dimension when every partial sum is >= 0.
+    Exponents of -inf (directions a map annihilates, as :func:`lyapunov_spectrum` reports
+    them) are accepted; NaN and +inf are not.
     """
-    exponents = np.sort(as_float_array(spectrum, "spectrum", ndim=1))[::-1]
+    exponents = as_float_array(spectrum, "spectrum", ndim=1, allow_nan=True)
+    bad = np.isnan(exponents) | np.isposinf(exponents)
+    if bad.any():
+        raise ValueError(f"spectrum contains NaN or +inf (first at index "
+                         f"{int(np.argmax(bad))}); only -inf is a valid exponent")
+    exponents = np.sort(exponents)[::-1]
     if exponents.size == 0:
         raise ValueError("spectrum is empty")
     partial = np.cumsum(exponents)

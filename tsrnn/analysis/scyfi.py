@@ -187,13 +187,15 @@ class _AffinePieces:
 
 
 def _piecewise_linear_module(obj: Any) -> torch.nn.Module | None:
-    """The tsrnn.nn piecewise-linear module behind ``obj`` (a module or a fitted DSR
-    estimator), or None when ``obj`` is neither."""
+    """The tsrnn.nn piecewise-linear module behind ``obj`` (a module, a fitted DSR
+    estimator or its ``module_``), or None when ``obj`` is none of them."""
     from ..nn import plrnn
 
     kinds = (plrnn.PLRNN, plrnn.ShallowPLRNN, plrnn.ALRNN)
     if isinstance(obj, kinds):
         return obj
+    if isinstance(obj, torch.nn.Module) and isinstance(getattr(obj, "latent", None), kinds):
+        return obj.latent  # a DSR estimator's module_ (ReconstructionModel): its latent map
     module = getattr(obj, "module_", None)
     latent = getattr(module, "latent", None)
     if isinstance(latent, kinds):
@@ -206,7 +208,7 @@ def _piecewise_linear_module(obj: Any) -> torch.nn.Module | None:
 
 def is_piecewise_linear(obj: Any) -> bool:
     """Whether SCYFI applies to ``obj``: a tsrnn.nn PLRNN, ShallowPLRNN or ALRNN, or a
-    fitted tsrnn.dsr estimator built on one."""
+    fitted tsrnn.dsr estimator built on one (or that estimator's ``module_``)."""
     return _piecewise_linear_module(obj) is not None
 
 
@@ -473,8 +475,8 @@ def scyfi(obj: Any, order: int = 1, *, cycles: bool | None = None,
     ----------
     obj
         A :class:`tsrnn.nn.PLRNN`, :class:`~tsrnn.nn.ShallowPLRNN` or :class:`~tsrnn.nn.ALRNN`
-        module, or a fitted :mod:`tsrnn.dsr` estimator (its latent map, autonomous part: any
-        input term C s_t is left out).
+        module, or a fitted :mod:`tsrnn.dsr` estimator or its ``module_`` (the latent map,
+        autonomous part: any input term C s_t is left out).
     order : int
         The period k (>= 1).
     cycles : bool, optional

@@ -162,6 +162,15 @@ class DSREstimator(NeuralForecaster):
         if self.batches_per_epoch is not None:
             check_positive(self.batches_per_epoch, "batches_per_epoch", integer=True)
         check_positive(self.checkpoint_every, "checkpoint_every", integer=True)
+        if self.early_stopping is not None and self.early_stopping < self.checkpoint_every:
+            # Between checkpoints the last D_stsp stands in, so every unscored epoch counts
+            # as one without improvement: a shorter patience stopped training before the
+            # next checkpoint was ever scored.
+            raise ValueError(
+                f"early_stopping={self.early_stopping} is shorter than checkpoint_every="
+                f"{self.checkpoint_every}: D_stsp is scored every checkpoint_every epochs, "
+                "so training would stop before the next score; use early_stopping >= "
+                "checkpoint_every (k * checkpoint_every: k checkpoints without improvement)")
         check_positive(self.n_init, "n_init", integer=True)
         if self.n_jobs is not None and (isinstance(self.n_jobs, bool)
                                         or not isinstance(self.n_jobs, int | np.integer)
@@ -282,11 +291,14 @@ class DSREstimator(NeuralForecaster):
         self.checkpoint_scores_ = []
         self.stopped_by_time_ = False
         self._graph_step_ = None
+        # What a checkpoint file needs to be a complete estimator (_write_checkpoint).
+        self._checkpoint_context_ = (y_list[-1], None if x_list is None else x_list[-1])
         started = time.perf_counter()
         try:
             super()._fit(y_list, x_list)
         finally:
             self._graph_step_ = None  # frees the graph and its memory pool
+            del self._checkpoint_context_
         self.training_time_ = time.perf_counter() - started
         self.n_epochs_ = len(self.history_["train_loss"])
         self.alpha_ = self._forcing_.current_alpha
@@ -349,7 +361,8 @@ class DSREstimator(NeuralForecaster):
     def _epoch_batches(self, pairs, generator):
         """``batches_per_epoch`` batches of random windows (None: cover the data once), each
         with fresh Gaussian noise of ``noise`` standard deviations (the data are
-        standardised, so ``noise`` is a fraction of each column's std)."""
+        standardised, so ``noise`` is a fraction of each column's std; data units with
+        ``scale=False``)."""
         if self.batches_per_epoch is None:
             batches = super()._epoch_batches(pairs, generator)
         else:
@@ -383,6 +396,22 @@ class DSREstimator(NeuralForecaster):
         if module.training:
             self._forcing_.after_batch(module.latent, run.inputs)
         return loss
+
+    def _write_checkpoint(self) -> None:
+        """Write the best model so far to ``checkpoint_path`` as a complete estimator file:
+        ``load`` reads it, and it predicts and is analysed like the fitted estimator (a
+        run that is stopped or crashes keeps its best reconstruction). Its
+        ``checkpoint_scores_`` are those up to ``best_epoch_``; the optimizer state is not
+        kept (a training cannot be resumed from it)."""
+        snapshot = type(self)(**self.get_params(deep=False))
+        for name, value in vars(self).items():
+            # Shapes, scalers, device: every public learned attribute set so far.
+            if name.endswith("_") and not name.startswith("_") and name != "module_":
+                setattr(snapshot, name, copy.copy(value))
+        snapshot.module_ = copy.deepcopy(self.module_).eval()
+        snapshot.best_epoch_ = self.checkpoint_scores_[-1][0] if self.checkpoint_scores_ else 0
+        snapshot._store_context(*self._checkpoint_context_)
+        snapshot.save(self.checkpoint_path, overwrite=True)  # atomic: temporary file first
 
     # ------------------------------------------------------------------ model selection
     def _split_validation(self, y_list, x_list):
@@ -456,11 +485,16 @@ class DSREstimator(NeuralForecaster):
         inputs = None if x is None else self._tensor(x)[None]
         z = self._initial_latent(module, y[:1])
         states = [z]
+        # Which rows are complete, read once: a per-step check (a device sync each) cost
+        # more than the step itself.
+        complete = observed[0].all(-1).tolist()
+        signals, observed = signals[0].unbind(0), observed[0].unbind(0)
+        drive = [None] * len(signals) if inputs is None else inputs[0].unbind(0)
         with torch.no_grad():
-            for t in range(1, data.shape[1]):
-                z = module.step(z, None if inputs is None else inputs[:, t])
-                mask = None if bool(observed[:, t].all()) else observed[:, t]
-                z = _force(z, signals[:, t], mask, 1.0)
+            for t in range(1, len(signals)):
+                z = module.step(z, None if drive[t] is None else drive[t][None])
+                z = _force(z, signals[t][None], None if complete[t] else observed[t][None],
+                           1.0)
                 states.append(z)
         return torch.cat(states)
 
@@ -472,6 +506,11 @@ class DSREstimator(NeuralForecaster):
         return module.observe(states)[0].double().cpu().numpy()
 
     def _scaled(self, data: Any, name: str) -> np.ndarray:
+        # A DataFrame with the training columns in another order would be read by position
+        # (as predict's context, the base refuses it).
+        check_columns = getattr(self, "_check_column_names", None)
+        if check_columns is not None:
+            check_columns(data, name)
         raw = as_float_array(data, name, ndim=(1, 2), allow_nan=self._allow_nan)
         raw = raw[:, None] if raw.ndim == 1 else raw
         if raw.shape[1] != self.n_features_in_ or raw.shape[0] == 0:
@@ -624,7 +663,8 @@ _SHARED_DOC = """
     forcing_interval : int
         tau of sparse teacher forcing.
     noise : float
-        Gaussian noise added to every training batch, in standard deviations of the data.
+        Gaussian noise added to every training batch, in standard deviations of the data
+        (in data units with ``scale=False``).
     regularization : float
         L2 penalty lambda * sum of squared coupling weights ({coupling}).
     sequence_length, batch_size, max_epochs : int
@@ -633,9 +673,14 @@ _SHARED_DOC = """
         Batches per epoch (the authors: 50); None covers the data about once.
     learning_rate, learning_rate_final : float
         Exponential decay between the two over ``max_epochs`` (RAdam, 1e-3 to 1e-6).
-    optimizer, weight_decay, gradient_clip, early_stopping, divergence, checkpoint_path
+    checkpoint_path : str or None
+        Where the best model so far is written whenever a checkpoint improves (None:
+        nothing written; an existing file is refused): a complete estimator file that
+        ``load`` reads, so a stopped run keeps its best reconstruction.
+    optimizer, weight_decay, gradient_clip, early_stopping, divergence
         See :class:`tsrnn.forecasting.base.NeuralForecaster` (early stopping counts epochs
-        without a better D_stsp).
+        without a better D_stsp, and must be at least ``checkpoint_every``: D_stsp is
+        scored only every ``checkpoint_every`` epochs).
     validation_fraction : float
         Held-out end of each trajectory for checkpoint selection; 0 selects on the training
         data.

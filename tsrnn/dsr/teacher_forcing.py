@@ -189,6 +189,13 @@ class ReconstructionModel(nn.Module):
     def observe(self, z: Tensor) -> Tensor:
         return self.observation(z)
 
+    def as_discrete_map(self, dt: float | None = None):
+        """The autonomous latent map z_{t-1} -> z_t with its exact Jacobian (that of
+        ``latent``), so that :mod:`tsrnn.analysis` takes a fitted estimator's ``module_``
+        as it takes the estimator; ``dt`` is the time one step stands for (None: per step).
+        Locations are latent states."""
+        return self.latent.as_discrete_map(dt)
+
     def free_run(self, z: Tensor, n_steps: int, inputs: Tensor | None = None) -> Tensor:
         """Latent states z_1 .. z_n (B, n, M) following z (B, M); ``inputs`` (B, n, K).
 

@@ -258,6 +258,10 @@ class Flow(DynamicalSystem):
 
     default_method: str = "rk8"
     default_substeps: int = 1
+    # Time units of the default measured run of a Lyapunov spectrum (as_discrete_map's
+    # default_steps): enough for exponents of order 1 (Lorenz-63, Chen, Chua);
+    # systems with small exponents, which align and converge slowly, set more.
+    lyapunov_duration: float = 50.0
 
     def _rhs(self, t: float, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -362,7 +366,7 @@ class Flow(DynamicalSystem):
         return DiscreteMap(step=step, dim=dim, time_step=dt, tangent=tangent,
                            initial_states=self._initial_states_fn(dtype, device),
                            dtype=dtype, device=device, name=type(self).__name__,
-                           default_steps=math.ceil(50.0 / dt))
+                           default_steps=math.ceil(self.lyapunov_duration / dt))
 
 
 class ComponentFlow(Flow):
