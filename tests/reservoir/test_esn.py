@@ -208,6 +208,27 @@ def test_lyapunov_exponent_of_a_good_esn_is_close_to_lorenz(fitted):
     assert 0.5 < spectrum[0] < 1.3 and abs(spectrum[1]) < 0.3
 
 
+def test_fixed_points_of_a_sparse_esn_are_lorenz_wing_centres():
+    # The closed loop of an ESN trained on Lorenz-63 has fixed points at C+- (+-8.485,
+    # +-8.485, 27): found by Newton's method with the map's exact tangent, through the
+    # sparse reservoir (whose scipy product autodiff cannot differentiate).
+    from tsrnn.analysis import fixed_points
+
+    y = Lorenz63().simulate(5_000, transient=200, seed=0)
+    model = ESN(n_units=100, connectivity=0.1, random_state=0, ridge=1e-4).fit(y)
+    assert model.reservoir_.is_sparse
+    points = fixed_points(model, n_initial=64, max_iterations=1_000)
+    step = model.as_discrete_map().step
+    centres = []
+    for point in points:
+        location = torch.as_tensor(point.location)[None]
+        np.testing.assert_allclose(step(location)[0].numpy(), point.location, atol=1e-8)
+        centres.append(model.y_scaler_.inverse_transform(point.location[None, 100:])[0])
+    for sign in (1.0, -1.0):
+        target = np.array([sign * 8.485, sign * 8.485, 27.0])
+        assert min(np.linalg.norm(c - target) for c in centres) < 0.3
+
+
 @pytest.mark.parametrize(("params", "match"), [
     (dict(spectral_radius=0.0), "spectral_radius"),
     (dict(leak_rate=0.0), "leak_rate"),
@@ -353,6 +374,53 @@ def test_online_readouts_learn_a_usable_model(readout, lorenz, tmp_path):
     loaded = ESN.load(model.save(tmp_path / "online.pt"))
     loaded.partial_fit(lorenz[1_500:1_600])  # learning resumes after a reload
     assert np.isfinite(loaded.predict(10)).all()
+
+
+def test_rls_readout_starts_from_the_ridge_penalty(lorenz):
+    # Without forgetting, RLS with P_0 = I / ridge solves the ridge problem of the samples
+    # seen, the intercept penalised too: min ||[Phi, 1] w - Y||^2 + ridge ||w||^2.
+    options = dict(n_units=40, connectivity=0.2, random_state=0, scale=False, warmup=20)
+    weights = {}
+    for ridge in (1e-1, 10.0):
+        rls = ESN(online_readout="rls", ridge=ridge, **options)
+        sums = ESN(online_readout="ridge", ridge=ridge, **options)
+        for chunk in np.array_split(lorenz[:600], 3):
+            rls.partial_fit(chunk)
+            sums.partial_fit(chunk)
+        moments = RidgeAccumulator.from_state(sums.online_state_)
+        gram = np.block([[moments.gram, moments.feature_sum[:, None]],
+                         [moments.feature_sum[None], np.array([[moments.count]])]])
+        cross = np.vstack([moments.cross, moments.target_sum[None]])
+        solution = np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), cross)
+        np.testing.assert_allclose(rls.readout_weights_, solution[:-1], rtol=1e-6,
+                                   atol=1e-8 * np.abs(solution).max())
+        np.testing.assert_allclose(rls.readout_intercept_, solution[-1], rtol=1e-6,
+                                   atol=1e-8 * np.abs(solution).max())
+        weights[ridge] = rls.readout_weights_
+    assert np.abs(weights[1e-1] - weights[10.0]).max() > 1e-3  # the penalty is read
+    with pytest.raises(ValueError, match="ridge > 0"):
+        ESN(online_readout="rls", ridge=0.0, **options).partial_fit(lorenz[:100])
+
+
+def test_partial_fit_adds_the_training_noise_that_fit_adds(lorenz, tmp_path):
+    # The noise comes from fit's generator, its state carried across chunks (and saves): a
+    # stream in chunks learns what fit learns from the series in one piece.
+    options = dict(n_units=60, connectivity=0.1, random_state=3, scale=False, ridge=1e-4,
+                   training_noise=0.2)
+    whole = ESN(**options).fit(lorenz[:1_201])
+    chunked = ESN(**options)
+    chunks = np.array_split(lorenz[:1_201], 4)
+    for chunk in chunks[:2]:
+        chunked.partial_fit(chunk)
+    chunked = ESN.load(chunked.save(tmp_path / "stream.pt"))
+    for chunk in chunks[2:]:
+        chunked.partial_fit(chunk)
+    np.testing.assert_allclose(chunked.readout_weights_, whole.readout_weights_, rtol=1e-7,
+                               atol=1e-9 * np.abs(whole.readout_weights_).max())
+    quiet = ESN(**{**options, "training_noise": 0.0})
+    for chunk in chunks:
+        quiet.partial_fit(chunk)
+    assert np.abs(quiet.readout_weights_ - whole.readout_weights_).max() > 1e-3
 
 
 def test_partial_fit_refuses_changed_columns_and_lists(lorenz):

@@ -115,6 +115,14 @@ def _map_functions(dmap: DiscreteMap, order: int):
             for _ in range(order):
                 product = dmap.jacobian(y) @ product
                 y = dmap.step(y)
+        elif dmap.tangent is not None:
+            # The map's own tangent (exact, and what a step that is not written for
+            # forward-mode autodiff, like the ESN's scipy product, provides).
+            product = torch.eye(dmap.dim, dtype=x.dtype, device=x.device).repeat(
+                x.shape[0], 1, 1)
+            y = x
+            for _ in range(order):
+                y, product = dmap.tangent(y, product)
         else:
             product = torch.func.vmap(torch.func.jacfwd(lambda v: iterate(v[None])[0]))(x)
         return product - torch.eye(dmap.dim, dtype=x.dtype, device=x.device)

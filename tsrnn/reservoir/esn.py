@@ -25,6 +25,7 @@ own sums on one core, side by side.
 from __future__ import annotations
 
 import contextlib
+import json
 
 import numpy as np
 import torch
@@ -80,7 +81,11 @@ class ESN(BaseForecaster):
     n_units : int
         Reservoir size N.
     spectral_radius : float
-        rho(W), set exactly for sparse W (ARPACK) and by the circular law for dense W.
+        rho(W), set exactly for sparse W (ARPACK) and by the circular law for dense W. Above
+        1.5 a warning says that the echo state property is likely lost; between 1 and 1.5
+        none, since driven reservoirs slightly above 1 (1.25 is common) usually keep it
+        through the saturation of their units (:meth:`echo_state_diagnostics` gives the
+        linear criteria).
     leak_rate : float in (0, 1]
         a.
     input_scaling : float or array (I,)
@@ -106,13 +111,16 @@ class ESN(BaseForecaster):
         Square every other reservoir unit in the readout features (Pathak et al. 2018).
     training_noise : float
         Standard deviation of Gaussian noise added to the (standardised) teacher-forced
-        inputs while collecting states; regularises the closed loop.
+        inputs while collecting states (in fit and partial_fit alike); regularises the
+        closed loop.
     distribution : {"normal", "uniform"}
         Distribution of the recurrent weights.
     online_readout : {"ridge", "rls", "lms"}
         How :meth:`partial_fit` learns: exact ridge from accumulated sums (re-solved after
-        each chunk), recursive least squares with ``forgetting``, or least mean squares
-        with ``online_learning_rate``.
+        each chunk), recursive least squares with ``forgetting`` (its inverse correlation
+        matrix starting at I / ``ridge``, so that without forgetting it gives the ridge
+        solution, the intercept penalised too), or least mean squares with
+        ``online_learning_rate``.
     forgetting : float in (0, 1]
         RLS forgetting factor (1: no forgetting).
     online_learning_rate : float in (0, 2)
@@ -360,7 +368,10 @@ class ESN(BaseForecaster):
             if rows_x is not None:
                 rows_x = np.concatenate([self.stream_last_[1][None], rows_x])
         if rows_y.shape[0] >= 2:
-            u = self._tensor(self._inputs(rows_y, rows_x))
+            inputs = self._inputs(rows_y, rows_x)
+            if self.training_noise > 0:
+                inputs = inputs + self.training_noise * self._stream_noise(inputs.shape)
+            u = self._tensor(inputs)
             states, final = self.reservoir_(u[None], self.stream_state_[None])
             skip = min(max(int(self.warmup) - self.stream_steps_, 0), u.shape[0])
             phi = self.features(states[0, skip:], u[skip:])
@@ -374,6 +385,19 @@ class ESN(BaseForecaster):
             self._store_context(y_scaled[0], None if x_scaled is None else x_scaled[0],
                                 previous=True)
         return self
+
+    def _stream_noise(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Training noise for the next inputs of a stream, from the generator that ``fit``
+        draws it from, its state carried from chunk to chunk (as text, so that it is saved
+        with the estimator): a stream cut into chunks gets the noise it would get in one
+        piece, and the noise ``fit`` gives the same series."""
+        generator = np.random.default_rng(None if self.random_state is None
+                                          else int(self.random_state) + 7)
+        if hasattr(self, "stream_noise_state_"):
+            generator.bit_generator.state = json.loads(self.stream_noise_state_)
+        noise = generator.standard_normal(shape)
+        self.stream_noise_state_ = json.dumps(generator.bit_generator.state)
+        return noise
 
     def _check_readout(self) -> None:
         """Refuse to use a readout that partial_fit has not trained yet: it keeps the
@@ -393,6 +417,9 @@ class ESN(BaseForecaster):
             return
         width = phi.shape[1]
         kind = self.online_readout
+        if kind == "rls" and not self.ridge > 0:
+            raise ValueError("online_readout='rls' needs ridge > 0: its inverse correlation "
+                             "matrix starts at I / ridge")
         if kind == "ridge":
             readout = (RidgeAccumulator.from_state(self.online_state_)
                        if hasattr(self, "online_state_")
@@ -401,9 +428,12 @@ class ESN(BaseForecaster):
             weights, intercept = readout.solve(self.ridge, self.solver)
         else:
             if kind == "rls":
+                # P starts at I / ridge: the RLS weights are then the ridge solution of the
+                # samples seen (with forgetting, of the discounted ones).
                 readout = (RLSReadout.from_state(self.online_state_, self.forgetting)
                            if hasattr(self, "online_state_")
-                           else RLSReadout(width, targets.shape[1], self.forgetting))
+                           else RLSReadout(width, targets.shape[1], self.forgetting,
+                                           regularization=self.ridge))
             else:
                 readout = (LMSReadout.from_state(self.online_state_, self.online_learning_rate)
                            if hasattr(self, "online_state_")
@@ -701,8 +731,10 @@ class ESN(BaseForecaster):
         def recurrent_times(matrix: torch.Tensor) -> torch.Tensor:
             """W @ matrix for matrix (N, m)."""
             if reservoir.is_sparse:
-                if matrix.device.type == "cpu":
+                if matrix.device.type == "cpu" and not matrix.requires_grad:
                     return torch.from_numpy(np.asarray(reservoir._scipy @ matrix.numpy()))
+                # torch's product where autograd follows (fixed_points and find_cycles
+                # differentiate the step).
                 return torch.sparse.mm(reservoir._torch_sparse, matrix)
             return reservoir.recurrent_dense @ matrix
 
