@@ -6,6 +6,7 @@ property the unit tests do not cover): the test fails without its fix.
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -245,3 +246,16 @@ def test_analysis_of_a_class_instead_of_an_instance_says_so():
         for cls in (Lorenz63, Henon, ALRNN):
             with pytest.raises(TypeError, match=rf"class {cls.__name__}, not an instance"):
                 analysis(cls)
+
+
+def test_a_setting_the_forcing_scheme_does_not_read_is_announced():
+    data = Henon().simulate(300, transient=100, seed=0)
+    short = dict(max_epochs=1, batches_per_epoch=2, sequence_length=20, random_state=0)
+    with pytest.warns(UserWarning, match="alpha=0.3 has no effect with teacher_forcing='sparse'"):
+        ALRNN(n_latent=4, n_pwl=1, alpha=0.3, **short).fit(data)
+    with pytest.warns(UserWarning, match="forcing_interval=8 has no effect"):
+        ShallowPLRNN(n_hidden=5, forcing_interval=8, **short).fit(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults of each scheme: nothing to announce
+        ALRNN(n_latent=4, n_pwl=1, **short).fit(data)
+        ShallowPLRNN(n_hidden=5, **short).fit(data)

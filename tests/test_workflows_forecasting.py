@@ -342,3 +342,22 @@ def test_exogenous_frame_dated_otherwise_than_the_series_is_refused():
     from_arrays = model.predict(5, context=frame.iloc[200:300].to_numpy(),
                                 X=week.iloc[200:305].to_numpy())
     np.testing.assert_array_equal(from_frames.to_numpy(), from_arrays)
+
+
+def test_later_chunks_of_a_stream_are_checked_like_the_first():
+    # partial_fit used to check column names and the dates of X only through fit's path.
+    rng = np.random.default_rng(0)
+    dates = pd.date_range("2021-01-01", periods=600, freq="h")
+    frame = pd.DataFrame(rng.normal(size=(600, 2)).cumsum(0), index=dates, columns=["a", "b"])
+    model = ESN(n_units=20, random_state=0).partial_fit(frame.iloc[:300])
+    with pytest.raises(ValueError, match=r"this chunk of y has columns \['b', 'a'\]"):
+        model.partial_fit(frame.iloc[300:][["b", "a"]])
+    shifted = pd.DataFrame(np.ones((300, 1)), index=dates[1:301])
+    with pytest.raises(ValueError, match="X is dated otherwise than y"):
+        ESN(n_units=20, random_state=0).partial_fit(frame.iloc[:300], shifted)
+
+
+@pytest.mark.parametrize("device", ["mps", "meta"])
+def test_devices_other_than_cpu_and_cuda_are_refused_clearly(device):
+    with pytest.raises(ValueError, match="runs on 'cpu' or 'cuda'"):
+        ESN(n_units=20, device=device).fit(np.sin(np.arange(300) / 5.0))

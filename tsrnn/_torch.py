@@ -31,6 +31,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"unknown device {device!r}: {error}") from error
+    if device.type not in ("cpu", "cuda"):
+        # Other backends (mps, xpu, ...) are untested here, and several models need float64.
+        raise ValueError(f"device {str(device)!r} is not supported: tsrnn runs on 'cpu' or "
+                         "'cuda'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was requested but no CUDA device is available")
     return device

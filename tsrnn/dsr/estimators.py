@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import os
 import time
@@ -37,7 +38,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._validation import as_float_array, check_bool, check_in_range, check_option, check_positive
+from .._validation import (
+    as_float_array,
+    check_bool,
+    check_in_range,
+    check_option,
+    check_positive,
+    warn,
+)
 from ..forecasting._data import as_series_list
 from ..forecasting.base import (
     _EXPLOSION_FACTOR,
@@ -157,6 +165,15 @@ class DSREstimator(NeuralForecaster):
         else:
             check_in_range(self.alpha, "alpha", 0.0, 1.0)
         check_positive(self.forcing_interval, "forcing_interval", integer=True)
+        # A setting the chosen scheme does not read is announced (the defaults are not).
+        defaults = inspect.signature(type(self)).parameters
+        if self.teacher_forcing != "gtf" and self.alpha != defaults["alpha"].default:
+            warn(f"alpha={self.alpha!r} has no effect with teacher_forcing="
+                 f"{self.teacher_forcing!r}: it is the forcing strength of 'gtf'")
+        if (self.teacher_forcing != "sparse"
+                and self.forcing_interval != defaults["forcing_interval"].default):
+            warn(f"forcing_interval={self.forcing_interval} has no effect with teacher_forcing="
+                 f"{self.teacher_forcing!r}: it is the interval tau of 'sparse'")
         check_positive(self.noise, "noise", allow_zero=True)
         check_positive(self.regularization, "regularization", allow_zero=True)
         if self.batches_per_epoch is not None:
@@ -291,14 +308,11 @@ class DSREstimator(NeuralForecaster):
         self.checkpoint_scores_ = []
         self.stopped_by_time_ = False
         self._graph_step_ = None
-        # What a checkpoint file needs to be a complete estimator (_write_checkpoint).
-        self._checkpoint_context_ = (y_list[-1], None if x_list is None else x_list[-1])
         started = time.perf_counter()
         try:
             super()._fit(y_list, x_list)
         finally:
             self._graph_step_ = None  # frees the graph and its memory pool
-            del self._checkpoint_context_
         self.training_time_ = time.perf_counter() - started
         self.n_epochs_ = len(self.history_["train_loss"])
         self.alpha_ = self._forcing_.current_alpha
@@ -397,21 +411,11 @@ class DSREstimator(NeuralForecaster):
             self._forcing_.after_batch(module.latent, run.inputs)
         return loss
 
-    def _write_checkpoint(self) -> None:
-        """Write the best model so far to ``checkpoint_path`` as a complete estimator file:
-        ``load`` reads it, and it predicts and is analysed like the fitted estimator (a
-        run that is stopped or crashes keeps its best reconstruction). Its
-        ``checkpoint_scores_`` are those up to ``best_epoch_``; the optimizer state is not
-        kept (a training cannot be resumed from it)."""
-        snapshot = type(self)(**self.get_params(deep=False))
-        for name, value in vars(self).items():
-            # Shapes, scalers, device: every public learned attribute set so far.
-            if name.endswith("_") and not name.startswith("_") and name != "module_":
-                setattr(snapshot, name, copy.copy(value))
-        snapshot.module_ = copy.deepcopy(self.module_).eval()
+    def _checkpoint_snapshot(self):
+        # Its checkpoint_scores_ are those up to best_epoch_ (the checkpoint just scored).
+        snapshot = super()._checkpoint_snapshot()
         snapshot.best_epoch_ = self.checkpoint_scores_[-1][0] if self.checkpoint_scores_ else 0
-        snapshot._store_context(*self._checkpoint_context_)
-        snapshot.save(self.checkpoint_path, overwrite=True)  # atomic: temporary file first
+        return snapshot
 
     # ------------------------------------------------------------------ model selection
     def _split_validation(self, y_list, x_list):

@@ -684,6 +684,15 @@ class NeuralForecaster(BaseForecaster):
                 "no saved model is overwritten"
             )
         self.module_ = self._build_module().to(device=self.device_, dtype=self.dtype_)
+        # What a checkpoint file needs to be a complete estimator (_write_checkpoint).
+        self._checkpoint_context_ = (y_list[-1], None if x_list is None else x_list[-1])
+        try:
+            self._train(y_list, x_list)
+        finally:
+            del self._checkpoint_context_
+
+    def _train(self, y_list, x_list) -> None:
+        """The training loop of :meth:`_fit` (the module built)."""
         train, validation = self._split_validation(y_list, x_list)
         validation_windows = self._fixed_windows(validation) if validation else []
         optimizer = self._make_optimizer(self.module_)
@@ -787,18 +796,29 @@ class NeuralForecaster(BaseForecaster):
             advice = f"train in float32 rather than {name}, or {advice}"
         message = (f"training of {type(self).__name__} diverged at epoch {epoch + 1} "
                    f"({what}); {advice}")
-        if self.divergence == "raise" or best_state is None:
+        if self.divergence == "raise":
             raise DivergenceError(message) from cause
+        if best_state is None:
+            raise DivergenceError(message + "; divergence='restore' found no checkpoint to "
+                                  "restore (none was kept before it)") from cause
         warn(message + "; the best checkpoint so far is kept", RuntimeWarning)
 
     def _write_checkpoint(self) -> None:
-        # The estimator is not complete mid-training (context_y_ is set after _fit), so the
-        # checkpoint holds the module weights and the scalers, enough to resume or inspect.
-        payload = {"format": "tsrnn-checkpoint",
-                   "module": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
-                   "params": _encode(self.get_params(deep=False), "params")}
+        """Write the best model so far to ``checkpoint_path`` as a complete estimator file
+        (atomically): ``load`` reads it, and it predicts and is analysed like the fitted
+        estimator, so a run that is stopped or crashes keeps its best model. What only the
+        end of ``fit`` sets (``history_``, ``n_epochs_``) is absent, and the optimizer state
+        is not kept: a training cannot be resumed from it."""
         path = Path(self.checkpoint_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
+        self._checkpoint_snapshot().save(path, overwrite=True)
+
+    def _checkpoint_snapshot(self) -> BaseForecaster:
+        """A new estimator holding the current module and every learned attribute so far."""
+        snapshot = type(self)(**self.get_params(deep=False))
+        for name, value in vars(self).items():
+            if name.endswith("_") and not name.startswith("_") and name != "module_":
+                setattr(snapshot, name, copy.copy(value))
+        snapshot.module_ = copy.deepcopy(self.module_).eval()
+        snapshot._store_context(*self._checkpoint_context_)
+        return snapshot

@@ -40,7 +40,7 @@ from .._validation import (
     warn,
 )
 from ..exceptions import DivergenceError, NotFittedError
-from ..forecasting._data import as_series_list, check_exogenous
+from ..forecasting._data import as_series_list, check_aligned_dates, check_exogenous
 from ..forecasting.base import BaseForecaster
 from . import _esn_cpu
 from ._blas import blas_threads, limit_blas
@@ -337,6 +337,7 @@ class ESN(BaseForecaster):
         if collection:
             raise ValueError("partial_fit takes one chunk of one stream, not a list of series")
         x_list = check_exogenous(X, y_list, collection)
+        check_aligned_dates(y, X, collection)
         if not hasattr(self, "stream_state_"):
             if hasattr(self, "readout_weights_"):
                 # fit() keeps no running sums, so a stream cannot continue from it.
@@ -355,6 +356,7 @@ class ESN(BaseForecaster):
             if y_list[0].shape[1] != self.n_features_in_:
                 raise ValueError(f"y must have {self.n_features_in_} columns like the first "
                                  f"chunk, got {y_list[0].shape[1]}")
+            self._check_column_names(y, "this chunk of y")
             if (x_list is None) != (self.n_exog_ == 0) or (
                     x_list is not None and x_list[0].shape[1] != self.n_exog_):
                 raise ValueError("X must be given (with the same columns) in every chunk if "
@@ -585,7 +587,8 @@ class ESN(BaseForecaster):
     def _predict(self, n_steps, context_y, context_x, future_x):
         self._check_readout()
         if context_y.shape[0] < min(int(self.warmup), 50):
-            warn(f"the context has {context_y.shape[0]} steps, fewer than warmup="
+            n = context_y.shape[0]
+            warn(f"the context has {n} step{'s' if n != 1 else ''}, fewer than warmup="
                  f"{self.warmup}: the reservoir state may not have settled, and the first "
                  "forecast steps depend on the zero initial state")
         if context_x is None and self.dtype_ == torch.float64:

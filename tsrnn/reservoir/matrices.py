@@ -36,6 +36,7 @@ import scipy.sparse as sparse
 import scipy.sparse.linalg as sparse_linalg
 
 from .._validation import as_float_array, check_in_range, check_option, check_positive
+from ._blas import limit_blas
 
 DISTRIBUTIONS = ("normal", "uniform")
 
@@ -112,7 +113,12 @@ def spectral_radius(matrix) -> float:
                 pass  # fall through to the dense solve
         matrix = csr
     dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
-    return float(np.abs(np.linalg.eigvals(dense)).max())
+    if dense.shape[0] > 2048:
+        return float(np.abs(np.linalg.eigvals(dense)).max())
+    # One BLAS thread, as for the readout's solve: a 200 x 200 eigen-solve takes ~20 ms on
+    # one core but took up to 1.1 s with OpenBLAS's threads on a busy two-core machine.
+    with limit_blas(1):
+        return float(np.abs(np.linalg.eigvals(dense)).max())
 
 
 def recurrent_matrix(n_units: int, spectral_radius_target: float, connectivity: float,
