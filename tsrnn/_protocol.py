@@ -9,6 +9,8 @@ variational equation integrated with the same scheme.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,10 +73,24 @@ class DiscreteMap:
         if self.jacobian is not None:
             return self.step(x), self.jacobian(x) @ frame
         # Forward-mode autodiff, vectorised over the frame's columns.
+        load_forward_mode()
+
         def push_forward(vector: Tensor) -> Tensor:
             return torch.func.jvp(self.step, (x,), (vector,))[1]
 
         return self.step(x), torch.func.vmap(push_forward, in_dims=-1, out_dims=-1)(frame)
+
+
+@functools.cache
+def load_forward_mode() -> None:
+    """Load torch's forward-mode decompositions once, quietly: on first use torch builds them
+    with ``torch.jit.script``, whose DeprecationWarning is torch's own, not the caller's."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+    except ImportError:  # another torch layout: then torch loads them itself, as before
+        pass
 
 
 def jittered_copies(start: Tensor, n: int, seed: int | None, scale: float) -> Tensor:

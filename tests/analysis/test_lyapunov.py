@@ -507,3 +507,25 @@ def test_cuda_spectrum_and_fused_tangent_equal_cpu():
     np.testing.assert_allclose(
         lyapunov_spectrum(linear, x0=np.ones(3), n_steps=200, transient=50),
         np.log(np.abs(EIGENVALUES)), rtol=0, atol=1e-10)
+
+
+def test_forward_mode_tangents_raise_no_deprecation_warning_of_torch():
+    # torch builds its forward-mode decompositions with torch.jit.script on first use, whose
+    # DeprecationWarning reached users of the analyses; a fresh process is needed to see it.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from tsrnn._protocol import DiscreteMap\n"
+        "from tsrnn.analysis import lyapunov_spectrum\n"
+        "def step(x):\n"
+        "    return torch.stack([1 - 1.4 * x[:, 0] ** 2 + x[:, 1], 0.3 * x[:, 0]], 1)\n"
+        "dmap = DiscreteMap(step=step, dim=2,\n"
+        "                   initial_states=lambda n, seed: torch.zeros(n, 2, dtype=torch.float64))\n"
+        "print(lyapunov_spectrum(dmap, n_steps=150, transient=20, n_trajectories=8)[0])\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 0.3 < float(result.stdout.split()[-1]) < 0.55  # Henon: lambda_1 = 0.419

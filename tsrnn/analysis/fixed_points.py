@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._protocol import DiscreteMap
+from .._protocol import DiscreteMap, load_forward_mode
 from .._validation import as_float_array, check_option, check_positive
 from .lyapunov import as_discrete_map
 
@@ -124,6 +124,7 @@ def _map_functions(dmap: DiscreteMap, order: int):
             for _ in range(order):
                 y, product = dmap.tangent(y, product)
         else:
+            load_forward_mode()
             product = torch.func.vmap(torch.func.jacfwd(lambda v: iterate(v[None])[0]))(x)
         return product - torch.eye(dmap.dim, dtype=x.dtype, device=x.device)
 
