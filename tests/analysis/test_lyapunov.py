@@ -521,8 +521,9 @@ def test_forward_mode_tangents_raise_no_deprecation_warning_of_torch():
         "from tsrnn.analysis import lyapunov_spectrum\n"
         "def step(x):\n"
         "    return torch.stack([1 - 1.4 * x[:, 0] ** 2 + x[:, 1], 0.3 * x[:, 0]], 1)\n"
-        "dmap = DiscreteMap(step=step, dim=2,\n"
-        "                   initial_states=lambda n, seed: torch.zeros(n, 2, dtype=torch.float64))\n"
+        "def starts(n, seed):\n"
+        "    return torch.zeros(n, 2, dtype=torch.float64)\n"
+        "dmap = DiscreteMap(step=step, dim=2, initial_states=starts)\n"
         "print(lyapunov_spectrum(dmap, n_steps=150, transient=20, n_trajectories=8)[0])\n"
     )
     result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code],

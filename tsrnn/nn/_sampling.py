@@ -8,11 +8,15 @@ raises an error when B != H and gives silently wrong dynamics when B == H.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 
-def check_sequence(x: torch.Tensor, input_size: int, name: str = "x") -> None:
-    """Raise unless ``x`` is a floating (B, L, input_size) tensor with L >= 1, without NaN."""
+def check_sequence(x: torch.Tensor, input_size: int, name: str = "x",
+                   module: torch.nn.Module | None = None) -> None:
+    """Raise unless ``x`` is a floating (B, L, input_size) tensor with L >= 1, without NaN,
+    and (with ``module``) of the dtype and on the device of the module's parameters."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch tensor of shape (B, L, {input_size}), got "
                         f"{type(x).__name__}")
@@ -26,6 +30,63 @@ def check_sequence(x: torch.Tensor, input_size: int, name: str = "x") -> None:
     if not bool(torch.isfinite(x).all()):
         index = tuple(int(i) for i in torch.nonzero(~torch.isfinite(x))[0])
         raise ValueError(f"{name} contains NaN or inf (first at index {index})")
+    if module is not None:
+        check_matches_module(x, module, name)
+
+
+def module_reference(module: torch.nn.Module) -> torch.Tensor | None:
+    """The module's first floating-point parameter (or buffer): its dtype and device are the
+    module's. None for a module without any."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.is_floating_point() or tensor.is_complex():
+            return tensor
+    return None
+
+
+def check_matches_module(x: torch.Tensor, module: torch.nn.Module, name: str = "x") -> None:
+    """Raise unless ``x`` has the dtype and device of ``module``'s parameters.
+
+    Why not cast: torch's own layers refuse mixed dtypes too, and the compiled CPU kernels of
+    CfC and LTC read raw memory, where a float64 tensor next to float32 weights gave
+    silently wrong numbers rather than an error.
+    """
+    reference = module_reference(module)
+    if reference is None:
+        return
+    if x.dtype != reference.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the parameters of {type(module).__name__} have "
+            f"dtype {reference.dtype}; convert one to the other (module.to({x.dtype}) or "
+            f"{name}.to({reference.dtype}))")
+    if x.device != reference.device:
+        raise ValueError(
+            f"{name} is on {x.device} but the parameters of {type(module).__name__} are on "
+            f"{reference.device}; move one to the other (module.to({str(x.device)!r}) or "
+            f"{name}.to({str(reference.device)!r}))")
+
+
+def check_state(value: torch.Tensor, like: torch.Tensor, name: str = "h0",
+                like_name: str = "the input x") -> torch.Tensor:
+    """Raise unless the state tensor ``value`` (its shape already checked) has the dtype and
+    device of ``like`` (the input, named ``like_name`` in the errors) and holds no NaN or inf;
+    returns it unchanged.
+
+    A state of another dtype is refused rather than cast (as torch's GRU/LSTM do): the
+    compiled CPU kernels read its raw memory, and a NaN in it would spread to every later
+    output without an error.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(value).__name__}")
+    if value.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {value.dtype}, not the dtype of {like_name} "
+                        f"({like.dtype}); pass a state of that dtype ({name}.to({like.dtype}))")
+    if value.device != like.device:
+        raise ValueError(f"{name} is on {value.device}, not on the device of {like_name} "
+                         f"({like.device}); move it ({name}.to({str(like.device)!r}))")
+    if not bool(torch.isfinite(value).all()):
+        index = tuple(int(i) for i in torch.nonzero(~torch.isfinite(value))[0])
+        raise ValueError(f"{name} contains NaN or inf (first at index {index})")
+    return value
 
 
 def check_time_steps(dt, batch: int, length: int, like: torch.Tensor) -> torch.Tensor | None:

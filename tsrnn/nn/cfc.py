@@ -36,7 +36,7 @@ from .._torch import optional_triton_module
 from .._validation import check_bool, check_in_range, check_option, check_positive
 from . import _cfc_cpu
 from ._cfc_kernels import CfCSequence
-from ._sampling import check_sequence, check_time_steps
+from ._sampling import check_sequence, check_state, check_time_steps
 from .ltc import MemoryCell
 from .wirings import Wiring
 
@@ -87,7 +87,10 @@ class _Heads(nn.Module):
             for block in self.linear.weight.split(hidden):
                 nn.init.xavier_uniform_(block)
         if input_mask is not None:
-            self.register_buffer("mask", torch.as_tensor(input_mask, dtype=torch.float32))
+            # torch's default dtype, like the parameters: a float32 mask in a module built
+            # under torch.set_default_dtype(torch.float64) would mix dtypes.
+            self.register_buffer("mask", torch.as_tensor(input_mask,
+                                                         dtype=torch.get_default_dtype()))
         else:
             self.mask = None
         self.rank, self.recurrent_size = rank, recurrent_size
@@ -139,19 +142,22 @@ class CfC(nn.Module):
         Hidden size H, or a wiring (then there is no backbone: see the module docstring).
     mode : {"default", "no_gate", "pure"}
         Which closed-form solution to use.
-    backbone_units, backbone_layers : int
-        Width and depth of the backbone MLP (0 layers: the heads read [u, h] directly).
-    backbone_dropout : float in [0, 1)
-        Dropout after every backbone activation (training only).
-    activation : {"lecun_tanh", "tanh", "relu", "silu", "gelu"}
-        Backbone activation.
+    backbone_units, backbone_layers : int, optional
+        Width and depth of the backbone MLP (0 layers: the heads read [u, h] directly);
+        128 and 1 when not given. A wired cell has no backbone: giving either (or
+        ``backbone_dropout``, ``activation``) with a wiring is an error, as in ncps.
+    backbone_dropout : float in [0, 1), optional
+        Dropout after every backbone activation (training only); 0 when not given.
+    activation : {"lecun_tanh", "tanh", "relu", "silu", "gelu"}, optional
+        Backbone activation; "lecun_tanh" when not given.
     mixed_memory : bool
         Put an LSTM memory cell in front; the state is then the pair (h, c).
     proj_size : int, optional
         A linear map of the outputs to this size.
-    layer_recurrence : {"wiring", "dense"}
-        Wired mode: recurrent synapses within a layer as the wiring draws them, or all
-        present (ncps 1.0.1 connects every layer of a wiring densely to itself).
+    layer_recurrence : {"wiring", "dense"}, optional
+        Wired mode only (an error without a wiring): recurrent synapses within a layer as
+        the wiring draws them ("wiring", the default), or all present (ncps 1.0.1 connects
+        every layer of a wiring densely to itself).
     fast_path : bool
         Run unwired cells with at most one tanh-kind backbone layer through the
         hand-derived sequence function (:mod:`tsrnn.nn._cfc_kernels`; on the CPU, where a C
@@ -169,18 +175,30 @@ class CfC(nn.Module):
     """
 
     def __init__(self, input_size: int, units: int | Wiring, *, mode: str = "default",
-                 backbone_units: int = 128, backbone_layers: int = 1,
-                 backbone_dropout: float = 0.0, activation: str = "lecun_tanh",
+                 backbone_units: int | None = None, backbone_layers: int | None = None,
+                 backbone_dropout: float | None = None, activation: str | None = None,
                  mixed_memory: bool = False, proj_size: int | None = None,
-                 layer_recurrence: str = "wiring", fast_path: bool = True):
+                 layer_recurrence: str | None = None, fast_path: bool = True):
         super().__init__()
         self.fast_path = check_bool(fast_path, "fast_path")
         self.input_size = check_positive(input_size, "input_size", integer=True)
         self.mode = check_option(mode, "mode", tuple(MODES))
-        check_option(activation, "activation", tuple(ACTIVATIONS))
-        check_option(layer_recurrence, "layer_recurrence", LAYER_RECURRENCE)
+        if activation is not None:
+            check_option(activation, "activation", tuple(ACTIVATIONS))
+        if layer_recurrence is not None:
+            check_option(layer_recurrence, "layer_recurrence", LAYER_RECURRENCE)
         self.wiring = None
         if isinstance(units, Wiring):
+            # ncps raises the same: a wired cell has no backbone, so these would do nothing.
+            given = [name for name, value in (
+                ("backbone_units", backbone_units), ("backbone_layers", backbone_layers),
+                ("backbone_dropout", backbone_dropout), ("activation", activation))
+                if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} cannot be used with a wiring: a wired "
+                                 "CfC has no backbone (its layers read the wiring's synapses "
+                                 "directly, as ncps's WiredCfCCell)")
+            layer_recurrence = "wiring" if layer_recurrence is None else layer_recurrence
             self.wiring = units
             units.check_fits(self.input_size)
             units.build(self.input_size)
@@ -189,8 +207,15 @@ class CfC(nn.Module):
             self.output_size = (units.output_size if len(units.layers) == 1
                                 else len(units.layers[-1]))
         else:
+            if layer_recurrence is not None:
+                raise ValueError("layer_recurrence applies to a wired CfC only (units given as "
+                                 "a Wiring); with a unit count every neuron reads all others")
             self.hidden_size = check_positive(units, "units", integer=True)
             self.output_size = self.hidden_size
+            backbone_layers = 1 if backbone_layers is None else backbone_layers
+            backbone_units = 128 if backbone_units is None else backbone_units
+            backbone_dropout = 0.0 if backbone_dropout is None else backbone_dropout
+            activation = "lecun_tanh" if activation is None else activation
             self.backbone_layers = check_positive(backbone_layers, "backbone_layers",
                                                   integer=True, allow_zero=True)
             width = check_positive(backbone_units, "backbone_units", integer=True)
@@ -244,7 +269,9 @@ class CfC(nn.Module):
         if h0 is None:
             zero = like.new_zeros(batch, H)
             return (zero, zero) if self.memory is not None else zero
-        return tuple(h0) if self.memory is not None else h0
+        if self.memory is not None:
+            return tuple(check_state(part, like, f"h0[{i}]") for i, part in enumerate(h0))
+        return check_state(h0, like)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, h0=None, dt=None):
@@ -262,7 +289,7 @@ class CfC(nn.Module):
 
     def trajectory(self, x: torch.Tensor, h0=None, dt=None, *, _return_final: bool = False):
         """The hidden states after every step (B, L, H)."""
-        check_sequence(x, self.input_size)
+        check_sequence(x, self.input_size, module=self)
         batch, length = x.shape[:2]
         dt = check_time_steps(dt, batch, length, x)
         state = self._check_state(h0, batch, x)

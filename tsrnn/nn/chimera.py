@@ -82,6 +82,7 @@ from torch import nn
 
 from .._validation import check_bool, check_finite, check_option, check_positive
 from ..ops.scan2d import METHODS, scan2d
+from ._sampling import check_matches_module, check_state
 
 HEADS = {
     # name: (Δ1 initial range, uses the seasonal lag)
@@ -137,7 +138,8 @@ class SelectiveSSM2D(nn.Module):
         super().__init__()
         self.d_model, self.d_state, self.lag = d_model, d_state, lag
         self.reverse, self.scan_method = check_bool(reverse, "reverse"), scan_method
-        decay = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_model, 1)
+        decay = torch.log(torch.arange(1, d_state + 1, dtype=torch.get_default_dtype()))
+        decay = decay.repeat(d_model, 1)
         self.log_a1 = nn.Parameter(decay.clone())  # A1 = -exp(log_a1), (D, N)
         self.log_a4 = nn.Parameter(decay.clone())
         self.w2 = nn.Parameter(0.1 * torch.randn((d_model, d_state), generator=generator))
@@ -364,6 +366,7 @@ class Chimera(nn.Module):
         if x.shape[1] == 0:
             raise ValueError("x is empty along time (L = 0)")
         check_finite(x, "x")
+        check_matches_module(x, self)
         if dt is not None:
             if dt.ndim == 3 and dt.shape[-1] == 1:
                 dt = dt[..., 0]
@@ -380,9 +383,13 @@ class Chimera(nn.Module):
                 raise ValueError(f"h0 must be the list of {len(expected)} state tensors that "
                                  "Chimera returns (one per layer, head and direction)")
             for i, (given, want) in enumerate(zip(h0, expected)):
-                if tuple(given.shape) != tuple(want.shape):
+                if not isinstance(given, torch.Tensor) or tuple(given.shape) != tuple(
+                        want.shape):
+                    shape = (tuple(given.shape) if isinstance(given, torch.Tensor)
+                             else type(given).__name__)
                     raise ValueError(f"h0[{i}] must have shape {tuple(want.shape)}, got "
-                                     f"{tuple(given.shape)}")
+                                     f"{shape}")
+                check_state(given, x, f"h0[{i}]")
         return dt
 
     def forward(self, x: torch.Tensor, h0: list[torch.Tensor] | None = None,

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from .._validation import check_option, check_positive
-from ._sampling import check_sequence, check_time_steps
+from ._sampling import check_sequence, check_state, check_time_steps
 
 
 # ====================================================================== transition matrices
@@ -225,7 +225,8 @@ class HiPPORNN(nn.Module):
     memory_size : int
         M, the number of scalar memory inputs f_t, each with its own N coefficients.
     theta : float
-        LegT's window length.
+        LegT's window length; not read by the other measures (so that a search over
+        ``measure`` can keep one theta).
     generator : torch.Generator, optional
         For a reproducible initialisation (U(-1/√fan_in, 1/√fan_in), as torch's Linear).
 
@@ -269,10 +270,14 @@ class HiPPORNN(nn.Module):
             raise ValueError("h0 must be a tuple (h, c) or (h, c, t)")
         parts = list(h0) if len(h0) == 3 else [*h0, like.new_zeros(batch)]
         for name, value, shape in zip(("h", "c", "t"), parts, shapes):
-            if tuple(value.shape) != shape:
-                raise ValueError(f"h0's {name} must have shape {shape}, got "
-                                 f"{tuple(value.shape)}")
-        return tuple(p.to(like) for p in parts)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                given = (tuple(value.shape) if isinstance(value, torch.Tensor)
+                         else type(value).__name__)
+                raise ValueError(f"h0's {name} must have shape {shape}, got {given}")
+            check_state(value, like, f"h0's {name}")
+        if bool((parts[2] < 0).any()):
+            raise ValueError("h0's t (the elapsed time so far) must be >= 0")
+        return tuple(parts)
 
     def _step_matrices(self, t_prev: torch.Tensor, step: torch.Tensor):
         """(Ā, B̄) for a batch of steps: shapes S + (N, N) and S + (N,)."""
@@ -283,7 +288,7 @@ class HiPPORNN(nn.Module):
         return discretise(a, b, step, self.method, self.alpha)
 
     def forward(self, x: torch.Tensor, h0=None, dt: torch.Tensor | None = None):
-        check_sequence(x, self.input_size)
+        check_sequence(x, self.input_size, module=self)
         batch, length, c = x.shape
         h, state, elapsed = self._initial_state(h0, batch, x)
         dt = check_time_steps(dt, batch, length, x)

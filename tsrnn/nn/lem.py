@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .._validation import check_option, check_positive
-from ._sampling import check_sequence, check_time_steps
+from ._sampling import check_sequence, check_state, check_time_steps
 
 IMPLEMENTATIONS = ("auto", "loop", "fused")
 
@@ -99,18 +99,21 @@ class LEM(nn.Module):
                 raise ValueError("h0 must be a tuple (y_0, z_0) or one (B, 2H) tensor")
             y0, z0 = h0
         else:
-            if h0.ndim != 2 or h0.shape[1] != 2 * h:
+            if not isinstance(h0, torch.Tensor) or h0.ndim != 2 or h0.shape[1] != 2 * h:
+                shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
                 raise ValueError(f"h0 as one tensor must have shape (B, {2 * h}), got "
-                                 f"{tuple(h0.shape)}")
+                                 f"{shape}")
             y0, z0 = h0[:, :h], h0[:, h:]
         for name, value in (("y_0", y0), ("z_0", z0)):
-            if tuple(value.shape) != (batch, h):
-                raise ValueError(f"{name} must have shape ({batch}, {h}), got "
-                                 f"{tuple(value.shape)}")
-        return y0.to(like), z0.to(like)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch, h):
+                shape = (tuple(value.shape) if isinstance(value, torch.Tensor)
+                         else type(value).__name__)
+                raise ValueError(f"{name} must have shape ({batch}, {h}), got {shape}")
+            check_state(value, like, f"h0's {name}")
+        return y0, z0
 
     def forward(self, x: torch.Tensor, h0=None, dt: torch.Tensor | None = None):
-        check_sequence(x, self.input_size)
+        check_sequence(x, self.input_size, module=self)
         batch, length, _ = x.shape
         y0, z0 = self._initial_state(h0, batch, x)
         dt = check_time_steps(dt, batch, length, x)

@@ -35,7 +35,7 @@ from torch import nn
 from .._validation import check_bool, check_in_range, check_option, check_positive
 from ..exceptions import DivergenceError
 from ..ops import linear_scan
-from ._sampling import check_sequence, check_time_steps
+from ._sampling import check_sequence, check_state, check_time_steps
 from .hippo import DIAGONAL, MEASURES, _gbt_alpha, discretise, transition
 
 TRAINABLE_A = ("fixed", "shared", "per_feature")
@@ -131,8 +131,11 @@ class LSSL(nn.Module):
         h, n, m = self.hidden_size, self.state_size, self.channels
         a, b = transition(measure, n)
         self.diagonal = measure in DIAGONAL
-        a = torch.as_tensor(a, dtype=torch.float32)
-        b = torch.as_tensor(b, dtype=torch.float32)
+        # torch's default dtype, like the other parameters: under
+        # torch.set_default_dtype(torch.float64) A keeps every digit of the closed form (a module
+        # built in float32 and converted by .double() has A rounded to float32, ~5e-8).
+        a = torch.as_tensor(a, dtype=torch.get_default_dtype())
+        b = torch.as_tensor(b, dtype=torch.get_default_dtype())
         if self.diagonal:  # A = -exp(A_log): the diagonal stays negative while trained
             a = torch.log(-torch.diagonal(a))
         name = "A_log" if self.diagonal else "A"
@@ -201,11 +204,14 @@ class LSSL(nn.Module):
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None,
                 dt: torch.Tensor | None = None):
-        check_sequence(x, self.input_size)
+        check_sequence(x, self.input_size, module=self)
         batch, length, _ = x.shape
         h, n = self.hidden_size, self.state_size
-        if h0 is not None and tuple(h0.shape) != (batch, h, n):
-            raise ValueError(f"h0 must have shape ({batch}, {h}, {n}), got {tuple(h0.shape)}")
+        if h0 is not None:
+            if not isinstance(h0, torch.Tensor) or tuple(h0.shape) != (batch, h, n):
+                shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
+                raise ValueError(f"h0 must have shape ({batch}, {h}, {n}), got {shape}")
+            check_state(h0, x)
         dt = check_time_steps(dt, batch, length, x)
         mode = self.mode
         if mode == "auto":

@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from .._torch import optional_triton_module
 from .._validation import check_bool, check_option, check_positive
 from ._ltc_kernels import FusedLTC, ltc_sequence_autograd
-from ._sampling import check_sequence, check_time_steps
+from ._sampling import check_sequence, check_state, check_time_steps
 from .wirings import Wiring, resolve_wiring
 
 SOLVERS = ("fused", "adaptive")
@@ -160,17 +160,18 @@ class LTC(nn.Module):
             self.w_left_raw = nn.Parameter(_uniform_positive((H, self.rank), 0.5 * a, 1.5 * a))
             self.w_right_raw = nn.Parameter(_uniform_positive((self.rank, H), 0.5 * a,
                                                               1.5 * a))
-        self.erev = nn.Parameter(torch.as_tensor(self.wiring.adjacency, dtype=torch.float32)
-                                 .clone())
+        # Built in torch's default dtype, like the other parameters (not a fixed float32).
+        real = torch.get_default_dtype()
+        self.erev = nn.Parameter(torch.as_tensor(self.wiring.adjacency, dtype=real).clone())
         self.sensory_sigma = nn.Parameter(torch.empty(I, H).uniform_(3.0, 8.0))
         self.sensory_mu = nn.Parameter(torch.empty(I, H).uniform_(0.3, 0.8))
         self.sensory_w_raw = nn.Parameter(_uniform_positive((I, H), 0.001, 1.0))
         self.sensory_erev = nn.Parameter(
-            torch.as_tensor(self.wiring.sensory_adjacency, dtype=torch.float32).clone())
+            torch.as_tensor(self.wiring.sensory_adjacency, dtype=real).clone())
         self.register_buffer("mask", torch.as_tensor(self.wiring.adjacency != 0,
-                                                     dtype=torch.float32))
+                                                     dtype=real))
         self.register_buffer("sensory_mask", torch.as_tensor(
-            self.wiring.sensory_adjacency != 0, dtype=torch.float32))
+            self.wiring.sensory_adjacency != 0, dtype=real))
         if input_mapping != "none":
             self.input_w = nn.Parameter(torch.ones(I))
             self.input_b = nn.Parameter(torch.zeros(I)) if input_mapping == "affine" else None
@@ -268,17 +269,20 @@ class LTC(nn.Module):
             if not isinstance(h0, tuple | list) or len(h0) != 2:
                 raise ValueError("with mixed_memory=True the state is a pair (v, c) of (B, H) "
                                  "tensors")
-            for part in h0:
-                if tuple(part.shape) != (batch, H):
+            for i, part in enumerate(h0):
+                if not isinstance(part, torch.Tensor) or tuple(part.shape) != (batch, H):
+                    shape = (tuple(part.shape) if isinstance(part, torch.Tensor)
+                             else type(part).__name__)
                     raise ValueError(f"each part of h0 must have shape ({batch}, {H}), got "
-                                     f"{tuple(part.shape)}")
+                                     f"{shape}")
+                check_state(part, like, f"h0[{i}]")
             return tuple(h0)
         if h0 is None:
             return like.new_zeros(batch, H)
         if not isinstance(h0, torch.Tensor) or tuple(h0.shape) != (batch, H):
             shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
             raise ValueError(f"h0 must have shape (B, H) = ({batch}, {H}), got {shape}")
-        return h0
+        return check_state(h0, like)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, h0=None, dt=None):
@@ -288,7 +292,7 @@ class LTC(nn.Module):
 
     def trajectory(self, x: torch.Tensor, h0=None, dt=None, *, _return_final: bool = False):
         """The potentials of all neurons after every step (B, L, H): the hidden states."""
-        check_sequence(x, self.input_size)
+        check_sequence(x, self.input_size, module=self)
         batch, length = x.shape[:2]
         dt = check_time_steps(dt, batch, length, x)
         if dt is not None and bool((dt <= 0).any()):

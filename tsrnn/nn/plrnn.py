@@ -32,6 +32,7 @@ from torch import nn
 
 from .._protocol import DiscreteMap
 from .._validation import check_bool, check_positive
+from ._sampling import check_sequence, check_state
 
 
 def _normalized_positive_definite(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -73,8 +74,9 @@ class _PiecewiseLinearRNN(nn.Module):
 
         Parameters
         ----------
-        x : (B, L, K) external inputs s_1..s_L, or None with ``n_steps`` (autonomous).
-        h0 : (B, M) the state z_0 (zeros when None).
+        x : (B, L, K) external inputs s_1..s_L (K = 0: an autonomous run of L steps), or
+            None with ``n_steps`` (autonomous; one sample unless ``h0`` gives B).
+        h0 : (B, M) the state z_0 (zeros when None), of x's dtype.
         dt : not used (a discrete-time model); accepted for the common tsrnn.nn signature.
 
         Returns
@@ -85,12 +87,28 @@ class _PiecewiseLinearRNN(nn.Module):
             raise ValueError(f"{type(self).__name__} is a discrete-time model: it takes no dt")
         if x is None and n_steps is None:
             raise ValueError("give the inputs x (B, L, K) or n_steps for a free run")
-        if x is not None and x.shape[-1] != self.n_inputs:
-            raise ValueError(f"x must have {self.n_inputs} input channels, got {x.shape[-1]}")
-        length = x.shape[1] if x is not None else int(n_steps)
-        batch = x.shape[0] if x is not None else (1 if h0 is None else h0.shape[0])
-        reference = self.A if hasattr(self, "A") else next(self.parameters())
-        z = h0 if h0 is not None else reference.new_zeros((batch, self.n_latent))
+        if x is not None:
+            if isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[-1] != self.n_inputs:
+                raise ValueError(f"x must have {self.n_inputs} input channels, got "
+                                 f"{x.shape[-1]}")
+            check_sequence(x, self.n_inputs, module=self)
+            if n_steps is not None and int(n_steps) != x.shape[1]:
+                raise ValueError(f"n_steps={n_steps} disagrees with the {x.shape[1]} steps of "
+                                 "x; give one of them")
+            length, batch, like, like_name = x.shape[1], x.shape[0], x, "the input x"
+        else:
+            length = check_positive(n_steps, "n_steps", integer=True)
+            batch = h0.shape[0] if isinstance(h0, torch.Tensor) and h0.ndim == 2 else 1
+            like, like_name = self.A, f"the parameters of {type(self).__name__}"
+        if h0 is not None:
+            if not isinstance(h0, torch.Tensor) or h0.ndim != 2 or (
+                    x is not None and h0.shape[0] != batch) or h0.shape[1] != self.n_latent:
+                shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
+                rows = batch if x is not None else "B"
+                raise ValueError(f"h0 must have shape (B, M) = ({rows}, {self.n_latent}), got "
+                                 f"{shape}")
+            check_state(h0, like, like_name=like_name)
+        z = h0 if h0 is not None else like.new_zeros((batch, self.n_latent))
         states = []
         for t in range(length):
             z = self.step(z, None if x is None else x[:, t])

@@ -43,7 +43,9 @@ Choices made here (the paper and the reference code leave room):
   deviation softplus(raw) + ``std_min`` for a Gaussian negative log-likelihood.
 
 Shapes: x (B, L, input_size); dt (B, L) or (B, L, 1); h0 (B, D_θ). Outputs (B, L, out) with
-out = output_size (2·output_size with ``predict_std``), and the final θ (B, D_θ).
+out = output_size (2·output_size with ``predict_std``), and the final θ (B, D_θ), which as
+``h0`` starts a new sequence from that θ rather than continuing the old one (see
+:meth:`WARP.forward`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from torch.nn import functional as F
 
 from .._validation import check_bool, check_option, check_positive
 from ..ops import linear_scan
+from ._sampling import check_matches_module, check_state
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -375,13 +378,14 @@ class WARP(nn.Module):
         self.n_params = D = root.n_params
         generator = torch.Generator().manual_seed(0 if random_state is None else random_state)
         if hasattr(root, "initial_parameters"):
-            base = torch.as_tensor(root.initial_parameters(generator), dtype=torch.float32)
+            base = torch.as_tensor(root.initial_parameters(generator),
+                                   dtype=torch.get_default_dtype())
             if base.shape != (D,):
                 raise ValueError(f"root.initial_parameters() must have shape ({D},), "
                                  f"got {tuple(base.shape)}")
         else:
             base = torch.zeros(D)
-        self.theta_base = nn.Parameter(base.float())
+        self.theta_base = nn.Parameter(base)
         drive = self.input_size + (1 if self.time_as_channel else 0)
         self.B = nn.Parameter(torch.zeros(D, drive))
         if self.transition == "dense":
@@ -473,9 +477,14 @@ class WARP(nn.Module):
                              f"init_window={self.init_window}")
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or inf")
-        if h0 is not None and tuple(h0.shape) != (x.shape[0], self.n_params):
-            raise ValueError(f"h0 must have shape ({x.shape[0]}, {self.n_params}) (B, D_θ), "
-                             f"got {tuple(h0.shape)}")
+        check_matches_module(x, self)
+        if h0 is not None:
+            if not isinstance(h0, torch.Tensor) or tuple(h0.shape) != (x.shape[0],
+                                                                       self.n_params):
+                shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
+                raise ValueError(f"h0 must have shape ({x.shape[0]}, {self.n_params}) "
+                                 f"(B, D_θ), got {shape}")
+            check_state(h0, x)
         if dt is not None:
             if dt.ndim == 3 and dt.shape[-1] == 1:
                 dt = dt[..., 0]
@@ -497,6 +506,11 @@ class WARP(nn.Module):
 
         ``h0`` replaces θ_0 (the hypernetwork is then not used); ``dt`` (B, L) or (B, L, 1)
         is the time elapsed before each step.
+
+        Unlike the other :mod:`tsrnn.nn` modules, passing the returned final θ back as ``h0``
+        does not continue a sequence: the call starts afresh from that θ (τ restarts at 0,
+        or is rescaled by the new L when ``time_scale`` is None, and the first step applies
+        no increment u_0 - u_{-1}). To forecast after a context use :meth:`rollout`.
         """
         dt = self._check(x, h0, dt)
         if self.mode == "sequential":
