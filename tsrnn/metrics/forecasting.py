@@ -1,9 +1,12 @@
 """The usual point-forecast errors.
 
 Every function takes ``y_true`` and ``y_pred`` of equal shape, (T,) or (T, d) (numpy arrays,
-torch tensors or pandas objects), rejects NaN and inf, and returns one float. Errors that are
-scaled per dimension (NRMSE, MASE) are computed per dimension and then averaged over
-dimensions; the others average over all entries.
+torch tensors or pandas objects), rejects NaN and inf, and returns one float. Entries are
+compared by position; when both are pandas objects their labels must agree (the same index,
+and for DataFrames the same columns in the same order), so that a forecast shifted by a step
+or with its columns in another order is refused rather than scored against the wrong truth.
+Errors that are scaled per dimension (NRMSE, MASE) are computed per dimension and then
+averaged over dimensions; the others average over all entries.
 
 References: Hyndman & Koehler, "Another look at measures of forecast accuracy", International
 Journal of Forecasting 2006 (MASE, sMAPE).
@@ -14,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from tsrnn._validation import as_float_array, check_positive
 
@@ -33,8 +37,40 @@ __all__ = [
 ]
 
 
+def _check_same_labels(y_true: Any, y_pred: Any, names: tuple[str, str] = ("y_true", "y_pred")
+                      ) -> None:
+    """Refuse two pandas objects whose rows or columns are labelled differently.
+
+    The errors compare entries by position, so a forecast indexed one step late or with its
+    columns in another order would otherwise be scored against the wrong truth, silently.
+    Arrays, tensors and a pandas object next to an array are not checked.
+    """
+    pandas_types = (pd.Series, pd.DataFrame)
+    if not (isinstance(y_true, pandas_types) and isinstance(y_pred, pandas_types)):
+        return
+    if not y_true.index.equals(y_pred.index):
+        if len(y_true.index) != len(y_pred.index):
+            detail = f"{len(y_true.index)} and {len(y_pred.index)} rows"
+        else:
+            position = int(np.argmax(np.asarray(y_true.index != y_pred.index)))
+            detail = (f"first difference at row {position}: {y_true.index[position]!r} and "
+                      f"{y_pred.index[position]!r}")
+        raise ValueError(
+            f"{names[0]} and {names[1]} have different indexes ({detail}); align them "
+            "(e.g. y_pred.reindex(y_true.index)) or pass .to_numpy() to compare by position"
+        )
+    if isinstance(y_true, pd.DataFrame) and isinstance(y_pred, pd.DataFrame) and not (
+            y_true.columns.equals(y_pred.columns)):
+        raise ValueError(
+            f"{names[0]} and {names[1]} have different columns, {list(y_true.columns)} and "
+            f"{list(y_pred.columns)}; select them in the same order (e.g. "
+            f"y_pred[y_true.columns]) or pass .to_numpy() to compare by position"
+        )
+
+
 def _check_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     """Read both as finite float64 arrays of equal shape (T,) or (T, d), T >= 1."""
+    _check_same_labels(y_true, y_pred)
     truth = as_float_array(y_true, "y_true", ndim=(1, 2))
     prediction = as_float_array(y_pred, "y_pred", ndim=(1, 2))
     if truth.shape != prediction.shape:
@@ -111,7 +147,8 @@ def normalized_root_mean_squared_error(y_true: Any, y_pred: Any) -> float:
         \frac{\sqrt{\operatorname{mean}_t (\hat y_{tj} - y_{tj})^2}}{\operatorname{std}_t y_{tj}},
 
     with the population standard deviation (``ddof=0``) of ``y_true`` over the compared window.
-    1 is the error of predicting the mean of each dimension.
+    1 is the error of predicting the mean of each dimension; a forecast that overflowed
+    (a diverged closed loop) gives ``inf``.
 
     Parameters
     ----------
@@ -131,8 +168,14 @@ def normalized_root_mean_squared_error(y_true: Any, y_pred: Any) -> float:
             f"y_true is constant in dimension(s) {np.flatnonzero(constant).tolist()}; "
             "the NRMSE is undefined"
         )
-    std = truth.std(axis=0)
-    rmse_per_dim = np.sqrt(np.mean((prediction - truth) ** 2, axis=0))
+    # The ratio is unchanged when both series are divided by the same per-dimension constant;
+    # dividing by max |y_true| first keeps the squares from overflowing (|y| > 1e154) or
+    # underflowing (|y| < 1e-154) into an infinite or zero std, i.e. a NaN ratio.
+    magnitude = np.max(np.abs(truth), axis=0)
+    with np.errstate(over="ignore"):  # a diverged forecast has an infinite error: inf
+        truth, prediction = truth / magnitude, prediction / magnitude
+        std = truth.std(axis=0)
+        rmse_per_dim = np.sqrt(np.mean((prediction - truth) ** 2, axis=0))
     return float(np.mean(rmse_per_dim / std))
 
 

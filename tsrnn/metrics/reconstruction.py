@@ -35,6 +35,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from tsrnn._validation import as_float_array, check_option, check_positive
+from tsrnn.metrics.forecasting import _check_same_labels
 
 __all__ = [
     "n_step_prediction_error",
@@ -107,7 +108,8 @@ def valid_prediction_time(
         The true continuation, ``T >= 2``; must be finite and not constant.
     y_pred : array of the same shape
         The forecast. Non-finite values (a diverged closed-loop forecast) count as errors above
-        the threshold from that step on, rather than raising.
+        the threshold from that step on, rather than raising. Rows are compared by position;
+        when both are pandas objects their index (and columns) must be the same.
     dt : float, default 1.0
         Time between two steps.
     lyapunov_exponent : float, optional
@@ -130,6 +132,7 @@ def valid_prediction_time(
     threshold = check_positive(threshold, "threshold")
     if lyapunov_exponent is not None:
         lyapunov_exponent = check_positive(lyapunov_exponent, "lyapunov_exponent")
+    _check_same_labels(y_true, y_pred)
     truth = as_float_array(y_true, "y_true", ndim=(1, 2))
     # Non-finite forecasts are allowed (see the docstring); they are handled below.
     prediction = as_float_array(y_pred, "y_pred", ndim=(1, 2), allow_nan=True)
@@ -144,8 +147,13 @@ def valid_prediction_time(
     # constant series a tiny nonzero spread.
     if np.all(np.ptp(truth, axis=0) == 0.0):
         raise ValueError("y_true is constant over the compared window; the VPT is undefined")
-    scale = np.sqrt(np.mean(np.sum((truth - truth.mean(axis=0)) ** 2, axis=1)))
+    # e(t) is unchanged when both series are divided by one constant; dividing by max |y_true|
+    # first keeps the squares of data beyond 1e154 (or below 1e-154) from overflowing to an
+    # infinite (or underflowing to a zero) normaliser, which would read as VPT 0.
+    magnitude = np.max(np.abs(truth))
     with np.errstate(over="ignore", invalid="ignore"):
+        truth, prediction = truth / magnitude, prediction / magnitude
+        scale = np.sqrt(np.mean(np.sum((truth - truth.mean(axis=0)) ** 2, axis=1)))
         error = np.linalg.norm(prediction - truth, axis=1) / scale
     invalid = ~(error <= threshold)  # NaN errors (from NaN or inf forecasts) count as invalid
     n_valid = int(np.argmax(invalid)) if invalid.any() else len(error)
@@ -397,6 +405,11 @@ def _smoothed_spectra(x: np.ndarray, sigma: float, name: str, *, allow_constant:
             f"{name} is constant in dimension(s) {np.flatnonzero(constant).tolist()}; "
             "its power spectrum is undefined"
         )
+    # z-scores do not change when a dimension is divided by a positive constant; dividing by
+    # its largest magnitude first keeps the std of a series beyond 1e154 (a diverging model)
+    # from overflowing to inf, which would zero its spectrum and read as distance 1.
+    magnitude = np.max(np.abs(x), axis=0)
+    x = x / np.where(constant, 1.0, magnitude)
     std = np.where(constant, 1.0, x.std(axis=0))
     z = np.where(constant, 0.0, (x - x.mean(axis=0)) / std)
     power = np.abs(np.fft.rfft(z, axis=0)) ** 2
