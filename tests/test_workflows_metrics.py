@@ -273,3 +273,19 @@ def test_mase_matches_the_sktime_definition_per_column():
         expected = np.mean(np.abs(forecast - truth).mean(axis=0) / naive)
         assert mean_absolute_scaled_error(truth, forecast, train, seasonality=m) == (
             pytest.approx(expected, rel=1e-14))
+
+
+def test_nullable_pandas_dtypes_are_read_with_their_missing_values_as_nan():
+    # pd.NA in a Float64/Int64 frame used to read as objects: "must hold numbers".
+    from tsrnn._validation import as_float_array
+
+    frame = pd.DataFrame({"a": [1.0, None, 3.0], "b": [1, 2, None]}).astype(
+        {"a": "Float64", "b": "Int64"})
+    with pytest.raises(ValueError, match="NaN"):
+        as_float_array(frame, "y")
+    values = as_float_array(frame, "y", allow_nan=True)
+    assert values.dtype == np.float64 and np.isnan(values[1, 0]) and np.isnan(values[2, 1])
+    with pytest.raises(TypeError, match="must hold numbers"):
+        as_float_array(pd.DataFrame({"a": ["x", "y"]}), "y")
+    with pytest.raises(TypeError, match="must hold numbers"):  # dates are not numbers
+        as_float_array(pd.Series(pd.date_range("2020-01-01", periods=3)), "y")

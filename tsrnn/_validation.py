@@ -83,13 +83,30 @@ def check_finite(array: np.ndarray | torch.Tensor, name: str) -> None:
         )
 
 
+def _numeric_pandas(data: Any) -> bool:
+    """Whether ``data`` is a pandas Series/DataFrame of numbers or booleans only (nullable
+    extension dtypes included)."""
+    if not type(data).__module__.startswith("pandas"):
+        return False
+    import pandas as pd  # loaded already: data is a pandas object
+
+    dtypes = data.dtypes if isinstance(data, pd.DataFrame) else [getattr(data, "dtype", None)]
+    return all(dtype is not None and (pd.api.types.is_numeric_dtype(dtype)
+                                      or pd.api.types.is_bool_dtype(dtype)) for dtype in dtypes)
+
+
 def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None = None,
                    allow_nan: bool = False, dtype=np.float64) -> np.ndarray:
     """Convert ``data`` (array, tensor, DataFrame, list) to a float numpy array and check it."""
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
     elif hasattr(data, "to_numpy"):
-        data = data.to_numpy()
+        if _numeric_pandas(data):
+            # pandas' nullable dtypes (Float64, Int64) hold pd.NA, which a plain to_numpy()
+            # leaves as objects; as NaN the missing values get the NaN checks below.
+            data = data.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:  # text and dates are refused below, as objects or datetime64
+            data = data.to_numpy()
     try:
         array = np.asarray(data)
     except Exception as error:  # ragged lists and the like
