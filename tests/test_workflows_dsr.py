@@ -259,3 +259,33 @@ def test_a_setting_the_forcing_scheme_does_not_read_is_announced():
         warnings.simplefilter("error")  # the defaults of each scheme: nothing to announce
         ALRNN(n_latent=4, n_pwl=1, **short).fit(data)
         ShallowPLRNN(n_hidden=5, **short).fit(data)
+
+
+def test_training_resumes_from_a_checkpoint_file(tmp_path, monkeypatch):
+    # A stopped run's checkpoint loads as an estimator, and partial_fit trains it further
+    # from its weights (adaptive GTF carrying its alpha on).
+    data = Henon().simulate(1500, transient=300, seed=0)
+    path = tmp_path / "run.pt"
+    settings = dict(n_hidden=20, learning_rate=5e-3, max_epochs=4, checkpoint_every=1,
+                    batches_per_epoch=4, sequence_length=30, random_state=0)
+    model = ShallowPLRNN(checkpoint_path=str(path), **settings).fit(data)
+    resumed = ShallowPLRNN.load(path)
+    assert resumed.alpha_ is not None and resumed.alpha_ < 1.0  # the checkpoint's alpha
+    checkpoint_alpha = resumed.alpha_
+    with pytest.raises(FileExistsError):  # the checkpoint file is never overwritten
+        resumed.partial_fit(data)
+    resumed.set_params(checkpoint_path=None)
+    start = resumed.module_.latent.A.detach().clone()
+    from tsrnn.dsr import estimators
+
+    schemes, make_scheme = [], estimators.make_scheme
+    monkeypatch.setattr(estimators, "make_scheme",
+                        lambda *args, **options: schemes.append(options) or make_scheme(
+                            *args, **options))
+    resumed.partial_fit(data)
+    assert schemes == [{"initial_alpha": checkpoint_alpha}]
+    assert resumed.n_epochs_ == 4
+    assert not torch.equal(resumed.module_.latent.A, start)
+    assert resumed.alpha_ < checkpoint_alpha  # and went on decaying
+    assert model.n_epochs_ == 4
+    assert np.isfinite(resumed.predict(50)).all()

@@ -9,6 +9,7 @@ closed loop, and the fitted model seen as a discrete map. All models are tiny (h
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -395,3 +396,32 @@ def test_discrete_map_step_reproduces_the_closed_loop_forecast(cls, lorenz_data)
     # float32: the map's step runs torch's native kernel, predict may run oneDNN's, which
     # sum in another order (differences of a few 1e-6 after 15 closed-loop steps).
     np.testing.assert_allclose(trajectory, model.predict(15), rtol=1e-5, atol=1e-5)
+
+
+# ====================================================================== more training
+def test_partial_fit_trains_further_from_the_fitted_weights():
+    model = tiny(max_epochs=3, learning_rate=1e-2, early_stopping=None).fit(sine())
+    scaler_mean, before = model.y_scaler_.mean.copy(), copy.deepcopy(model.module_)
+    model.partial_fit(sine())
+    np.testing.assert_array_equal(model.y_scaler_.mean, scaler_mean)  # the first fit's
+    assert model.n_epochs_ == 3
+    # The same call on a fresh copy of the fitted weights gives the same model: it started
+    # from them (and not from a new initialisation, which fit would draw).
+    again = tiny(max_epochs=3, learning_rate=1e-2, early_stopping=None).fit(sine())
+    again.module_.load_state_dict(before.state_dict())
+    again.partial_fit(sine())
+    np.testing.assert_array_equal(again.predict(10), model.predict(10))
+    refit = tiny(max_epochs=3, learning_rate=1e-2, early_stopping=None).fit(sine())
+    assert np.abs(refit.predict(10) - model.predict(10)).max() > 1e-6
+
+
+def test_partial_fit_of_an_unfitted_model_fits_it_and_errors_leave_the_model_as_it_was():
+    fresh = tiny().partial_fit(sine())
+    np.testing.assert_array_equal(fresh.predict(5), tiny().fit(sine()).predict(5))
+    forecast = fresh.predict(5)
+    with pytest.raises(ValueError, match="columns of the first fit"):
+        fresh.partial_fit(sine()[:, :1])
+    fresh.set_params(learning_rate=1e20, gradient_clip=None)
+    with pytest.raises(DivergenceError):
+        fresh.partial_fit(sine())
+    np.testing.assert_array_equal(fresh.predict(5), forecast)

@@ -299,7 +299,12 @@ class DSREstimator(NeuralForecaster):
 
     # ------------------------------------------------------------------ training
     def _fit(self, y_list, x_list) -> None:
-        self._forcing_ = make_scheme(self.teacher_forcing, self.alpha, self.forcing_interval)
+        # More training (partial_fit) carries the adaptive alpha on from where it ended.
+        carried = getattr(self, "alpha_", None) if getattr(self, "_continue_training",
+                                                            False) else None
+        options = {"initial_alpha": float(carried)} if isinstance(carried, float) else {}
+        self._forcing_ = make_scheme(self.teacher_forcing, self.alpha, self.forcing_interval,
+                                     **options)
         self._deadline_ = None if self.max_time is None else time.perf_counter() + self.max_time
         self._epoch_started_ = None
         self._epoch_seconds_ = []
@@ -415,6 +420,7 @@ class DSREstimator(NeuralForecaster):
         # Its checkpoint_scores_ are those up to best_epoch_ (the checkpoint just scored).
         snapshot = super()._checkpoint_snapshot()
         snapshot.best_epoch_ = self.checkpoint_scores_[-1][0] if self.checkpoint_scores_ else 0
+        snapshot.alpha_ = self._forcing_.current_alpha  # where a resumed training goes on
         return snapshot
 
     # ------------------------------------------------------------------ model selection

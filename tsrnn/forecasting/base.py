@@ -146,6 +146,20 @@ class BaseForecaster(BaseEstimator):
         -------
         self
         """
+        y_list, x_list, collection = self._validated_lists(y, X)
+        # A refit starts from nothing, and a failed fit leaves nothing behind: no mix of an
+        # old model with new data.
+        self._clear_learned_state()
+        try:
+            self._fit_validated(y, y_list, x_list, collection)
+        except BaseException:
+            self._clear_learned_state()
+            raise
+        return self
+
+    def _validated_lists(self, y: Any, X: Any) -> tuple[list, list | None, bool]:
+        """The trajectories of ``y`` and ``X`` as float arrays, checked as ``fit`` needs
+        them: ``(y_list, x_list, collection)``."""
         y_list, collection = as_series_list(y, "y", allow_nan=self._allow_nan)
         minimum = self._min_length()
         for i, series in enumerate(y_list):
@@ -159,15 +173,7 @@ class BaseForecaster(BaseEstimator):
                 raise ValueError("y has a column with no observed value")
         x_list = check_exogenous(X, y_list, collection)
         check_aligned_dates(y, X, collection)
-        # A refit starts from nothing, and a failed fit leaves nothing behind: no mix of an
-        # old model with new data.
-        self._clear_learned_state()
-        try:
-            self._fit_validated(y, y_list, x_list, collection)
-        except BaseException:
-            self._clear_learned_state()
-            raise
-        return self
+        return y_list, x_list, collection
 
     def _clear_learned_state(self) -> None:
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
@@ -566,6 +572,58 @@ class NeuralForecaster(BaseForecaster):
     ``best_epoch_``.
     """
 
+    # ------------------------------------------------------------------ more training
+    def partial_fit(self, y: Any, X: Any = None):
+        """Train the fitted model further: ``max_epochs`` more epochs on ``y`` (and ``X``),
+        starting from its current weights; an unfitted estimator is fitted.
+
+        What the first fit learned about the data is kept: the scalers, the shapes, the
+        architecture. The optimizer and its learning-rate schedule start afresh (a model
+        loaded from a file or a checkpoint has no optimizer state), ``history_`` and
+        ``best_epoch_`` describe this call, and the best checkpoint of this call is kept.
+        On an error (divergence included) the model is left as it was. With
+        ``checkpoint_path`` set, give a new path first (an existing file is never
+        overwritten).
+
+        Parameters
+        ----------
+        y, X
+            As in :meth:`fit`, with the columns of the first fit.
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "module_"):
+            return self.fit(y, X)
+        y_list, x_list, collection = self._validated_lists(y, X)
+        if any(series.shape[1] != self.n_features_in_ for series in y_list):
+            raise ValueError(f"y must have the {self.n_features_in_} columns of the first fit")
+        if (x_list is None) != (self.n_exog_ == 0) or (
+                x_list is not None and any(x.shape[1] != self.n_exog_ for x in x_list)):
+            raise ValueError("X must be given, with the columns of the first fit, exactly "
+                             "when the first fit had it")
+        for i, series in enumerate(y if collection else [y]):
+            self._check_column_names(series, f"trajectory {i} of y" if collection else "y")
+        y_scaled = [self.y_scaler_.transform(series) for series in y_list]
+        x_scaled = (None if x_list is None
+                    else [self.x_scaler_.transform(x) for x in x_list])
+        before = {name: copy.deepcopy(value) for name, value in vars(self).items()
+                  if name.endswith("_") and not name.startswith("__")}
+        self._continue_training = True
+        try:
+            self._fit(y_scaled, x_scaled)
+            self._store_context(y_scaled[-1], None if x_scaled is None else x_scaled[-1])
+            self.index_info_ = index_info(y[-1] if collection else y)
+        except BaseException:
+            self._clear_learned_state()
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+        finally:
+            del self._continue_training
+        return self
+
     # ------------------------------------------------------------------ hooks
     def _training_loss(self, module: torch.nn.Module, y: torch.Tensor,
                        x: torch.Tensor | None) -> torch.Tensor:
@@ -683,7 +741,8 @@ class NeuralForecaster(BaseForecaster):
                 f"checkpoint_path {self.checkpoint_path} exists; choose a new path so that "
                 "no saved model is overwritten"
             )
-        self.module_ = self._build_module().to(device=self.device_, dtype=self.dtype_)
+        if not getattr(self, "_continue_training", False):
+            self.module_ = self._build_module().to(device=self.device_, dtype=self.dtype_)
         # What a checkpoint file needs to be a complete estimator (_write_checkpoint).
         self._checkpoint_context_ = (y_list[-1], None if x_list is None else x_list[-1])
         try:
