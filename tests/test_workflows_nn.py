@@ -342,3 +342,12 @@ def test_wiring_masks_hold_through_training_with_weight_decay():
         ltc.sigma[absent] += 3.0
         ltc.sensory_w_raw[ltc.sensory_mask == 0] += 10.0
         torch.testing.assert_close(ltc(x)[0], before, rtol=0, atol=0)
+
+
+def test_ltc_checks_its_ode_method_when_built():
+    # An unknown torchdiffeq method used to fail only at the first adaptive forward.
+    with pytest.raises(ValueError, match=r"unknown method 'rk45'.*'dopri5'"):
+        LTC(3, 5, solver="adaptive", method="rk45")
+    with pytest.raises(ValueError, match="rtol"):
+        LTC(3, 5, solver="adaptive", rtol=0.0)
+    assert LTC(3, 5, solver="adaptive", method="rk4").method == "rk4"

@@ -91,6 +91,11 @@ class MemoryCell(nn.Module):
         return torch.tanh(c) * torch.sigmoid(o), c
 
 
+# torchdiffeq's methods (its README), for the adaptive solver.
+ODE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint",
+               "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams",
+               "scipy_solver")
+
 class LTC(nn.Module):
     """LTC layer over a sequence (see the module docstring for the equations).
 
@@ -143,7 +148,10 @@ class LTC(nn.Module):
         self.input_mapping = check_option(input_mapping, "input_mapping", MAPPINGS)
         self.output_mapping = check_option(output_mapping, "output_mapping", MAPPINGS)
         self.implementation = check_option(implementation, "implementation", IMPLEMENTATIONS)
-        self.method, self.rtol, self.atol = method, rtol, atol
+        # Checked here rather than by torchdiffeq at the first forward of the adaptive solver.
+        self.method = check_option(method, "method", ODE_METHODS)
+        self.rtol = check_positive(rtol, "rtol")
+        self.atol = check_positive(atol, "atol")
         H, I = self.hidden_size, self.input_size
         self.gleak_raw = nn.Parameter(_uniform_positive(H, 0.001, 1.0))
         self.vleak = nn.Parameter(torch.empty(H).uniform_(-0.2, 0.2))
