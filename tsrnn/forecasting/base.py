@@ -290,6 +290,21 @@ class BaseForecaster(BaseEstimator):
         forecast = self.y_scaler_.inverse_transform(forecast)
         return self._format_output(forecast, info, context is None)
 
+    def _check_like_first_fit(self, y: Any, y_list: list, x_list: list | None,
+                              collection: bool, first: str = "the first fit",
+                              name: str = "y") -> None:
+        """Refuse more data (``partial_fit``) whose columns, or whose presence of X, differ
+        from what the model was first fitted on (``first`` names that in the errors)."""
+        if any(series.shape[1] != self.n_features_in_ for series in y_list):
+            raise ValueError(f"y must have the {self.n_features_in_} columns of {first}, got "
+                             f"{[series.shape[1] for series in y_list]}")
+        if (x_list is None) != (self.n_exog_ == 0) or (
+                x_list is not None and any(x.shape[1] != self.n_exog_ for x in x_list)):
+            raise ValueError(f"X must be given, with the columns of {first}, exactly when "
+                             f"{first} had it")
+        for i, series in enumerate(y if collection else [y]):
+            self._check_column_names(series, f"trajectory {i} of y" if collection else name)
+
     def _check_column_names(self, frame: Any, name: str) -> None:
         """A DataFrame whose columns are not those of the training frame, in their order, is
         refused: its columns would be read by position, and the forecast labelled with names
@@ -597,14 +612,7 @@ class NeuralForecaster(BaseForecaster):
         if not hasattr(self, "module_"):
             return self.fit(y, X)
         y_list, x_list, collection = self._validated_lists(y, X)
-        if any(series.shape[1] != self.n_features_in_ for series in y_list):
-            raise ValueError(f"y must have the {self.n_features_in_} columns of the first fit")
-        if (x_list is None) != (self.n_exog_ == 0) or (
-                x_list is not None and any(x.shape[1] != self.n_exog_ for x in x_list)):
-            raise ValueError("X must be given, with the columns of the first fit, exactly "
-                             "when the first fit had it")
-        for i, series in enumerate(y if collection else [y]):
-            self._check_column_names(series, f"trajectory {i} of y" if collection else "y")
+        self._check_like_first_fit(y, y_list, x_list, collection)
         y_scaled = [self.y_scaler_.transform(series) for series in y_list]
         x_scaled = (None if x_list is None
                     else [self.x_scaler_.transform(x) for x in x_list])

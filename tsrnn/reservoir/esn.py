@@ -353,14 +353,8 @@ class ESN(BaseForecaster):
             self.stream_steps_ = 0
             self.stream_last_ = None
         else:
-            if y_list[0].shape[1] != self.n_features_in_:
-                raise ValueError(f"y must have {self.n_features_in_} columns like the first "
-                                 f"chunk, got {y_list[0].shape[1]}")
-            self._check_column_names(y, "this chunk of y")
-            if (x_list is None) != (self.n_exog_ == 0) or (
-                    x_list is not None and x_list[0].shape[1] != self.n_exog_):
-                raise ValueError("X must be given (with the same columns) in every chunk if "
-                                 "and only if it was given in the first")
+            self._check_like_first_fit(y, y_list, x_list, collection, "the first chunk",
+                                       "this chunk of y")
             y_scaled = [self.y_scaler_.transform(y_list[0])]
             x_scaled = None if x_list is None else [self.x_scaler_.transform(x_list[0])]
         rows_y = y_scaled[0]
