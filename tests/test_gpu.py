@@ -119,3 +119,57 @@ def test_dsr_restarts_train_on_cuda_in_worker_processes():
     assert restarts.init_scores_[restarts.best_init_] == min(restarts.init_scores_)
     for p_restart, p_single in zip(restarts.module_.parameters(), single.module_.parameters()):
         torch.testing.assert_close(p_restart.cpu(), p_single.cpu(), rtol=1e-7, atol=1e-9)
+
+
+def test_neural_partial_fit_on_cuda_trains_further_from_the_fitted_weights():
+    import copy
+
+    from tsrnn.forecasting import GRUForecaster
+
+    t = np.arange(400) * 0.1
+    y = np.c_[np.sin(t), np.cos(t)]
+    options = dict(hidden_size=16, sequence_length=32, max_epochs=2, learning_rate=1e-2,
+                   device="cuda", random_state=0)
+    model = GRUForecaster(**options).fit(y)
+    before = copy.deepcopy(model.module_)
+    model.partial_fit(y)
+    assert next(model.module_.parameters()).is_cuda
+    again = GRUForecaster(**options).fit(y)
+    again.module_.load_state_dict(before.state_dict())
+    again.partial_fit(y)
+    # float32 cuDNN: the same training from the same weights agrees to its round-off, a
+    # fresh fit (what partial_fit must not do) does not.
+    np.testing.assert_allclose(again.predict(10), model.predict(10), atol=1e-5)
+    refit = GRUForecaster(**options).fit(y)
+    assert np.abs(refit.predict(10) - model.predict(10)).max() > 1e-3
+
+
+def test_dsr_checkpoint_written_on_cuda_resumes_there_and_loads_on_a_cpu(tmp_path):
+    from tsrnn.dsr import ShallowPLRNN
+    from tsrnn.systems import Henon
+
+    data = Henon().simulate(1500, transient=300, seed=0)
+    path = tmp_path / "run.pt"
+    ShallowPLRNN(n_hidden=20, learning_rate=5e-3, max_epochs=4, checkpoint_every=1,
+                 batches_per_epoch=4, sequence_length=30, random_state=0, device="cuda",
+                 dtype="float64", checkpoint_path=str(path)).fit(data)
+    resumed = ShallowPLRNN.load(path)
+    assert next(resumed.module_.parameters()).is_cuda
+    expected = resumed.predict(20)
+    alpha = resumed.alpha_
+    resumed.set_params(checkpoint_path=None)
+    resumed.partial_fit(data)
+    assert resumed.alpha_ < alpha and np.isfinite(resumed.predict(50)).all()
+    script = (
+        "import numpy as np, torch, warnings\n"
+        "from tsrnn.dsr import ShallowPLRNN\n"
+        "assert not torch.cuda.is_available()\n"
+        "warnings.simplefilter('ignore')\n"
+        f"np.save('out.npy', ShallowPLRNN.load({str(path)!r}).predict(20))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,
+                   env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin",
+                        "PYTHONPATH": ":".join(sys.path)})
+    # float64 on both; Henon's expansion (~e^0.42 per step) over 20 steps keeps round-off
+    # differences far below 1e-8.
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-8)

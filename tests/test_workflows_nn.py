@@ -351,3 +351,28 @@ def test_ltc_checks_its_ode_method_when_built():
     with pytest.raises(ValueError, match="rtol"):
         LTC(3, 5, solver="adaptive", rtol=0.0)
     assert LTC(3, 5, solver="adaptive", method="rk4").method == "rk4"
+
+
+# ------------------------------------------------------------------ on a GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", MODULES)
+def test_module_on_cuda_equals_the_cpu_and_refuses_inputs_left_on_the_cpu(name):
+    """The dtype/device checks hold on the GPU too: a float64 module moved to CUDA gives the
+    CPU's outputs and states (to round-off) and continues a sequence from its state there,
+    while an input or a state left on the CPU is refused with its name."""
+    cpu, x = build(name), inputs()
+    gpu = copy.deepcopy(cpu).to("cuda")
+    expected, expected_state = cpu(x)
+    outputs, state = gpu(x.cuda())
+    torch.testing.assert_close(outputs.cpu(), expected, rtol=1e-9, atol=1e-9)
+    assert_states_close(map_state(state, torch.Tensor.cpu), expected_state, rtol=1e-9,
+                        atol=1e-9)
+    if MODULES[name][1]:
+        _, middle = gpu(x[:, :3].cuda())
+        second, _ = gpu(x[:, 3:].cuda(), middle)
+        torch.testing.assert_close(second.cpu(), expected[:, 3:], rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match=r"x is on cpu .* on cuda"):
+        gpu(x)
+    with pytest.raises((TypeError, ValueError), match=r"cpu|device"):
+        gpu(x.cuda(), map_state(state, torch.Tensor.cpu))
