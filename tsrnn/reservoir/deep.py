@@ -628,6 +628,7 @@ class _ResidualESN(ESN):
         check_positive(self.training_noise, "training_noise", allow_zero=True)
         check_bool(self.readout_input, "readout_input")
         check_bool(self.squared_units, "squared_units")
+        self._check_online_settings()
 
     def echo_state_diagnostics(self) -> dict[str, np.ndarray]:
         """Stability at the origin of the fitted reservoir, per residual layer.
@@ -690,6 +691,14 @@ class DeepResESN(_ResidualESN):
     reservoir_ : DeepResidualReservoir
     readout_weights_ : array (F, d)
     readout_intercept_ : array (d,)
+
+    Notes
+    -----
+    One layer with ``alpha = 1 - b``, ``beta = b`` is reservoirpy's ``ES2N(proximity=b)``
+    (Ceni & Gallicchio, "Edge of stability echo state network"); with ``alpha = 0``,
+    ``beta = 1`` (any O) or ``alpha = 1 - a``, ``beta = a``, ``orthogonal="identity"`` it
+    is the leaky ESN of leak rate a (states equal to round-off for equal weights; the
+    weights are drawn differently: W dense U(-1, 1) by the circular law, V dense).
     """
 
     def __init__(self, n_layers: int = 4, units_per_layer: int = 250, alpha=0.3, beta=0.7,
@@ -884,7 +893,8 @@ class ResRMN(_ResidualESN):
         if self.memory_radius >= 1.0:
             return None
         forgetting = math.ceil(math.log(1e-8) / math.log(self.memory_radius))
-        return max(super()._context_length(), forgetting)
+        measured = super()._context_length()
+        return None if measured is None else max(measured, forgetting)
 
     def _readout_units(self) -> slice:
         if self.readout_states == "nonlinear":

@@ -48,6 +48,8 @@ from .matrices import DISTRIBUTIONS, bias_vector, input_matrix, recurrent_matrix
 from .readout import SOLVERS, LMSReadout, RidgeAccumulator, RLSReadout
 from .reservoir import LeakyReservoir
 
+# How partial_fit can learn the readout.
+ONLINE_READOUTS = ("ridge", "rls", "lms")
 # Long teacher-forced runs are computed as this many parallel time segments, each started
 # this many steps early from the zero state (the seams are checked to round-off).
 _SEGMENTS = 16
@@ -136,6 +138,36 @@ class ESN(BaseForecaster):
     reservoir_ : LeakyReservoir
     readout_weights_ : array (F, d)
     readout_intercept_ : array (d,)
+    forgetting_steps_ : int or None
+        Steps of the end of the (last) training series that ``predict()`` reruns to rebuild
+        the reservoir's final state, measured at fit: runs of them from different initial
+        states agree to 1e-10 (200 or more; None: the reservoir did not forget its start
+        within the series, which is then kept whole).
+
+    Notes
+    -----
+    From reservoirpy (0.4): ``Reservoir(units, lr, sr, input_scaling, rc_connectivity,
+    input_connectivity, bias, seed)`` and ``Ridge(ridge)`` fitted with ``warmup`` are
+    ``ESN(n_units, leak_rate, spectral_radius, input_scaling, connectivity,
+    input_connectivity, bias_scaling, random_state, ridge=..., warmup=...)``; with the same
+    weights the states agree to round-off and ``warmup`` drops the same states. Named or
+    drawn otherwise:
+
+    - defaults: reservoirpy's are sr 1, input scaling 1, connectivities 0.1 and no bias;
+      here 0.9, 0.1, 0.02 (input: 1.0) and b ~ U(-0.5, 0.5);
+    - W_in: reservoirpy draws +-input_scaling (Bernoulli), here U(-s, s); its bias is 0
+      by default (Bernoulli when drawn), here ``bias_scaling`` gives U(-s, s);
+    - ``lr`` per unit and ``activation`` other than tanh have no counterpart (one leak rate,
+      tanh units);
+    - ``ESN(feedback=True)`` (the readout's last output fed to the reservoir): a forecaster
+      here always feeds its output back, u_t = [y_t, X_{t+1}]; reservoirpy's input series
+      becomes the exogenous ``X``, its target the series ``y``;
+    - ``input_to_readout=True`` is ``readout_input=True``; the ``RLS`` and ``LMS`` nodes are
+      ``online_readout`` with :meth:`partial_fit`; the input noise of older versions
+      (``noise_in``) is ``training_noise`` (on standardised inputs: set ``scale=False`` to
+      work on the raw series as reservoirpy does);
+    - ``ES2N(proximity=b)`` is :class:`~tsrnn.reservoir.DeepResESN` with one layer,
+      ``alpha=1 - b``, ``beta=b`` (the same states with the same weights).
     """
 
     _default_dtype = torch.float64
@@ -193,6 +225,15 @@ class ESN(BaseForecaster):
         check_positive(self.training_noise, "training_noise", allow_zero=True)
         check_bool(self.readout_input, "readout_input")
         check_bool(self.squared_units, "squared_units")
+        self._check_online_settings()
+
+    def _check_online_settings(self) -> None:
+        """The online-readout settings, checked at ``fit`` too: a typo there (or in a
+        search grid) would otherwise surface only at the first ``partial_fit``."""
+        check_option(self.online_readout, "online_readout", ONLINE_READOUTS)
+        check_in_range(self.forgetting, "forgetting", 0.0, 1.0, closed="right")
+        check_in_range(self.online_learning_rate, "online_learning_rate", 0.0, 2.0,
+                       closed="neither")
 
     def _min_length(self) -> int:
         return int(self.warmup) + 2
@@ -224,10 +265,43 @@ class ESN(BaseForecaster):
             "contraction_bound": (1.0 - leak) + leak * norm,
         }
 
-    def _context_length(self) -> int:
+    def _context_length(self) -> int | None:
         # The echo state property: the state forgets where it started, so rerunning the
         # reservoir over the last stretch of the training data reproduces its final state.
+        # How long a stretch that takes is measured at fit (a slow reservoir, small leak
+        # rate or alpha near 1, needs thousands of steps); None keeps the whole series.
+        if hasattr(self, "forgetting_steps_"):
+            return self.forgetting_steps_
+        return self._shortest_context()
+
+    def _shortest_context(self) -> int:
         return max(2 * int(self.warmup), 200)
+
+    def _measure_forgetting(self, y: np.ndarray, x: np.ndarray | None) -> int | None:
+        """Steps of the end of a (scaled) training series after which the reservoir driven
+        by them has forgotten its initial state: runs from the zero state and from two
+        random ones (+-U(-1, 1)) agree to 1e-10 (float64; 100 ulp in lower precision).
+        Tried from :meth:`_shortest_context` steps, doubling; None when even the whole
+        series is not enough (``predict`` then reruns all of it).
+
+        Without it, ``predict()`` after ``fit`` continued from a state rerun over the last
+        200 steps only: 0.06 (28% of the data's standard deviation) away from the true
+        continuation for a leak rate of 0.05 on Mackey-Glass, 0.17 for a DeepResESN with
+        alpha = 0.99."""
+        inputs = self._tensor(self._inputs(y, x))
+        n_units = self.reservoir_.n_units
+        random = torch.as_tensor(np.random.default_rng(0).uniform(-1.0, 1.0, n_units),
+                                 dtype=inputs.dtype, device=inputs.device)
+        starts = torch.stack([torch.zeros_like(random), random, -random])
+        tolerance = max(1e-10, 100 * torch.finfo(inputs.dtype).eps)
+        length = self._shortest_context()
+        while length < inputs.shape[0]:
+            tail = inputs[-length:]
+            _, final = self.reservoir_(tail[None].expand(3, -1, -1).contiguous(), starts)
+            if float((final[1:] - final[0]).abs().max()) <= tolerance:
+                return length
+            length *= 2
+        return None
 
     # ------------------------------------------------------------------ model
     def _build_module(self) -> LeakyReservoir:
@@ -316,6 +390,9 @@ class ESN(BaseForecaster):
                              "solver='svd'")
         self.readout_weights_ = weights
         self.readout_intercept_ = intercept
+        # How much of the last series predict() must rerun to rebuild its final state.
+        self.forgetting_steps_ = self._measure_forgetting(
+            y_list[-1], None if x_list is None else x_list[-1])
 
     # ------------------------------------------------------------------ online learning
     def partial_fit(self, y, X=None):
@@ -332,7 +409,7 @@ class ESN(BaseForecaster):
             The next rows of the stream.
         X : optional, exogenous inputs aligned with ``y``.
         """
-        check_option(self.online_readout, "online_readout", ("ridge", "rls", "lms"))
+        check_option(self.online_readout, "online_readout", ONLINE_READOUTS)
         y_list, collection = as_series_list(y, "y")
         if collection:
             raise ValueError("partial_fit takes one chunk of one stream, not a list of series")
@@ -375,6 +452,15 @@ class ESN(BaseForecaster):
             self.stream_state_ = final[0]
             self.stream_steps_ += u.shape[0]
         self.stream_last_ = (rows_y[-1], None if rows_x is None else rows_x[-1])
+        if getattr(self, "forgetting_steps_", None) is None:
+            # How much of the stream predict() must rerun to rebuild the reservoir's state,
+            # measured on the rows kept so far (all of them until it is known) and this chunk.
+            kept_y, kept_x = y_scaled[0], None if x_scaled is None else x_scaled[0]
+            if hasattr(self, "context_y_"):
+                kept_y = np.concatenate([self.context_y_, kept_y])
+                if kept_x is not None:
+                    kept_x = np.concatenate([self.context_x_, kept_x])
+            self.forgetting_steps_ = self._measure_forgetting(kept_y, kept_x)
         if not hasattr(self, "context_y_"):
             self._store_context(y_scaled[0], None if x_scaled is None else x_scaled[0])
         else:

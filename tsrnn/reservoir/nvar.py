@@ -32,6 +32,11 @@ from .._validation import check_bool, check_option, check_positive, warn
 from ..forecasting.base import BaseForecaster
 from .readout import SOLVERS, RidgeAccumulator
 
+# Most features NVAR builds: the Gram matrix of 20,000 features takes 3.2 GB (and each
+# block of feature rows as much again per 20,000 rows); a KS-size input (64 columns, k = 2,
+# p = 3) would ask for 358,000 and a numpy MemoryError of 955 GiB.
+MAX_FEATURES = 20_000
+
 
 class NVAR(BaseForecaster):
     """Next-generation reservoir computer (nonlinear vector autoregression).
@@ -43,7 +48,12 @@ class NVAR(BaseForecaster):
     stride : int
         s, the spacing of the delays in steps.
     order : int
-        p, the order of the monomials of the nonlinear part (0 for none).
+        p, the order of the monomials of the nonlinear part; 0 or 1 for none (the monomials
+        of order 1 are the linear part itself: reservoirpy's ``NVAR(order=1)`` repeats
+        them, here they are left out, which changes no prediction beyond the ridge penalty).
+        Their number, C(k d + p - 1, p), grows fast: more than :data:`MAX_FEATURES` features
+        are refused before any memory is taken (their normal equations alone would take
+        F^2 * 8 bytes: 3.2 GB at the limit).
     constant : bool
         Include the constant feature (fitted as an unpenalised intercept).
     increment : bool
@@ -139,7 +149,14 @@ class NVAR(BaseForecaster):
             raise ValueError("NVAR takes no exogenous inputs X (its features are delays of y)")
         d = self.n_features_in_
         n_linear = int(self.delays) * d
-        n_phi = n_linear + len(self._monomials(n_linear)) if int(self.order) >= 2 else n_linear
+        n_phi = n_linear + (math.comb(n_linear + int(self.order) - 1, int(self.order))
+                            if int(self.order) >= 2 else 0)
+        if n_phi > MAX_FEATURES:
+            raise ValueError(
+                f"NVAR with delays={self.delays} and order={self.order} on {d} columns has "
+                f"{n_phi:,} features, more than {MAX_FEATURES:,}: its normal equations "
+                f"alone would take {n_phi ** 2 * 8 / 2 ** 30:,.0f} GiB; lower the order or "
+                "the delays, or reduce the dimension first")
         accumulator = RidgeAccumulator(n_phi, d)
         for y in y_list:
             windows = self._windows(y)
