@@ -110,9 +110,11 @@ def fitted(request):
 BAD_Y = {
     "nan": (_with(np.nan), ValueError, r"y contains NaN"),
     "inf": (_with(np.inf), ValueError, r"y contains (NaN or )?inf"),
-    "one-row": (Y[:1], ValueError, r"y has 1 time steps; .* needs at least \d+"),
+    # The message says what sets the minimum (warm-up, window, delays).
+    "one-row": (Y[:1], ValueError, r"y has 1 time steps; .* needs at least \d+ \(.+\)"),
     "empty": (Y[:0], ValueError, r"y has 0 time steps"),
-    "3-d": (Y[None], ValueError, r"y must have 1 or 2 dimensions, got shape \(1, 80, 2\)"),
+    "3-d": (Y[None], ValueError,
+            r"y has shape \(1, 80, 2\): a series is \(T, d\); give several series as a list"),
     "widths": ([Y, Y[:, :1]], ValueError, r"same number of columns, got \[1, 2\]"),
     "complex": (Y.astype(complex), TypeError, r"y must be real-valued"),
     "object": (Y.astype(object), TypeError, r"y must hold numbers, got dtype object"),

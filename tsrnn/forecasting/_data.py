@@ -135,6 +135,10 @@ def as_series_list(data: Any, name: str, *, allow_nan: bool = False
     a single column.
     """
     collection = _is_collection(data)
+    if not collection and np.ndim(data) == 3:
+        raise ValueError(
+            f"{name} has shape {np.shape(data)}: a series is (T, d); give several series as a "
+            f"list of (T, d) arrays (list({name}) for a batch (B, T, d))")
     items = list(data) if collection else [data]
     arrays = []
     for i, item in enumerate(items):

@@ -106,6 +106,10 @@ class BaseForecaster(BaseEstimator):
     def _min_length(self) -> int:
         return 2
 
+    def _min_length_reason(self) -> str:
+        """What sets :meth:`_min_length`, for the error about a series too short."""
+        return ""
+
     def _context_length(self) -> int | None:
         """Trailing training rows kept for ``predict(context=None)``; None keeps them all."""
         return None
@@ -167,7 +171,7 @@ class BaseForecaster(BaseEstimator):
                 where = f"trajectory {i} of y" if collection else "y"
                 raise ValueError(
                     f"{where} has {series.shape[0]} time steps; {type(self).__name__} with "
-                    f"these settings needs at least {minimum}"
+                    f"these settings needs at least {minimum}{self._min_length_reason()}"
                 )
             if self._allow_nan and np.isnan(series).all(axis=0).any():
                 raise ValueError("y has a column with no observed value")
@@ -658,6 +662,9 @@ class NeuralForecaster(BaseForecaster):
 
     def _min_length(self) -> int:
         return self._window_length()
+
+    def _min_length_reason(self) -> str:
+        return " (one training window; lower sequence_length for shorter series)"
 
     def _check_hyperparameters(self) -> None:
         check_positive(self.sequence_length, "sequence_length", integer=True)

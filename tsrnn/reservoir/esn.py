@@ -238,6 +238,10 @@ class ESN(BaseForecaster):
     def _min_length(self) -> int:
         return int(self.warmup) + 2
 
+    def _min_length_reason(self) -> str:
+        return (f" (warmup={self.warmup} steps whose states the readout drops, and two more "
+                "to fit it)")
+
     def echo_state_diagnostics(self) -> dict[str, float]:
         """Stability of the fitted reservoir at the origin (Jaeger 2001; Yildiz et al. 2012).
 

@@ -114,6 +114,10 @@ class NVAR(BaseForecaster):
     def _min_length(self) -> int:
         return self._span + 2
 
+    def _min_length_reason(self) -> str:
+        return (f" (the delays span {self._span} steps: delays={self.delays}, "
+                f"stride={self.stride}; and two more to fit the readout)")
+
     def _context_length(self) -> int:
         return self._span
 
