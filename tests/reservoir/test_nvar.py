@@ -72,6 +72,18 @@ def test_ill_conditioned_features_warn():
         NVAR(delays=3, order=3, ridge=0.0, scale=False).fit(y)
 
 
+def test_condition_number_is_that_of_the_regularised_centred_normal_equations():
+    y = Lorenz63().simulate(400, dt=0.025)
+    model = NVAR(delays=2, order=2, ridge=1e-3, scale=False).fit(y)
+    span = model._span
+    windows = np.stack([y[t - span:t] for t in range(span, len(y))])
+    phi = model.features(torch.from_numpy(windows)).numpy()
+    centred = phi - phi.mean(0)
+    eigenvalues = np.linalg.eigvalsh(centred.T @ centred + 1e-3 * np.eye(phi.shape[1]))
+    assert model.condition_number_ == pytest.approx(eigenvalues[-1] / eigenvalues[0],
+                                                    rel=1e-6)
+
+
 def test_save_load_and_discrete_map(tmp_path):
     y = Lorenz63().simulate(1_000, dt=0.025, transient=200)
     model = NVAR().fit(y[:600])
