@@ -367,3 +367,15 @@ def test_predict_after_a_stream_continues_it_for_a_slow_reservoir(chunks, lorenz
     for part in np.array_split(lorenz[:1_000], chunks):
         fast.partial_fit(part)
     assert fast.forgetting_steps_ == 200 and fast.context_y_.shape[0] == 200
+
+
+def test_forgetting_is_measured_in_blocks_with_the_same_result(lorenz, monkeypatch):
+    # The three runs go through the reservoir block by block (memory of one block); the
+    # blocks must carry the state exactly.
+    import tsrnn.reservoir.esn as esn_module
+
+    whole = small_esn(n_units=60, leak_rate=0.2).fit(lorenz[:2_000])
+    monkeypatch.setattr(esn_module, "_FORGETTING_BLOCK", 7)
+    blocked = small_esn(n_units=60, leak_rate=0.2).fit(lorenz[:2_000])
+    assert blocked.forgetting_steps_ == whole.forgetting_steps_ > 200
+    np.testing.assert_array_equal(blocked.predict(20), whole.predict(20))

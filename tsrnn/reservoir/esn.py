@@ -62,6 +62,8 @@ _BATCH = 64
 # chunk of states (~33 MB for 1000 units).
 _TILE = 8
 _CHUNK_ROWS = 4096
+# Steps per call of the reservoir when measuring how fast it forgets its start.
+_FORGETTING_BLOCK = 1024
 # Accumulators (and chunk buffers) per worker of a streamed fit with several workers.
 _BUFFERS_PER_WORKER = 2
 
@@ -300,8 +302,12 @@ class ESN(BaseForecaster):
         tolerance = max(1e-10, 100 * torch.finfo(inputs.dtype).eps)
         length = self._shortest_context()
         while length < inputs.shape[0]:
-            tail = inputs[-length:]
-            _, final = self.reservoir_(tail[None].expand(3, -1, -1).contiguous(), starts)
+            final = starts
+            # In blocks: only the final states are needed, and all the states of three runs
+            # over a long stretch of a large reservoir would take gigabytes.
+            for start in range(inputs.shape[0] - length, inputs.shape[0], _FORGETTING_BLOCK):
+                block = inputs[start:min(start + _FORGETTING_BLOCK, inputs.shape[0])]
+                _, final = self.reservoir_(block[None].expand(3, -1, -1).contiguous(), final)
             if float((final[1:] - final[0]).abs().max()) <= tolerance:
                 return length
             length *= 2
