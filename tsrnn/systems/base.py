@@ -15,6 +15,8 @@ numpy arrays and on Python floats (the fast path for one trajectory on the CPU).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import inspect
 import math
 import numbers
@@ -79,6 +81,11 @@ class DynamicalSystem:
     initial_perturbation: float = 0.1
 
     # ------------------------------------------------------------------ parameters
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls.__init__)
+
     @classmethod
     def _param_names(cls) -> list[str]:
         signature = inspect.signature(cls.__init__)
@@ -95,9 +102,16 @@ class DynamicalSystem:
             if isinstance(default, bool) or not isinstance(default, numbers.Real):
                 continue  # arrays, options and the like are checked by their system
             value = getattr(self, name, None)
-            if isinstance(value, str) or (isinstance(value, numbers.Real)
-                                          and not isinstance(value, bool)):
-                check_in_range(value, name, -math.inf, math.inf)
+            if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 0:
+                value = value.item()  # a 0-d array is one number
+            if isinstance(value, np.ndarray | torch.Tensor | list | tuple):
+                # Was numpy's "truth value of an array is ambiguous" from inside the field.
+                raise ValueError(
+                    f"{name} must be a finite number, got {len(value)} values (a "
+                    f"{type(value).__name__}); a system has one value per parameter (for a "
+                    f"parameter sweep build one {type(self).__name__} per value)"
+                )
+            check_in_range(value, name, -math.inf, math.inf)
 
     def get_params(self) -> dict[str, Any]:
         """The parameters this system was built with, by name."""
@@ -165,7 +179,13 @@ class DynamicalSystem:
         n_steps : int
             Number of recorded states. Row 0 is the state after the transient.
         dt : float, optional
-            Sampling step; ``None`` uses :attr:`default_dt`. Maps take no ``dt``.
+            Sampling step; ``None`` uses :attr:`default_dt`. Maps take no ``dt``. For the
+            fixed-step methods it is also the integration step unless ``substeps`` splits
+            it (unlike dysts, which integrates finely and resamples): a coarse ``dt`` gives
+            a coarse solution. Relative error after one time unit with the default
+            ``"rk8"``, Lorenz-63: 3e-15 at dt 0.01, 3e-7 at 0.05, 1e-4 at 0.1, 6e-2 at
+            0.2; pass ``substeps=round(dt / default_dt)`` to sample coarsely at the
+            default accuracy.
         x0 : array (dim,) or (B, dim), optional
             Initial state(s). ``None``: the default initial state, perturbed randomly when a
             ``seed`` is given. A 2-D ``x0`` simulates a batch and returns (B, n_steps, dim).
@@ -175,12 +195,15 @@ class DynamicalSystem:
             Seeds the random initial state and the observation noise.
         noise : float
             Standard deviation of additive Gaussian observation noise, relative to the
-            standard deviation of each recorded dimension (0.05 means 5% noise). The
-            dynamics themselves stay deterministic.
+            standard deviation of each recorded dimension over the ``n_steps`` recorded
+            states of each trajectory (0.05 means 5% noise), so it needs ``n_steps >= 2``;
+            a dimension that stays constant gets none. The dynamics themselves stay
+            deterministic.
         method : str, optional
             Integrator for flows (see :mod:`tsrnn.systems.integrators`); default per system.
         substeps : int, optional
-            Fixed-step methods take this many steps per ``dt``; default per system.
+            Fixed-step methods take this many steps of ``dt / substeps`` per ``dt``;
+            default per system (1 for the ODEs, whose ``default_dt`` is an accurate step).
         rtol, atol : float
             Tolerances of the adaptive methods ``"dopri5"`` and ``"dop853"``.
         device, dtype
@@ -201,6 +224,12 @@ class DynamicalSystem:
         n_steps = check_positive(n_steps, "n_steps", integer=True)
         transient = check_positive(transient, "transient", integer=True, allow_zero=True)
         noise = check_positive(noise, "noise", allow_zero=True)
+        if noise > 0 and n_steps < 2:
+            # The standard deviation of one recorded state is undefined: it was silent NaN.
+            raise ValueError(
+                f"noise is relative to the standard deviation of each dimension along the "
+                f"trajectory, which needs n_steps >= 2; got n_steps={n_steps}"
+            )
         seed = _check_seed(seed)
         check_positive(rtol, "rtol")
         check_positive(atol, "atol", allow_zero=True)
@@ -233,6 +262,31 @@ class DynamicalSystem:
             return torch.as_tensor(self.sample_initial_states(n, seed), dtype=dtype,
                                    device=device)
         return initial_states
+
+
+def _checked_init(init):
+    """Wrap a system's ``__init__`` so that an unknown or surplus argument is refused with
+    the system's parameter names (Python's TypeError names only the bad keyword)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as error:
+            known = [p.name for p in signature.parameters.values() if p.name != "self"]
+            unknown = [name for name in kwargs if name not in known]
+            hint = ""
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(
+                f"{type(self).__name__}: {error}{hint}; its parameters are "
+                f"{', '.join(known)}"
+            ) from None
+        init(self, *args, **kwargs)
+
+    return __init__
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -329,6 +383,7 @@ class Flow(DynamicalSystem):
         The default method is RK4 (``simulate`` defaults to the eighth-order ``"rk8"``):
         exponents need far less accuracy per step than trajectories, and RK4 costs a third.
         """
+        self._check_parameters()
         dt = self._check_dt(dt)
         method, substeps = self._resolve_integration(method, substeps)
         if method not in integrators.FIXED_STEPPERS:
@@ -490,6 +545,7 @@ class Map(DynamicalSystem):
     def as_discrete_map(self, dt: float | None = None, *, device: Any = "cpu",
                         dtype: Any = torch.float64) -> DiscreteMap:
         """The map itself, with its analytic Jacobian; one step is one time unit."""
+        self._check_parameters()
         self._check_dt(dt)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch.float64)

@@ -373,6 +373,7 @@ class MackeyGlass(DynamicalSystem):
         is the exact derivative of ``step``. Initial states are buffers of
         :meth:`settled_histories`.
         """
+        self._check_parameters()
         self._check_scheme(method, substeps)
         dt = self._check_dt(dt)
         n_inner = self._inner_steps_per(dt)

@@ -106,15 +106,17 @@ class Chua(ComponentFlow):
         dx/dt = alpha (y - x - f(x)),   dy/dt = x - y + z,   dz/dt = -beta y,
         f(x) = m1 x + (m0 - m1) (|x + 1| - |x - 1|) / 2
 
-    The canonical double-scroll parameters are the defaults. f is piecewise linear, so the
-    Jacobian jumps at |x| = 1 (its value there is one-sided; a set of measure zero).
+    The canonical double-scroll parameters are the defaults: alpha = 15.6, beta = 28,
+    m0 = -8/7, m1 = -5/7 (dysts stores the same values rounded, -1.142857 and -0.71429). f
+    is piecewise linear, so the Jacobian jumps at |x| = 1 (its value there is one-sided; a
+    set of measure zero).
     """
 
     default_dt = 0.01
     dim = 3
 
-    def __init__(self, alpha: float = 15.6, beta: float = 28.0, m0: float = -1.143,
-                 m1: float = -0.714):
+    def __init__(self, alpha: float = 15.6, beta: float = 28.0, m0: float = -8.0 / 7.0,
+                 m1: float = -5.0 / 7.0):
         self.alpha, self.beta, self.m0, self.m1 = alpha, beta, m0, m1
 
     def default_initial_state(self) -> np.ndarray:
@@ -163,6 +165,8 @@ class Duffing(ComponentFlow):
         dx/dt = v,   dv/dt = -delta v - alpha x - beta x^3 + gamma cos(phi),   dphi/dt = omega
 
     The defaults give the chaotic double-well regime. The phase adds one zero exponent.
+    dysts's ``Duffing`` swaps the names: its ``alpha`` multiplies x^3 and its ``beta``
+    multiplies x, so its (alpha=1, beta=-1) is this class's (alpha=-1, beta=1).
     """
 
     default_dt = 0.05
@@ -254,6 +258,9 @@ class Thomas(ComponentFlow):
     symmetric attractor:
 
         dx/dt = sin(y) - b x,   dy/dt = sin(z) - b y,   dz/dt = sin(x) - b z
+
+    b = 0.208186 is Thomas's value at the edge of chaos. dysts's ``Thomas`` is a rescaled
+    form, dx/dt = -a x + b sin(y) and so on, with a = 1.85 and b = 10 (another attractor).
     """
 
     default_dt = 0.1
@@ -284,7 +291,8 @@ class Lorenz96(Flow):
 
     The divergence is -n, so the Lyapunov spectrum sums to -n. For n = 40, F = 8 the
     leading exponent is about 1.6-1.7 with 13 positive exponents; no literature spectrum is
-    stored because published values differ in the third digit.
+    stored because published values differ in the third digit. (dysts's ``Lorenz96`` calls
+    the forcing ``f`` and defaults to n = 4 and f = 20, not the standard n = 40, F = 8.)
     """
 
     default_dt = 0.01

@@ -447,6 +447,7 @@ class KuramotoSivashinsky(Flow):
             reports, with its two zero exponents; on the full grid space the conserved mean
             adds a third. At most N - 1 exponents then exist; pass False for all N.
         """
+        self._check_parameters()
         dt = self._check_dt(dt)
         _, substeps = self._resolve_integration(method, substeps)
         device = resolve_device(device)
