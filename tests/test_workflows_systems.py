@@ -230,18 +230,28 @@ def test_ks_energy_is_bounded_and_the_spectrum_decays(ks_state):
 
 
 # --------------------------------------------------------------------------- dt vs step
-def test_coarse_sampling_is_exact_with_substeps_and_coarse_without():
-    """``dt`` is the integration step of the fixed-step methods unless ``substeps`` splits it
-    (simulate's docstring): sampling Lorenz-63 at dt 0.1 with 10 substeps reproduces every
-    10th state of the dt 0.01 run to round-off, while one rk8 step per 0.1 is off by about
-    1e-4 relative after one time unit (measured 1.1e-4 against DOP853 at rtol 1e-12)."""
+def test_coarse_sampling_keeps_the_default_accuracy_unless_substeps_say_otherwise():
+    """A ``dt`` above ``default_dt`` is split into steps no longer than it (as dysts
+    integrates finely and samples coarsely): Lorenz-63 sampled at dt 0.1 is every 10th
+    state of the dt 0.01 run to round-off. ``dt`` was the rk8 step itself, off by about 1e-4
+    relative after one time unit (measured 1.1e-4 against DOP853 at rtol 1e-12), which
+    ``substeps=1`` still asks for; the same rule holds for the Lyapunov map."""
     lorenz = Lorenz63()
     fine = lorenz.simulate(101, dt=0.01)
-    coarse_exact = lorenz.simulate(11, dt=0.1, substeps=10)
-    np.testing.assert_allclose(coarse_exact, fine[::10], rtol=0, atol=1e-11)
-    coarse = lorenz.simulate(11, dt=0.1)
+    np.testing.assert_allclose(lorenz.simulate(11, dt=0.1), fine[::10], rtol=0, atol=1e-11)
+    np.testing.assert_allclose(lorenz.simulate(11, dt=0.1, substeps=10), fine[::10], rtol=0,
+                               atol=1e-11)
+    coarse = lorenz.simulate(11, dt=0.1, substeps=1)
     relative = np.abs(coarse[-1] - fine[-1]).max() / np.abs(fine[-1]).max()
     assert 1e-6 < relative < 1e-3
+    # A dt between two multiples of the accurate step takes the next whole number of steps.
+    np.testing.assert_array_equal(lorenz.simulate(5, dt=0.025),
+                                  lorenz.simulate(5, dt=0.025, substeps=3))
+    assert lorenz.as_discrete_map(0.05).time_step == 0.05
+    x = torch.tensor([[1.0, 2.0, 20.0]], dtype=torch.float64)
+    torch.testing.assert_close(lorenz.as_discrete_map(0.05).step(x),
+                               lorenz.as_discrete_map(0.05, substeps=5).step(x), rtol=0,
+                               atol=0)
 
 
 # --------------------------------------------------------------------------- spectra

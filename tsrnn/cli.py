@@ -151,7 +151,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.batch > 1:
         x0 = system.sample_initial_states(args.batch, args.seed)
     states = system.simulate(args.n_steps, dt=args.dt, x0=x0, transient=args.transient,
-                             seed=args.seed, noise=args.noise, method=args.method)
+                             seed=args.seed, noise=args.noise, method=args.method,
+                             substeps=args.substeps)
     dt = system.default_dt if args.dt is None else args.dt
     columns = [f"x{i}" for i in range(system.dim)]
     metadata = {"system": repr(system), "dt": dt, "transient": args.transient,
@@ -174,6 +175,8 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
     options = {}
     if args.method is not None:
         options["method"] = args.method
+    if args.substeps is not None:
+        options["substeps"] = args.substeps
     start = time.perf_counter()
     spectrum, stderr = lyapunov_spectrum(
         system, args.n_exponents, dt=args.dt, n_steps=args.n_steps,
@@ -245,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="time step (default: the system's default_dt)")
         sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         sub.add_argument("--method", default=None, help=method_help)
+        sub.add_argument("--substeps", type=int, default=None,
+                         help="fixed-step integration steps per dt (default: enough that no "
+                              "step exceeds the system's default_dt)")
 
     sub = verbs.add_parser(
         "reconstruct", help="simulate, fit, analyse and report (the main job)",

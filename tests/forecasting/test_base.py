@@ -228,7 +228,7 @@ def _with_value(value, row=5):
     ([sine(100), sine(100)[:, :1]], ValueError, r"same number of columns, got \[1, 2\]"),
     (np.array([["a", "b"]] * 40), TypeError, r"y must hold numbers"),
     (pd.DataFrame({"a": ["x"] * 40, "b": [1.0] * 40}), TypeError, r"y must hold numbers"),
-    (np.zeros((40, 2, 2)), ValueError, r"y must have 1 or 2 dimensions"),
+    (np.zeros((40, 2, 2)), ValueError, r"y has shape \(40, 2, 2\): a series is \(T, d\)"),
 ], ids=["nan", "inf", "too-short", "short-trajectory", "column-counts", "strings",
         "string-column", "3d"])
 def test_fit_rejects_bad_y_with_a_clear_error(y, error, match):

@@ -80,8 +80,10 @@ def test_condition_number_is_that_of_the_regularised_centred_normal_equations():
     phi = model.features(torch.from_numpy(windows)).numpy()
     centred = phi - phi.mean(0)
     eigenvalues = np.linalg.eigvalsh(centred.T @ centred + 1e-3 * np.eye(phi.shape[1]))
+    # ~2e11: the smallest eigenvalue carries round-off of eps * 2e11 relative, whatever the
+    # order of the sums (streamed blocks there, one product here).
     assert model.condition_number_ == pytest.approx(eigenvalues[-1] / eigenvalues[0],
-                                                    rel=1e-6)
+                                                    rel=1e-4)
 
 
 def test_save_load_and_discrete_map(tmp_path):

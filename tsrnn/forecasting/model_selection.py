@@ -65,7 +65,7 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
     >>> search = GridSearchCV(NVAR(), {"order": [1, 2]}, cv=TimeSeriesSplit(3),
     ...                       scoring=scorer).fit(y)
     >>> search.best_params_, search.cv_results_["mean_test_score"].round(1)
-    ({'order': 2}, array([0.1, 4. ]))
+    ({'order': 2}, array([0.1, 3.5]))
     """
     context = check_positive(context, "context", integer=True)
     horizon = check_positive(horizon, "horizon", integer=True)

@@ -333,20 +333,20 @@ class KuramotoSivashinsky(Flow):
         return linear_op + product_op * x.unsqueeze(-2)
 
     # ------------------------------------------------------------------ simulation
-    def _resolve_integration(self, method: str | None, substeps: int | None):
+    def _resolve_integration(self, method: str | None, substeps: int | None, dt: float):
         if method not in (None, "etdrk4"):
             raise ValueError(
                 f"KuramotoSivashinsky integrates with ETDRK4 only (method=None or 'etdrk4'), "
                 f"got method={method!r}; explicit Runge-Kutta methods are unstable on its "
                 "stiff fourth-derivative term at useful steps"
             )
-        substeps = self.default_substeps if substeps is None else substeps
+        substeps = self._default_substeps(dt) if substeps is None else substeps
         return "etdrk4", check_positive(substeps, "substeps", integer=True)
 
     def _simulate(self, x0: np.ndarray, n_steps: int, dt, transient: int, *, method, substeps,
                   rtol, atol, device, dtype) -> torch.Tensor:
         dt = self._check_dt(dt)
-        _, substeps = self._resolve_integration(method, substeps)
+        _, substeps = self._resolve_integration(method, substeps, dt)
         h = dt / substeps
         if (x0.shape[0] == 1 and device.type == "cpu" and dtype == torch.float64
                 and self.n_grid <= _DENSE_FAST_PATH_MAX_GRID):
@@ -449,7 +449,7 @@ class KuramotoSivashinsky(Flow):
         """
         self._check_parameters()
         dt = self._check_dt(dt)
-        _, substeps = self._resolve_integration(method, substeps)
+        _, substeps = self._resolve_integration(method, substeps, dt)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch.float64)
         stepper = self._stepper(dt / substeps, dtype, device)
