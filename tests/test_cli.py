@@ -135,6 +135,20 @@ def test_lyapunov_henon_json_matches_the_reference(capsys):
     assert result["kaplan_yorke_dimension"] == pytest.approx(1.26, abs=0.02)
 
 
+def test_lyapunov_of_part_of_a_spectrum_does_not_claim_a_kaplan_yorke_dimension(capsys):
+    # Three of Lorenz-96's 40 exponents, all positive: the dimension (~27) is not known from
+    # them; it was printed as 3.0000.
+    options = ["lyapunov", "lorenz96", "--n-steps", "300", "--n-trajectories", "2",
+               "--n-exponents", "3"]
+    assert main([*options, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kaplan_yorke_dimension"] is None
+    assert main(options) == 0
+    assert "Kaplan-Yorke dimension > 3 " in capsys.readouterr().out
+    # Where the partial sums turn negative within the exponents asked for, it is known.
+    assert main(["lyapunov", "henon", "--n-steps", "500", "--n-exponents", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kaplan_yorke_dimension"] > 1.0
+
+
 def test_reconstruct_prints_the_report_and_writes_json(tmp_path, capsys):
     path = tmp_path / "report.json"
     with pytest.warns(UserWarning, match="validation_fraction"):  # 600 steps, windows of 100
