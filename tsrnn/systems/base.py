@@ -201,7 +201,8 @@ class DynamicalSystem:
         substeps : int, optional
             Fixed-step methods take this many steps of ``dt / substeps`` per ``dt``.
             Default: the system's (1 for the ODEs, whose ``default_dt`` is an accurate
-            step), times ``ceil(dt / default_dt)`` for a longer ``dt``. Pass it to choose
+            step), or for a longer ``dt`` enough that no step is longer than ``default_dt /
+            default_substeps`` (so 10 for Lorenz-63 at dt 0.1). Pass it to choose
             the integration step yourself (``substeps=1``: the step is ``dt``; with the
             default ``"rk8"``, Lorenz-63's relative error after one time unit is 3e-7 at
             0.05, 1e-4 at 0.1 and 6e-2 at 0.2).
@@ -390,8 +391,10 @@ class Flow(DynamicalSystem):
     def as_discrete_map(self, dt: float | None = None, *, method: str = "rk4",
                         substeps: int | None = None, device: Any = "cpu",
                         dtype: Any = torch.float64) -> DiscreteMap:
-        """One integrator step of length ``dt`` as a map. Its tangent integrates the
-        variational equation dQ/dt = J(x) Q with the same fixed-step scheme and step.
+        """The flow over one ``dt`` as a map. Its tangent integrates the variational
+        equation dQ/dt = J(x) Q with the same fixed-step scheme and steps: ``substeps`` of
+        ``dt / substeps`` (by default as in :meth:`simulate`: none longer than
+        ``default_dt``).
 
         The default method is RK4 (``simulate`` defaults to the eighth-order ``"rk8"``):
         exponents need far less accuracy per step than trajectories, and RK4 costs a third.
