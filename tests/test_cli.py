@@ -70,6 +70,14 @@ def test_simulate_writes_a_csv_with_a_time_column(tmp_path, capsys):
     assert np.isfinite(frame.to_numpy()).all()
 
 
+def test_simulate_to_standard_output_writes_the_same_table_as_a_file(tmp_path, capsys):
+    path = tmp_path / "out.csv"
+    assert main(["simulate", "rossler", "--n-steps", "20", "-o", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", "rossler", "--n-steps", "20"]) == 0
+    assert capsys.readouterr().out == path.read_text()
+
+
 def test_simulate_refuses_to_overwrite_without_the_flag(tmp_path):
     path = tmp_path / "out.csv"
     path.write_text("keep me\n")

@@ -121,14 +121,20 @@ def _write(path: Path, array: np.ndarray, dt: float, columns: list[str], overwri
     elif suffix == ".csv":
         if array.ndim == 3:
             raise SystemExit("error: a batch of trajectories needs an .npz file, not .csv")
-        import pandas as pd
-
-        frame = pd.DataFrame(array, columns=columns)
-        frame.insert(0, "time", np.arange(array.shape[0]) * dt)
         with _open_output(path, overwrite) as file:
-            frame.to_csv(file, index=False, float_format="%.10g")
+            _csv_frame(array, dt, columns).to_csv(file, index=False, float_format="%.10g")
     else:
         raise SystemExit(f"error: unknown output format {suffix!r}; use .csv or .npz")
+
+
+def _csv_frame(array: np.ndarray, dt: float, columns: list[str]):
+    """One trajectory as a table: a time column (from 0 at the first recorded state),
+    then the states."""
+    import pandas as pd
+
+    frame = pd.DataFrame(array, columns=columns)
+    frame.insert(0, "time", np.arange(array.shape[0]) * dt)
+    return frame
 
 
 def cmd_systems(args: argparse.Namespace) -> int:
@@ -160,8 +166,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if path is None:
         if states.ndim == 3:
             raise SystemExit("error: a batch of trajectories needs -o FILE.npz")
-        np.savetxt(sys.stdout, states, fmt="%.10g", delimiter=",",
-                   header=",".join(columns), comments="")
+        # The same table as a .csv file (it had no time column here).
+        _csv_frame(states, dt, columns).to_csv(sys.stdout, index=False, float_format="%.10g")
         return 0
     _write(path, states, dt, columns, args.overwrite, metadata)
     print(f"wrote {states.shape} states of {system!r} (dt={dt:g}) to {args.output}")
