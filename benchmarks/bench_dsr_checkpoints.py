@@ -1,0 +1,150 @@
+"""Every checkpoint of an AL-RNN training, measured: is a trade-off one of training or of selection?
+
+The study behind "AL-RNN: every checkpoint of eight runs measured" in RESULTS.md (issue 4).
+``train`` runs the Lorenz-63 benchmark's training (``bench_dsr_lorenz63.py``: same data,
+model, forcing, schedule and selection) and keeps the weights of every scored checkpoint
+(one per ``checkpoint_every`` = 5 epochs) with its selection score. ``evaluate`` takes the
+checkpoints with the best selection scores of each saved run and measures each one as the
+benchmark measures its selected model: D_stsp and D_H of 100,000 generated steps against the
+held-out trajectory, the Lyapunov spectrum, the fixed points against Lorenz's (SCYFI) and
+the subregions visited.
+
+    python benchmarks/bench_dsr_checkpoints.py train --seed 3 --learning-rate 2e-3 \\
+        --forcing-interval 10 --max-epochs 1450 --device cuda --output runs/seed3
+    python benchmarks/bench_dsr_checkpoints.py evaluate runs --top 20 --jobs 2
+
+(stop 13: eight such trainings at once on one H200, 405-410 s each; the evaluation of 160
+checkpoints on the two dev-machine cores took ~10 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+import time
+import warnings
+from multiprocessing import Pool
+
+import numpy as np
+import torch
+from bench_dsr_lorenz63 import build, data, evaluate
+
+from tsrnn.dsr import ALRNN
+
+LORENZ_LAMBDA1 = 0.9056
+
+
+def train(args: argparse.Namespace) -> None:
+    """One training of the benchmark, every scored checkpoint's weights kept."""
+    torch.set_num_threads(1)
+    kept = []
+    score_checkpoint = ALRNN._validation_loss
+
+    def recording(self, module, references):
+        n_scored = len(self.checkpoint_scores_)
+        value = score_checkpoint(self, module, references)
+        if len(self.checkpoint_scores_) > n_scored:  # scored at this epoch
+            epoch, score = self.checkpoint_scores_[-1]
+            kept.append((epoch, score, {name: tensor.detach().cpu().clone()
+                                        for name, tensor in module.state_dict().items()}))
+        return value
+
+    # The estimator keeps only its best checkpoint; the study needs every one, so the
+    # scoring method is wrapped for this process (a script, not the library).
+    ALRNN._validation_loss = recording
+    train_data, _, _, _ = data("lorenz63")
+    estimator = build("alrnn", 60.0 * args.minutes, args.max_epochs, args.seed, "sparse",
+                      args.noise, learning_rate=args.learning_rate,
+                      forcing_interval=args.forcing_interval, device=args.device)
+    started = time.perf_counter()
+    estimator.fit(train_data)
+    wall = time.perf_counter() - started
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"checkpoints": kept, "seed": args.seed, "learning_rate": args.learning_rate,
+                "forcing_interval": args.forcing_interval, "noise": args.noise,
+                "epochs_run": estimator.n_epochs_, "best_epoch": estimator.best_epoch_,
+                "wall_s": wall}, f"{output}.ckpts.pt")
+    estimator.save(f"{output}.est.pt", overwrite=True)
+    print(f"seed {args.seed}: {estimator.n_epochs_} epochs in {wall:.0f} s, best epoch "
+          f"{estimator.best_epoch_}, {len(kept)} checkpoints kept")
+
+
+@functools.cache
+def _held_out() -> tuple:
+    """The benchmark's held-out trajectory and training statistics (once per process)."""
+    _, test, mean, std = data("lorenz63")
+    return test, mean, std
+
+
+def _measure(job: tuple) -> dict:
+    prefix, epoch, score, state = job
+    torch.set_num_threads(1)
+    test, mean, std = _held_out()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "trained on cuda, loaded on the CPU"
+        estimator = ALRNN.load(f"{prefix}.est.pt")
+    estimator.module_.load_state_dict(state)
+    result = evaluate(estimator, test, mean, std, True, "lorenz63")
+    return {"run": pathlib.Path(prefix).name, "epoch": epoch, "selection_score": score,
+            "d_stsp": result["d_stsp"], "d_h": result["d_h"], "lyapunov": result["lyapunov"],
+            "fixed_points": [(row.get("distance_fraction"), row.get("model_unstable_dims"),
+                              row.get("true_unstable_dims"))
+                             for row in result["fixed_points"]],
+            "regions_visited": result["regions_visited"]}
+
+
+def evaluate_runs(args: argparse.Namespace) -> None:
+    """The best-scored checkpoints of every saved run, measured."""
+    jobs = []
+    for path in sorted(pathlib.Path(args.directory).glob("*.ckpts.pt")):
+        saved = torch.load(path)
+        candidates = sorted((c for c in saved["checkpoints"] if c[0] >= args.min_epoch),
+                            key=lambda checkpoint: checkpoint[1])[:args.top]
+        prefix = str(path)[:-len(".ckpts.pt")]
+        jobs += [(prefix, epoch, score, state) for epoch, score, state in candidates]
+    with Pool(args.jobs) as pool:
+        rows = pool.map(_measure, jobs, chunksize=1)
+    for row in rows:
+        lambda1_error = abs(row["lyapunov"][0] - LORENZ_LAMBDA1) / LORENZ_LAMBDA1
+        row["meets_distances_and_lambda1"] = bool(
+            row["d_stsp"] is not None and row["d_stsp"] <= 0.5 and row["d_h"] <= 0.2
+            and lambda1_error <= 0.15)
+        print(f"{row['run']} epoch {row['epoch']:5d} score {row['selection_score']:.3f}: "
+              f"D_stsp {row['d_stsp']:.3f} D_H {row['d_h']:.3f} lambda "
+              f"{np.round(row['lyapunov'], 3).tolist()} fixed points {row['fixed_points']}"
+              f"{'  <- all three' if row['meets_distances_and_lambda1'] else ''}")
+    if args.output:
+        with open(args.output, "w") as file:
+            json.dump(rows, file, indent=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    sub = verbs.add_parser("train", help="one training, every checkpoint kept")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--learning-rate", type=float, default=2e-3)
+    sub.add_argument("--forcing-interval", type=int, default=10)
+    sub.add_argument("--noise", type=float, default=0.0)
+    sub.add_argument("--max-epochs", type=int, default=1450)
+    sub.add_argument("--minutes", type=float, default=15.0)
+    sub.add_argument("--device", default="cpu")
+    sub.add_argument("--output", required=True,
+                     help="path prefix of the .ckpts.pt and .est.pt files")
+    sub.set_defaults(func=train)
+    sub = verbs.add_parser("evaluate", help="measure the best-scored checkpoints of runs")
+    sub.add_argument("directory", help="folder of the runs' .ckpts.pt and .est.pt files")
+    sub.add_argument("--top", type=int, default=20, help="checkpoints per run")
+    sub.add_argument("--min-epoch", type=int, default=50)
+    sub.add_argument("--jobs", type=int, default=2, help="processes")
+    sub.add_argument("--output", default=None, help="write the rows as JSON here")
+    sub.set_defaults(func=evaluate_runs)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
