@@ -379,3 +379,20 @@ def test_forgetting_is_measured_in_blocks_with_the_same_result(lorenz, monkeypat
     blocked = small_esn(n_units=60, leak_rate=0.2).fit(lorenz[:2_000])
     assert blocked.forgetting_steps_ == whole.forgetting_steps_ > 200
     np.testing.assert_array_equal(blocked.predict(20), whole.predict(20))
+
+
+def test_a_stream_keeps_a_bounded_context_for_a_reservoir_that_does_not_forget(
+        lorenz, monkeypatch):
+    # Measured on everything kept so far until the reservoir has forgotten its start: for
+    # one that never does within the stream, that would grow (and be rerun) without end.
+    import tsrnn.reservoir.esn as esn_module
+
+    monkeypatch.setattr(esn_module, "_MAX_STREAM_CONTEXT", 500)
+    model = small_esn(n_units=60, leak_rate=0.001)
+    model.partial_fit(lorenz[:300])
+    assert model.forgetting_steps_ is None and model.context_y_.shape[0] == 300
+    with pytest.warns(UserWarning, match="has not forgotten its initial state within 600"):
+        model.partial_fit(lorenz[300:600])
+    assert model.forgetting_steps_ == 500 and model.context_y_.shape[0] == 500
+    model.partial_fit(lorenz[600:900])
+    assert model.context_y_.shape[0] == 500

@@ -64,6 +64,9 @@ _TILE = 8
 _CHUNK_ROWS = 4096
 # Steps per call of the reservoir when measuring how fast it forgets its start.
 _FORGETTING_BLOCK = 1024
+# Most rows of a stream that partial_fit keeps for predict(), for a reservoir that does
+# not forget its start within them.
+_MAX_STREAM_CONTEXT = 100_000
 # Accumulators (and chunk buffers) per worker of a streamed fit with several workers.
 _BUFFERS_PER_WORKER = 2
 
@@ -471,6 +474,14 @@ class ESN(BaseForecaster):
                 if kept_x is not None:
                     kept_x = np.concatenate([self.context_x_, kept_x])
             self.forgetting_steps_ = self._measure_forgetting(kept_y, kept_x)
+            if self.forgetting_steps_ is None and kept_y.shape[0] > _MAX_STREAM_CONTEXT:
+                # A stream is unbounded: keeping (and rerunning) all of it would grow without
+                # end for a reservoir that does not forget.
+                self.forgetting_steps_ = _MAX_STREAM_CONTEXT
+                warn(f"the reservoir has not forgotten its initial state within "
+                     f"{kept_y.shape[0]:,} steps of the stream; predict() without a context "
+                     f"starts from a state rebuilt from the last {_MAX_STREAM_CONTEXT:,} "
+                     "(a larger leak rate or a smaller spectral radius forgets faster)")
         if not hasattr(self, "context_y_"):
             self._store_context(y_scaled[0], None if x_scaled is None else x_scaled[0])
         else:
