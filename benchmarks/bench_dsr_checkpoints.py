@@ -29,11 +29,11 @@ from multiprocessing import Pool
 
 import numpy as np
 import torch
-from bench_dsr_lorenz63 import build, data, evaluate
+from bench_dsr_lorenz63 import SYSTEMS, build, data, evaluate
 
 from tsrnn.dsr import ALRNN
 
-LORENZ_LAMBDA1 = 0.9056
+LORENZ_LAMBDA1 = SYSTEMS["lorenz63"]["lyapunov"]
 
 
 def train(args: argparse.Namespace) -> None:
@@ -109,12 +109,14 @@ def evaluate_runs(args: argparse.Namespace) -> None:
         rows = pool.map(_measure, jobs, chunksize=1)
     for row in rows:
         lambda1_error = abs(row["lyapunov"][0] - LORENZ_LAMBDA1) / LORENZ_LAMBDA1
+        finite = row["d_stsp"] is not None  # None: the free run left the finite numbers
         row["meets_distances_and_lambda1"] = bool(
-            row["d_stsp"] is not None and row["d_stsp"] <= 0.5 and row["d_h"] <= 0.2
-            and lambda1_error <= 0.15)
+            finite and row["d_stsp"] <= 0.5 and row["d_h"] <= 0.2 and lambda1_error <= 0.15)
+        distances = (f"D_stsp {row['d_stsp']:.3f} D_H {row['d_h']:.3f}" if finite
+                     else "diverged")
         print(f"{row['run']} epoch {row['epoch']:5d} score {row['selection_score']:.3f}: "
-              f"D_stsp {row['d_stsp']:.3f} D_H {row['d_h']:.3f} lambda "
-              f"{np.round(row['lyapunov'], 3).tolist()} fixed points {row['fixed_points']}"
+              f"{distances} lambda {np.round(row['lyapunov'], 3).tolist()} fixed points "
+              f"{row['fixed_points']}"
               f"{'  <- all three' if row['meets_distances_and_lambda1'] else ''}")
     if args.output:
         with open(args.output, "w") as file:
