@@ -158,7 +158,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         x0 = system.sample_initial_states(args.batch, args.seed)
     states = system.simulate(args.n_steps, dt=args.dt, x0=x0, transient=args.transient,
                              seed=args.seed, noise=args.noise, method=args.method,
-                             substeps=args.substeps)
+                             substeps=args.substeps, max_steps=args.max_steps)
     dt = system.default_dt if args.dt is None else args.dt
     columns = [f"x{i}" for i in range(system.dim)]
     metadata = {"system": repr(system), "dt": dt, "transient": args.transient,
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="relative observation noise (0.05 = 5%% of each std)")
     sub.add_argument("--batch", type=int, default=1,
                      help="number of trajectories from random initial states (npz only)")
+    sub.add_argument("--max-steps", type=int, default=None,
+                     help="step limit of the adaptive methods (default: 100 per default_dt "
+                          "of simulated time, at least 10 per dt, plus 10000)")
     sub.add_argument("-o", "--output", default=None,
                      help=".csv or .npz file (default: csv on standard output)")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing file")

@@ -13,7 +13,16 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
 from tsrnn.exceptions import DivergenceError
-from tsrnn.systems import SYSTEMS, ComponentFlow, Lorenz63, Thomas, VanDerPol, integrators
+from tsrnn.systems import (
+    SYSTEMS,
+    ComponentFlow,
+    Henon,
+    Lorenz63,
+    Rossler,
+    Thomas,
+    VanDerPol,
+    integrators,
+)
 
 COMPONENT_FLOWS = [cls for cls in SYSTEMS.values() if issubclass(cls, ComponentFlow)]
 COMPONENT_IDS = [cls.__name__ for cls in COMPONENT_FLOWS]
@@ -354,3 +363,48 @@ def test_cuda_simulation_equals_cpu_simulation(options):
     np.testing.assert_allclose(gpu.cpu().numpy(), cpu, rtol=0, atol=1e-9)
     f32 = system.simulate(101, x0=x0, device="cuda", dtype=torch.float32, method="rk8")
     np.testing.assert_allclose(f32, cpu, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dop853"])
+def test_adaptive_method_stops_at_max_steps_on_an_unbounded_finite_solution(method):
+    # y = sin(exp(t)) stays bounded, but its frequency grows without bound: the adaptive
+    # step shrinks forever and, unlimited, the run would never end.
+    def field(t, y):
+        return torch.cos(torch.exp(torch.as_tensor(t))) * torch.exp(torch.as_tensor(t)) \
+            * torch.ones_like(y)
+
+    y0 = torch.zeros(1, 1, dtype=torch.float64)
+    with pytest.raises(DivergenceError, match=r"more than 2,000 steps to reach t = \d"):
+        integrators.solve(field, y0, 0.1, 200, method=method, rtol=1e-6, atol=1e-9,
+                          max_steps=2000)
+    # The same limit lets an ordinary run through, with the same result as no limit.
+    limited = integrators.solve(field, y0, 0.1, 20, method=method, max_steps=2000)
+    free = integrators.solve(field, y0, 0.1, 20, method=method)
+    torch.testing.assert_close(limited, free, rtol=0, atol=0)
+    np.testing.assert_allclose(free[0, :, 0].numpy(),
+                               np.sin(np.exp(0.1 * np.arange(20))) - np.sin(1.0), atol=1e-7)
+
+
+def test_simulate_turns_an_unbounded_rossler_into_a_divergence_error():
+    # c < 0: the solution grows for ever but stays finite for a long time; the default
+    # step budget (100 per default_dt) made it an error instead of an endless run.
+    system = Rossler(c=-5.7)
+    with pytest.raises(DivergenceError, match="more than 3,000 steps"):
+        system.simulate(400, method="dopri5", max_steps=3000)
+    assert system._step_budget(None, 399, 0.05) == 10_000 + 100 * 399
+    assert system._step_budget(None, 399, 0.0005) == 10_000 + 10 * 399  # fine dt: per interval
+    # A fine sampling step needs at least one step per interval: it is not refused.
+    fine = Rossler().simulate(3000, dt=0.0005, method="dopri5", max_steps=3000)
+    assert np.isfinite(fine).all()
+    ordinary = Rossler().simulate(300, method="dopri5")
+    np.testing.assert_array_equal(Rossler().simulate(300, method="dopri5", max_steps=3000),
+                                  ordinary)
+
+
+def test_max_steps_is_refused_where_no_adaptive_method_runs():
+    with pytest.raises(ValueError, match="adaptive methods"):
+        Lorenz63().simulate(10, method="rk8", max_steps=100)
+    with pytest.raises(ValueError, match="Henon has none"):
+        Henon().simulate(10, max_steps=100)
+    with pytest.raises(ValueError, match="max_steps"):
+        Lorenz63().simulate(10, method="dopri5", max_steps=0)

@@ -170,8 +170,9 @@ class DynamicalSystem:
     def simulate(self, n_steps: int, dt: float | None = None, x0: Any = None,
                  transient: int = 0, seed: int | None = None, noise: float = 0.0, *,
                  method: str | None = None, substeps: int | None = None,
-                 rtol: float = 1e-9, atol: float = 1e-12, device: Any = "cpu",
-                 dtype: Any = torch.float64, return_tensor: bool = False):
+                 rtol: float = 1e-9, atol: float = 1e-12, max_steps: int | None = None,
+                 device: Any = "cpu", dtype: Any = torch.float64,
+                 return_tensor: bool = False):
         """Simulate a trajectory (or a batch of them).
 
         Parameters
@@ -208,6 +209,14 @@ class DynamicalSystem:
             0.05, 1e-4 at 0.1 and 6e-2 at 0.2).
         rtol, atol : float
             Tolerances of the adaptive methods ``"dopri5"`` and ``"dop853"``.
+        max_steps : int, optional
+            At most this many steps of an adaptive method for the transient and again for
+            the recorded run. Default: 100 per :attr:`default_dt` of simulated time (at
+            least 10 per ``dt``) plus 10,000; at rtol 1e-12 Lorenz-63 takes 7 per
+            default_dt with ``"dopri5"``.
+            A solution that grows without bound but stays finite makes the adaptive step
+            ever shorter; this turns such a run into a :class:`DivergenceError` instead of
+            a computation that never ends.
         device, dtype
             Where and in which precision to compute (float64 on the CPU by default).
         return_tensor : bool
@@ -235,12 +244,20 @@ class DynamicalSystem:
         seed = _check_seed(seed)
         check_positive(rtol, "rtol")
         check_positive(atol, "atol", allow_zero=True)
+        if max_steps is not None:
+            check_positive(max_steps, "max_steps", integer=True)
         self._check_parameters()
         x0, batched = self._check_x0(x0, seed)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch.float64)
+        tolerances = dict(rtol=rtol, atol=atol)
+        if max_steps is not None:
+            if "max_steps" not in inspect.signature(self._simulate).parameters:
+                raise ValueError(f"max_steps limits adaptive integrators, and "
+                                 f"{type(self).__name__} has none")
+            tolerances["max_steps"] = max_steps
         states = self._simulate(x0, n_steps, dt, transient, method=method, substeps=substeps,
-                                rtol=rtol, atol=atol, device=device, dtype=dtype)
+                                device=device, dtype=dtype, **tolerances)
         if noise > 0:
             generator = torch_generator(None if seed is None else seed + 1, device)
             std = states.std(dim=1, keepdim=True)
@@ -368,9 +385,13 @@ class Flow(DynamicalSystem):
         return max(int(self.default_substeps), math.ceil(dt / accurate * (1.0 - 1e-12)))
 
     def _simulate(self, x0, n_steps, dt, transient, *, method, substeps, rtol, atol,
-                  device, dtype) -> torch.Tensor:
+                  device, dtype, max_steps=None) -> torch.Tensor:
         dt = self._check_dt(dt)
         method, substeps = self._resolve_integration(method, substeps, dt)
+        if max_steps is not None and method not in integrators.ADAPTIVE_METHODS:
+            raise ValueError(f"max_steps limits the adaptive methods "
+                             f"{integrators.ADAPTIVE_METHODS}; method {method!r} takes a fixed "
+                             "number of steps")
         fast = self._fast_path(x0, method, device, dtype)
         if fast is not None:
             y = x0[0]
@@ -382,8 +403,21 @@ class Flow(DynamicalSystem):
         y = torch.as_tensor(x0, dtype=dtype, device=device)
         common = dict(method=method, substeps=substeps, rtol=rtol, atol=atol, autonomous=True)
         if transient:
-            y = integrators.solve(self._rhs, y, dt, transient, record=False, **common)
-        return integrators.solve(self._rhs, y, dt, n_steps, t0=transient * dt, **common)
+            y = integrators.solve(self._rhs, y, dt, transient, record=False,
+                                  max_steps=self._step_budget(max_steps, transient, dt),
+                                  **common)
+        return integrators.solve(self._rhs, y, dt, n_steps, t0=transient * dt,
+                                 max_steps=self._step_budget(max_steps, n_steps - 1, dt),
+                                 **common)
+
+    def _step_budget(self, max_steps: int | None, intervals: int, dt: float) -> int:
+        """The adaptive methods' step limit over ``intervals`` sampling steps (see
+        ``simulate``): 100 per default_dt of time, and 10 per interval for a fine ``dt``
+        (every interval takes at least one step to land on the grid)."""
+        if max_steps is not None:
+            return int(max_steps)
+        per_time = 100 * math.ceil(intervals * dt / self.default_dt * (1.0 - 1e-12))
+        return 10_000 + max(per_time, 10 * intervals)
 
     def _fast_path(self, x0, method, device, dtype):
         return None

@@ -325,7 +325,7 @@ def _solve_graphed(func, y, stepper, h, substeps, intervals, out, t0, dt, what):
 def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 0.0,
           method: str = "rk4", substeps: int = 1, rtol: float = 1e-9, atol: float = 1e-12,
           record: bool = True, check_every: int = 256, what: str = "simulation",
-          autonomous: bool = False) -> torch.Tensor:
+          autonomous: bool = False, max_steps: int | None = None) -> torch.Tensor:
     """Integrate ``dy/dt = func(t, y)`` from ``y0`` and return the states on the output grid.
 
     Parameters
@@ -342,6 +342,11 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
     autonomous : bool
         ``func`` ignores t. On a CUDA device fixed-step runs are then replayed as CUDA
         graphs of :data:`_GRAPH_STEPS` intervals (see :mod:`tsrnn._cuda`).
+    max_steps : int, optional
+        At most this many steps (accepted and rejected) of an adaptive method; None: no
+        limit. A solution that grows without bound but stays finite (an unstable
+        parameter setting) makes the adaptive step shrink as it grows, so the run would
+        otherwise take ever longer instead of failing.
 
     Returns
     -------
@@ -350,7 +355,8 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
     Raises
     ------
     DivergenceError
-        When the state becomes non-finite or explodes; the message names the time.
+        When the state becomes non-finite or explodes, or an adaptive method needs more
+        than ``max_steps`` steps; the message names the time.
     """
     y = y0
     intervals = n_steps - 1 if record else n_steps
@@ -388,9 +394,19 @@ def solve(func: Func, y0: torch.Tensor, dt: float, n_steps: int, *, t0: float = 
     check_state(f, t0, what)  # an infinite derivative at the start: no step size fits
     h = _initial_step(func, t, y, f, tableau.error_order + 1, rtol, atol, dt)
     checked = 0
+    n_taken = 0
     for i in range(intervals):
         t_target = t0 + (i + 1) * dt
         while t < t_target - 1e-12 * max(1.0, abs(t_target)):
+            n_taken += 1
+            if max_steps is not None and n_taken > max_steps:
+                largest = float(y.abs().max())
+                raise DivergenceError(
+                    f"{what}: {method} needed more than {max_steps:,} steps to reach t = "
+                    f"{t:.6g} of {t0 + intervals * dt:.6g} (largest |state| now {largest:.3g}): "
+                    "the solution may grow without bound (check the parameters and the "
+                    "initial state) or the problem may be stiff; pass max_steps=... to allow "
+                    "more steps, or use a fixed-step method")
             h_step = min(h, t_target - t)
             y_new, f_new, stacked = tableau.step(func, t, y, h_step, f)
             error = float(tableau.error_norm(stacked, y, y_new, h_step, rtol, atol).max())
