@@ -1,0 +1,100 @@
+"""Checkpoint selection of the DSR estimators: selection="dstsp+dh" (the default) runs the
+best checkpoints by short-run D_stsp again as one long free run each and keeps the lowest
+D_stsp + D_H; selection="dstsp" keeps the lowest short-run D_stsp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tsrnn.dsr import ALRNN, PLRNN, ShallowPLRNN
+from tsrnn.dsr import estimators as dsr_estimators
+from tsrnn.metrics import power_spectrum_distance, state_space_divergence
+from tsrnn.systems import Lorenz63
+
+SMALL = dict(sequence_length=20, batch_size=8, batches_per_epoch=3, checkpoint_every=1,
+             dt=0.01, random_state=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    return Lorenz63().simulate(1500, transient=500, seed=0)
+
+
+def test_candidates_are_the_ten_best_short_run_checkpoints(lorenz):
+    model = ShallowPLRNN(n_hidden=10, max_epochs=14, teacher_forcing="gtf", alpha=0.4,
+                         **SMALL).fit(lorenz)
+    ranked = sorted(model.checkpoint_scores_, key=lambda row: (row[1], row[0]))
+    expected = sorted(epoch for epoch, _ in ranked[:10])
+    assert [epoch for epoch, _, _ in model.selection_scores_] == expected
+    sums = {epoch: d_stsp + d_h for epoch, d_stsp, d_h in model.selection_scores_}
+    assert model.best_epoch_ == min(sums, key=lambda epoch: (sums[epoch], epoch))
+    assert model.selection_score_ == pytest.approx(min(sums.values()), rel=1e-12)
+    assert all(0.0 <= d_h <= 1.0 for _, _, d_h in model.selection_scores_)
+
+
+def test_long_run_score_equals_a_step_by_step_reference(lorenz):
+    model = ALRNN(n_latent=6, n_pwl=2, max_epochs=3, **SMALL).fit(lorenz)
+    y = model.y_scaler_.transform(lorenz)
+    module = model.module_
+    with torch.no_grad():
+        z = module.observation.initial_state(torch.as_tensor(y[:1], dtype=torch.float32))
+        rows = []
+        for _ in range(1000 + len(y)):
+            z = module.step(z)
+            rows.append(module.observe(z))
+    generated = torch.cat(rows)[1000:].double().numpy()
+    expected = (state_space_divergence(y, generated), power_spectrum_distance(y, generated))
+    score = model._long_run_score(module, [(y, None)])
+    np.testing.assert_allclose(score, expected, rtol=1e-6)
+    # The weights kept are the selected checkpoint's: its long run scores what was recorded.
+    recorded = {epoch: (d_stsp, d_h) for epoch, d_stsp, d_h in model.selection_scores_}
+    np.testing.assert_allclose(score, recorded[model.best_epoch_], rtol=1e-6)
+
+
+def test_the_choice_follows_the_long_run_score_and_loads_those_weights(lorenz, monkeypatch):
+    # A long-run "score" read off the weights themselves: the kept module must carry the
+    # weights of the candidate that scored lowest, not those of the best short-run D_stsp.
+    def weight_score(self, module, references):
+        return float(module.latent.h.sum()), 0.0
+
+    monkeypatch.setattr(dsr_estimators.DSREstimator, "_long_run_score", weight_score)
+    model = ALRNN(n_latent=6, n_pwl=2, max_epochs=12, **SMALL).fit(lorenz)
+    scores = {epoch: d_stsp for epoch, d_stsp, _ in model.selection_scores_}
+    assert len(set(scores.values())) == len(scores) == 10  # the weights differ per epoch
+    assert model.best_epoch_ == min(scores, key=scores.get)
+    assert float(model.module_.latent.h.detach().sum()) == pytest.approx(min(scores.values()))
+    short = ALRNN(n_latent=6, n_pwl=2, max_epochs=12, selection="dstsp", **SMALL).fit(lorenz)
+    assert [row[:1] for row in short.checkpoint_scores_] == [
+        row[:1] for row in model.checkpoint_scores_]  # the same training either way
+    assert short.selection_scores_ == [] and short.selection_score_ is None
+
+
+def test_checkpoint_file_holds_the_selected_model(lorenz, tmp_path):
+    path = tmp_path / "model.pt"
+    model = ShallowPLRNN(n_hidden=10, max_epochs=6, checkpoint_path=str(path),
+                         teacher_forcing="gtf", alpha=0.4, **SMALL).fit(lorenz)
+    saved = ShallowPLRNN.load(path)
+    assert saved.best_epoch_ == model.best_epoch_
+    assert saved.selection_scores_ == model.selection_scores_
+    np.testing.assert_array_equal(saved.predict(25), model.predict(25))
+
+
+def test_driven_and_masked_models_are_selected_on_their_runs(lorenz):
+    y = [lorenz[:700], lorenz[700:]]
+    x = [np.sin(np.arange(700))[:, None], np.cos(np.arange(800))[:, None]]
+    driven = PLRNN(n_latent=5, max_epochs=3, **SMALL).fit(y, X=x)
+    assert len(driven.selection_scores_) == 3
+    assert all(np.isfinite(row).all() for row in driven.selection_scores_)
+    gappy = lorenz.copy()
+    gappy[100:140, 1] = np.nan
+    masked = ALRNN(n_latent=6, n_pwl=2, max_epochs=3, missing="mask", **SMALL).fit(gappy)
+    # Spectra need complete rows: with NaN in the data only D_stsp counts.
+    assert [d_h for _, _, d_h in masked.selection_scores_] == [0.0, 0.0, 0.0]
+    assert masked.selection_score_ == min(d for _, d, _ in masked.selection_scores_)
+
+
+def test_unknown_selection_is_refused(lorenz):
+    with pytest.raises(ValueError, match=r"selection.*dstsp"):
+        ALRNN(n_latent=6, selection="dh", **SMALL).fit(lorenz)
