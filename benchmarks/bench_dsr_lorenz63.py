@@ -321,7 +321,12 @@ def main() -> None:
               "stopped_by_time": estimator.stopped_by_time_, "train_wall_s": wall,
               "final_alpha": estimator.alpha_,
               "selection_d_stsp": min(s for _, s in estimator.checkpoint_scores_),
-              "checkpoint_scores": [(e, round(v, 4)) for e, v in estimator.checkpoint_scores_]}
+              "checkpoint_scores": [(e, round(v, 4)) for e, v in estimator.checkpoint_scores_],
+              # selection="dstsp+dh": (epoch, D_stsp, D_H) of the candidates' long runs
+              # against the training data, and the kept one's sum
+              "long_run_scores": [(e, round(a, 4), round(b, 4))
+                                  for e, a, b in estimator.selection_scores_],
+              "long_run_score": estimator.selection_score_}
     result.update(evaluate(estimator, test, mean, std, args.model == "alrnn", args.system))
     result["noisy_copy_d_stsp"] = state_space_divergence(test, train, n_bins=30)
     result["noisy_copy_d_h"] = power_spectrum_distance(test, train, sigma=20.0)
