@@ -98,3 +98,19 @@ def test_driven_and_masked_models_are_selected_on_their_runs(lorenz):
 def test_unknown_selection_is_refused(lorenz):
     with pytest.raises(ValueError, match=r"selection.*dstsp"):
         ALRNN(n_latent=6, selection="dh", **SMALL).fit(lorenz)
+
+
+def test_time_budget_reserves_the_long_runs(lorenz):
+    # The reserve is 10 long runs, each costing the median short-run scoring times the
+    # ratio of sequential steps: 1,000 + 1,500 against min(10,000, 1,500) + ceil(1,500 / 16).
+    model = ALRNN(n_latent=6, n_pwl=2, max_epochs=2, **SMALL).fit(lorenz)
+    model._selection_references_ = [(np.zeros((1500, 3)), None)]
+    model._score_seconds_ = [5.0, 0.2, 0.3]
+    assert model._reserved() == pytest.approx(10 * 0.3 * 2500 / (1500 + 94))
+    model.set_params(selection="dstsp")
+    assert model._reserved() == 0.0
+    # Within max_time, the long runs included (a budget below one short scoring stops
+    # training after its first epoch, and the selection still runs).
+    timed = ALRNN(n_latent=6, n_pwl=2, max_epochs=500, max_time=2.0, **SMALL).fit(lorenz)
+    assert timed.stopped_by_time_ and timed.selection_scores_
+    assert timed.training_time_ < 4.0

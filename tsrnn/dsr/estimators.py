@@ -332,7 +332,7 @@ class DSREstimator(NeuralForecaster):
         self._graph_step_ = None
         self._candidates_ = []  # (short-run D_stsp, epoch, weights) of the best checkpoints
         self._selection_references_ = None
-        self._score_seconds_ = 0.0  # the longest short-run scoring so far
+        self._score_seconds_ = []  # how long each short-run scoring took
         started = time.perf_counter()
         try:
             super()._fit(y_list, x_list)
@@ -470,7 +470,7 @@ class DSREstimator(NeuralForecaster):
             self._selection_references_ = references
             started = time.perf_counter()
             self._last_score_ = self._reconstruction_score(module, references)
-            self._score_seconds_ = max(self._score_seconds_, time.perf_counter() - started)
+            self._score_seconds_.append(time.perf_counter() - started)
             self.checkpoint_scores_.append((epoch, self._last_score_))
             if self.selection == "dstsp+dh" and math.isfinite(self._last_score_):
                 self._keep_candidate(module, epoch, self._last_score_)
@@ -489,14 +489,21 @@ class DSREstimator(NeuralForecaster):
 
     def _reserved(self) -> float:
         """Seconds kept free at the end of a ``max_time`` budget for the long runs of
-        selection="dstsp+dh": per candidate the slowest short-run scoring so far times the
-        ratio of sequential steps (a long run is one trajectory, the short ones run side by
-        side)."""
+        selection="dstsp+dh": per candidate the median short-run scoring so far (the first
+        may carry one-time costs) times the ratio of sequential steps (a long run is one
+        trajectory; the short ones run side by side)."""
         if self.selection != "dstsp+dh" or not self._score_seconds_:
             return 0.0
-        short_steps = _SELECTION_TRANSIENT + _SELECTION_POINTS / _SELECTION_TRAJECTORIES
-        long_steps = _LONG_RUN_TRANSIENT + _SELECTION_POINTS
-        return _LONG_RUN_CANDIDATES * self._score_seconds_ * long_steps / short_steps
+        references = self._selection_references_
+        if self.n_exog_:
+            ratio = 1.0  # driven models: the same runs along each reference
+        else:
+            n_truth = sum(len(y) for y, _ in references)
+            short = (min(_SELECTION_TRANSIENT, n_truth)
+                     + math.ceil(min(n_truth, _SELECTION_POINTS) / _SELECTION_TRAJECTORIES))
+            longest = max(len(y) for y, _ in references)
+            ratio = (_LONG_RUN_TRANSIENT + min(longest, _SELECTION_POINTS)) / short
+        return _LONG_RUN_CANDIDATES * float(np.median(self._score_seconds_)) * ratio
 
     def _train(self, y_list, x_list) -> None:
         super()._train(y_list, x_list)
