@@ -113,7 +113,7 @@ class ReconstructionConfig:
     seed: int = 0
     transient: int = 2_000
     max_epochs: int | None = None
-    n_init: int = 1  # independent trainings of a DSR model, the best by D_stsp kept
+    n_init: int = 1  # independent trainings of a DSR model, the best by its selection kept
     device: str = "cpu"
     verbose: bool = False
     lyapunov_trajectories: int = 8

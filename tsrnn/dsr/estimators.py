@@ -136,16 +136,19 @@ class DSREstimator(NeuralForecaster):
 
     A concrete estimator names its latent module (``_latent_module``) and the weights that
     ``regularization`` penalises (``_coupling_names``); everything else is shared: the
-    observation model, the forcing scheme, checkpoint selection by D_stsp, prediction from a
-    context, the discrete map for :mod:`tsrnn.analysis`, symbolic codes and region graphs.
+    observation model, the forcing scheme, checkpoint selection (D_stsp, then D_stsp + D_H of
+    long runs), prediction from a context, the discrete map for :mod:`tsrnn.analysis`,
+    symbolic codes and region graphs.
 
     How the forcing composes with the training loop of
     :class:`~tsrnn.forecasting.base.NeuralForecaster`: ``fit`` builds a scheme object from
     ``teacher_forcing``/``alpha``/``forcing_interval``; every batch, ``_training_loss`` asks
     it for the forcing weights w_t, runs :func:`~tsrnn.dsr.teacher_forcing.teacher_forced_run`
     on the windows and hands the forced trajectory back to the scheme (the adaptive alpha
-    rule reads the Jacobians there). ``_validation_loss`` is the D_stsp of a free run,
-    computed every ``checkpoint_every`` epochs; the base keeps the best checkpoint.
+    rule reads the Jacobians there). ``_validation_loss`` is the D_stsp of short free runs,
+    computed every ``checkpoint_every`` epochs; the base keeps the best checkpoint, and with
+    selection="dstsp+dh" ``_train`` then measures the 10 best on one long free run each
+    (``_select_by_long_run``) and keeps the lowest D_stsp + D_H.
 
     On a CUDA device the rollouts are fused Triton kernels and, with ``batches_per_epoch``
     set (fixed batch shapes), no exogenous inputs and no missing values, each training step
