@@ -543,11 +543,7 @@ class DSREstimator(NeuralForecaster):
         truth = np.concatenate([y for y, _ in references])
         truth = truth[np.isfinite(truth).all(axis=1)]
         if self.n_exog_:
-            pairs = []
-            for y, x in references:
-                z = self._initial_latent(module, y[:1])
-                states = module.free_run(z, len(y) - 1, self._tensor(x[1:])[None])
-                pairs.append((y[1:], self._generated(module, states)))
+            pairs = self._driven_runs(module, references)
         else:
             y = max((y for y, _ in references), key=len)
             n_steps = min(len(y), _SELECTION_POINTS)
@@ -558,6 +554,17 @@ class DSREstimator(NeuralForecaster):
         spectra = [power_spectrum_distance(y, g) for y, g in pairs
                    if len(y) >= 2 and np.isfinite(y).all() and (np.ptp(y, axis=0) > 0).all()]
         return d_stsp, float(np.mean(spectra)) if spectra else 0.0
+
+    def _driven_runs(self, module: ReconstructionModel, references: list) -> list:
+        """(observed rows, generated rows) of one free run per reference from its first
+        row along its inputs (at most _SELECTION_POINTS steps): a driven model's runs."""
+        pairs = []
+        for y, x in references:
+            z = self._initial_latent(module, y[:1])
+            steps = min(len(y) - 1, _SELECTION_POINTS)
+            states = module.free_run(z, steps, self._tensor(x[1:steps + 1])[None])
+            pairs.append((y[1:steps + 1], self._generated(module, states)))
+        return pairs
 
     def _generated(self, module: ReconstructionModel, states: torch.Tensor) -> np.ndarray:
         """Observations (T, N) of free-run states, a run that left the finite range placed
@@ -576,13 +583,7 @@ class DSREstimator(NeuralForecaster):
         n_points = min(len(truth), _SELECTION_POINTS)
         if self.n_exog_:
             # Driven models: one run per reference from its start, along its own inputs.
-            runs = []
-            for y, x in references:
-                z = self._initial_latent(module, y[:1])
-                steps = min(len(y) - 1, _SELECTION_POINTS)
-                states = module.free_run(z, steps, self._tensor(x[1:steps + 1])[None])
-                runs.append(self._generated(module, states))
-            generated = np.concatenate(runs)
+            generated = np.concatenate([g for _, g in self._driven_runs(module, references)])
         else:
             series = [y for y, _ in references]
             starts = []
