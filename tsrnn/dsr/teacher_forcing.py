@@ -43,9 +43,10 @@ the forced trajectory of a :class:`ReconstructionModel` on a batch of windows.
 Speed: :func:`forced_rollout` runs the recursion without autograd and back-propagates with the
 model's exact Jacobians (a vector-Jacobian product per step, then one batched pass for the
 parameter gradients); ``adjoint=False`` gives the plain autograd loop it is tested against.
-On CUDA (with Triton installed) the forward loop, the adjoint loop and free runs of the
-PLRNN family are each one kernel (:mod:`tsrnn.ops.pwl_rollout`) instead of ~10 launches per
-step; the loops here remain the CPU path and the reference.
+For the PLRNN family the forward loop, the adjoint loop and free runs are each one kernel
+(:mod:`tsrnn.ops.pwl_rollout`: Triton on CUDA, compiled C on the CPU) instead of ~10 torch
+calls per step; the loops here remain the path for other maps and where no kernel builds,
+and the reference.
 """
 
 from __future__ import annotations
@@ -200,14 +201,14 @@ class ReconstructionModel(nn.Module):
         """Latent states z_1 .. z_n (B, n, M) following z (B, M); ``inputs`` (B, n, K).
 
         Without gradients (generation, checkpoint scoring) the fused form of the map is
-        used (see ``_kernels``), which dispatches fewer small operations per step; on CUDA
-        the whole run is one Triton kernel (:func:`tsrnn.ops.pwl_rollout.free_run`).
+        used (see ``_kernels``), which dispatches fewer small operations per step; for the
+        PLRNN family the whole run is one kernel call (:func:`tsrnn.ops.pwl_rollout.free_run`).
         """
         if not torch.is_grad_enabled():
             packed = _fast_map(self.latent, z)
-            if packed is not None:  # one Triton kernel for the whole run
+            if packed is not None:  # one kernel call for the whole run
                 return pwl_rollout.free_run(packed, z, n_steps, _drive(self.latent, inputs),
-                                            backend="triton")
+                                            backend="auto")
         step = self.latent.step if torch.is_grad_enabled() else _kernels(self.latent).step
         input_steps = [None] * n_steps if inputs is None else inputs.unbind(1)
         states = []
@@ -545,11 +546,12 @@ def _kernels(latent: nn.Module) -> _Kernels:
 
 
 def _fast_map(latent: nn.Module, z: Tensor) -> pwl_rollout.PackedMap | None:
-    """The map packed for the Triton rollout kernels when ``z`` is on CUDA, Triton imports
-    and the map is one of the PLRNN family in float32/float64 (else None: the loops here)."""
+    """The map packed for the whole-rollout kernels (Triton on CUDA, compiled C on the CPU)
+    when the map is one of the PLRNN family in float32/float64 and a kernel runs for ``z``
+    (else None: the loops here)."""
     if z.dtype not in (torch.float32, torch.float64):
         return None
-    if pwl_rollout.resolve_backend("auto", z) != "triton":
+    if pwl_rollout.resolve_backend("auto", z) == "torch":
         return None
     return pwl_rollout.pack(latent)
 
@@ -576,9 +578,9 @@ class _AdjointRollout(torch.autograd.Function):
     a_k = dloss/dz_{k+2} + (1 - w m) c_{k+1} on the forced latents (+ c_{k+1} elsewhere).
     The parameter gradients then come from one batched evaluation of the module's own
     ``step`` on all inputs, back-propagated with the a_k: per time step the work is a few
-    small matrix products (fused forms of the model equations, see ``_kernels``). On CUDA
-    both loops are single Triton kernels (:mod:`tsrnn.ops.pwl_rollout`) for the PLRNN family;
-    ``weights`` may then be a tensor (L,) (a CUDA graph's static buffer).
+    small matrix products (fused forms of the model equations, see ``_kernels``). For the
+    PLRNN family both loops are single kernel calls (:mod:`tsrnn.ops.pwl_rollout`: Triton on
+    CUDA, C on the CPU); ``weights`` may be a tensor (L,) (a CUDA graph's static buffer).
     """
 
     @staticmethod
@@ -590,7 +592,7 @@ class _AdjointRollout(torch.autograd.Function):
             weight_tensor = _weight_tensor(weights, z1)
             predictions, fed = pwl_rollout.forced_rollout(
                 packed, z1, signals, weight_tensor, mask, _drive(latent, inputs),
-                backend="triton")
+                backend="auto")
             ctx.save_for_backward(fed, mask, inputs, weight_tensor)
             ctx.mark_non_differentiable(fed)
             return predictions, fed
@@ -625,7 +627,7 @@ class _AdjointRollout(torch.autograd.Function):
         if ctx.packed is not None:
             adjoints, carry = pwl_rollout.adjoint(ctx.packed, grad_predictions, fed,
                                                   weight_tensor, ctx.n_forced, mask,
-                                                  backend="triton")
+                                                  backend="auto")
         else:
             adjoints, carry = _AdjointRollout._adjoint_loop(ctx, grad_predictions, fed, mask)
         return _AdjointRollout._parameter_grads(ctx, adjoints, carry, fed, inputs)

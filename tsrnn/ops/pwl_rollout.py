@@ -2,9 +2,11 @@
 
 The maps of :mod:`tsrnn.nn.plrnn` are tiny (M = 3..32 latents) and are iterated for hundreds
 to tens of thousands of sequential steps. On a GPU each step as PyTorch operations is ~10
-launches of a few microseconds each, so a naive rollout is slower than on a CPU. Here a whole
-rollout is one Triton kernel (:mod:`tsrnn.ops._triton_pwl`): one program per sequence keeps
-the weights and the state in registers and loops over the steps. Three operations:
+launches of a few microseconds each, so a naive rollout is slower than on a CPU; on a CPU
+each step is ~10 torch calls of a few microseconds, far more than its arithmetic. Here a
+whole rollout is one Triton kernel on CUDA (:mod:`tsrnn.ops._triton_pwl`: one program per
+sequence keeps the weights and the state in registers and loops over the steps) or one C call
+on the CPU (:mod:`tsrnn.ops._pwl_cpu`). Three operations:
 
 forced rollout (Hess et al. 2023, "Generalized teacher forcing for learning chaotic
 dynamics", ICML; Mikhaeil et al. 2022, "On the difficulty of learning chaotic dynamics with
@@ -29,9 +31,12 @@ Maps (:class:`PackedMap`), A diagonal, d_k an optional additive drive (C s_k):
 
 Backends: ``"triton"`` (CUDA tensors with Triton installed; or CPU tensors under
 ``TRITON_INTERPRET=1``, Triton's interpreter, for checking the kernels without a GPU),
-``"torch"`` (the step-by-step reference below, any device and dtype), ``"auto"`` (Triton on
-CUDA when it imports, and under ``TRITON_INTERPRET=1``; else torch). The Triton path is
-used only for maps whose register tiles fit (:func:`pack` returns None otherwise).
+``"native"`` (CPU tensors in float32 or float64: the same loops compiled in C,
+:mod:`tsrnn.ops._pwl_cpu`, where a C compiler works), ``"torch"`` (the step-by-step
+reference below, any device and dtype), ``"auto"`` (Triton on CUDA when it imports, and
+under ``TRITON_INTERPRET=1``; native on the CPU where it builds; else torch). The kernels
+are used only for maps whose register tiles fit (:func:`pack` returns None otherwise; on the
+CPU the larger maps are not call-bound either).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import torch
 from .._validation import check_option
 
 Tensor = torch.Tensor
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "triton", "native")
 
 # Register budget of one program: tile elements per thread (float32; float64 counts double)
 # and the largest tile set that still fits with 8 warps. Larger maps are not launch-bound
@@ -163,9 +168,22 @@ def triton_available() -> bool:
     return True
 
 
+def _native():
+    from . import _pwl_cpu
+
+    return _pwl_cpu
+
+
 def resolve_backend(backend: str, tensor: Tensor) -> str:
-    """``"torch"`` or ``"triton"`` for tensors like ``tensor`` (see the module docstring)."""
+    """``"torch"``, ``"triton"`` or ``"native"`` for tensors like ``tensor`` (see the module
+    docstring)."""
     check_option(backend, "backend", BACKENDS)
+    if backend == "native":
+        if not _native().supports(tensor):
+            raise ValueError(f"backend='native' needs float32 or float64 CPU tensors and a "
+                             f"working C compiler, got {tensor.dtype} tensors on "
+                             f"{tensor.device}; use backend='torch' or 'auto'")
+        return "native"
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if backend == "triton":
         if not (tensor.is_cuda or interpreted):
@@ -177,6 +195,8 @@ def resolve_backend(backend: str, tensor: Tensor) -> str:
         return "triton"
     if backend == "auto" and (tensor.is_cuda or interpreted) and triton_available():
         return "triton"
+    if backend == "auto" and _native().supports(tensor):
+        return "native"
     return "torch"
 
 
@@ -199,7 +219,7 @@ def forced_rollout(packed: PackedMap, z1: Tensor, signals: Tensor, weights: Tens
     weights : (L,) forcing weights w_k, same dtype and device as ``z1``
     mask : (B, L, F) bool, optional: which signal entries force (None: all)
     drive : (B, L, M), optional: added to every step (the input term C s_k)
-    backend : {"auto", "torch", "triton"}
+    backend : {"auto", "torch", "triton", "native"}
 
     Returns
     -------
@@ -211,8 +231,10 @@ def forced_rollout(packed: PackedMap, z1: Tensor, signals: Tensor, weights: Tens
         raise ValueError(f"weights must have shape ({length},), got {tuple(weights.shape)}")
     predictions = z1.new_empty((batch, length, packed.n_latent))
     fed = torch.empty_like(predictions)
-    if resolve_backend(backend, z1) == "triton":
-        _triton().launch_rollout(
+    resolved = resolve_backend(backend, z1)
+    if resolved != "torch":
+        kernels = _triton() if resolved == "triton" else _native()
+        kernels.launch_rollout(
             packed, z1.contiguous(), signals.contiguous(), weights.contiguous(),
             None if mask is None else mask.to(torch.int8).contiguous(),
             None if drive is None else drive.contiguous(), predictions, fed, forced=True)
@@ -240,8 +262,10 @@ def adjoint(packed: PackedMap, grad: Tensor, fed: Tensor, weights: Tensor, n_for
     batch, length, dim = fed.shape
     adjoints = torch.empty_like(fed)
     grad_z1 = fed.new_empty((batch, dim))
-    if resolve_backend(backend, fed) == "triton":
-        _triton().launch_adjoint(
+    resolved = resolve_backend(backend, fed)
+    if resolved != "torch":
+        kernels = _triton() if resolved == "triton" else _native()
+        kernels.launch_adjoint(
             packed, grad.contiguous(), fed.contiguous(), weights.contiguous(),
             None if mask is None else mask.to(torch.int8).contiguous(), int(n_forced),
             adjoints, grad_z1)
@@ -265,8 +289,10 @@ def free_run(packed: PackedMap, z: Tensor, n_steps: int, drive: Tensor | None = 
     _check_batch(z, packed.n_latent)
     n_steps = int(n_steps)
     states = z.new_empty((z.shape[0], n_steps, packed.n_latent))
-    if resolve_backend(backend, z) == "triton":
-        _triton().launch_rollout(
+    resolved = resolve_backend(backend, z)
+    if resolved != "torch":
+        kernels = _triton() if resolved == "triton" else _native()
+        kernels.launch_rollout(
             packed, z.contiguous(), states, None, None,
             None if drive is None else drive.contiguous(), states, None, forced=False)
         return states

@@ -1,7 +1,8 @@
 """Fused PLRNN-family rollouts (tsrnn/ops/pwl_rollout.py) and the DSR GPU training path.
 
 CPU tests check the torch reference of the kernels against the model equations, exact
-Jacobians and autograd in float64 (tolerance 1e-12: only round-off differs). Tests marked
+Jacobians and autograd in float64 (tolerance 1e-12: only round-off differs), and the compiled
+CPU kernels (tsrnn/ops/_pwl_cpu.py) against that reference. Tests marked
 ``gpu`` compare the Triton kernels with that reference, and a CUDA training batch or run with
 the CPU one; they also run without a GPU under Triton's interpreter (``TRITON_INTERPRET=1``
 with triton installed), on CPU tensors. float32 tolerances allow for round-off growing along
@@ -17,13 +18,14 @@ import pytest
 import torch
 
 from tsrnn.dsr import ALRNN as ALRNNEstimator
+from tsrnn.dsr import ShallowPLRNN as ShallowPLRNNEstimator
 from tsrnn.dsr.teacher_forcing import (
     IdentityObservation,
     ReconstructionModel,
     teacher_forced_run,
 )
 from tsrnn.nn import ALRNN, PLRNN, ShallowPLRNN
-from tsrnn.ops import pwl_rollout
+from tsrnn.ops import _pwl_cpu, pwl_rollout
 
 TIGHT = dict(rtol=1e-12, atol=1e-12)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" and pwl_rollout.triton_available()
@@ -31,6 +33,8 @@ KERNEL_DEVICE = ("cuda" if torch.cuda.is_available() and pwl_rollout.triton_avai
                  else "cpu" if INTERPRETED else None)
 needs_kernels = pytest.mark.skipif(KERNEL_DEVICE is None,
                                    reason="needs CUDA and triton (or TRITON_INTERPRET=1)")
+needs_native = pytest.mark.skipif(not _pwl_cpu.available(), reason="no C compiler here")
+FLOAT32 = dict(rtol=1e-4, atol=1e-4)
 
 
 def generator(seed=0):
@@ -152,6 +156,121 @@ def test_estimator_on_cpu_trains_eagerly():
                                device="cpu").fit(y)
     assert not estimator._graphed(estimator.module_)
     assert len(estimator.history_["train_loss"]) == 2
+
+
+# ---------------------------------------------------------------------- CPU: compiled kernels
+# tsrnn/ops/_pwl_cpu.py against the torch reference. A batch of 19 makes full and partial
+# blocks of sequences for both precisions (16 and 8 lanes).
+@needs_native
+@pytest.mark.parametrize("kind", list(LATENTS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_kernels_match_torch_reference(kind, dtype):
+    latent = latent_of(kind, dtype)
+    packed = pwl_rollout.pack(latent)
+    z1, signals, weights, mask, drive = forcing_inputs(latent, batch=19)
+    tolerance = TIGHT if dtype == torch.float64 else FLOAT32
+    for m, d in ((None, None), (mask, drive)):
+        expected = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
+                                              backend="torch")
+        actual = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
+                                            backend="native")
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e, **tolerance)
+        grad = torch.randn(expected[0].shape, generator=generator(5), dtype=dtype)
+        fed = expected[1]
+        expected = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
+                                       backend="torch")
+        actual = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
+                                     backend="native")
+        for a, e in zip(actual, expected):
+            torch.testing.assert_close(a, e, **tolerance)
+    for d in (None, drive):
+        free = pwl_rollout.free_run(packed, z1, 40, d, backend="native")
+        torch.testing.assert_close(free, pwl_rollout.free_run(packed, z1, 40, d,
+                                                              backend="torch"), **tolerance)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_each_sequence_is_computed_alone_whatever_the_batch_and_threads(dtype):
+    latent = latent_of("alrnn", dtype)
+    packed = pwl_rollout.pack(latent)
+    z1, signals, weights, mask, drive = forcing_inputs(latent, batch=37)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pwl_rollout.forced_rollout(packed, z1, signals, weights, mask, drive,
+                                         backend="native")
+        torch.set_num_threads(2)
+        two = pwl_rollout.forced_rollout(packed, z1, signals, weights, mask, drive,
+                                         backend="native")
+    finally:
+        torch.set_num_threads(threads)
+    alone = pwl_rollout.forced_rollout(packed, z1[20:21], signals[20:21], weights,
+                                       mask[20:21], drive[20:21], backend="native")
+    for a, b, c in zip(one, two, alone):
+        assert torch.equal(a, b)
+        assert torch.equal(a[20:21], c)
+
+
+@needs_native
+def test_auto_takes_native_on_the_cpu_and_native_refuses_what_it_cannot_run():
+    z = torch.zeros(2, 5, dtype=torch.float64)
+    assert pwl_rollout.resolve_backend("auto", z) == ("triton" if INTERPRETED else "native")
+    with pytest.raises(ValueError, match="float32 or float64 CPU tensors"):
+        pwl_rollout.resolve_backend("native", z.to(torch.bfloat16))
+    packed = pwl_rollout.pack(latent_of("plrnn"))  # float64 weights, float32 states
+    with pytest.raises(ValueError, match="weights are torch.float64, the states torch.float32"):
+        pwl_rollout.free_run(packed, z.float(), 3, backend="native")
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["alrnn", "clipped"])
+def test_training_batch_on_native_kernels_matches_the_torch_loops(kind, monkeypatch):
+    losses, grads = [], []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(_pwl_cpu, "available", lambda: False)
+        latent = latent_of(kind)
+        observation = IdentityObservation(3, latent.n_latent, generator(1)).double()
+        model = ReconstructionModel(latent, observation)
+        y = torch.randn(20, 41, 3, generator=generator(9), dtype=torch.float64)
+        weights = [1.0 if (k + 1) % 8 == 0 else 0.3 * (k % 3 == 0) for k in range(40)]
+        loss = teacher_forced_run(model, y, weights).loss()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad for p in model.parameters()])
+    torch.testing.assert_close(losses[0], losses[1], **TIGHT)
+    for g_native, g_loops in zip(*grads):
+        torch.testing.assert_close(g_native, g_loops, **TIGHT)
+
+
+@needs_native
+@pytest.mark.parametrize("estimator", [ALRNNEstimator, ShallowPLRNNEstimator])
+def test_estimator_fit_is_the_same_with_and_without_the_native_kernels(estimator,
+                                                                       monkeypatch):
+    y = np.cumsum(np.random.default_rng(0).standard_normal((600, 3)), axis=0) * 0.1
+    options = dict(n_latent=6, sequence_length=30, batch_size=4, batches_per_epoch=5,
+                   max_epochs=3, checkpoint_every=1, random_state=0, dtype="float64")
+    if estimator is ALRNNEstimator:
+        options["n_pwl"] = 2
+    else:
+        # These barely trained shallow models settle on a fixed point in the long runs of
+        # selection="dstsp+dh", whose D_H then compares the spectra of round-off-sized
+        # wiggles: the kept epoch would hinge on round-off.
+        options.update(n_hidden=12, selection="dstsp")
+    native = estimator(**options).fit(y)
+    monkeypatch.setattr(_pwl_cpu, "available", lambda: False)
+    loops = estimator(**options).fit(y)
+    np.testing.assert_allclose(native.history_["train_loss"], loops.history_["train_loss"],
+                               rtol=1e-10)
+    np.testing.assert_allclose([s for _, s in native.checkpoint_scores_],
+                               [s for _, s in loops.checkpoint_scores_], rtol=1e-8)
+    if estimator is ALRNNEstimator:
+        np.testing.assert_allclose(np.array(native.selection_scores_),
+                                   np.array(loops.selection_scores_), rtol=1e-8)
+    assert native.best_epoch_ == loops.best_epoch_
+    np.testing.assert_allclose(native.predict(200), loops.predict(200), rtol=1e-8, atol=1e-10)
 
 
 # ---------------------------------------------------------------------- kernels
