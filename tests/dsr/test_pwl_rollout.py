@@ -220,7 +220,7 @@ def test_auto_takes_native_on_the_cpu_and_native_refuses_what_it_cannot_run():
     with pytest.raises(ValueError, match="float32 or float64 CPU tensors"):
         pwl_rollout.resolve_backend("native", z.to(torch.bfloat16))
     packed = pwl_rollout.pack(latent_of("plrnn"))  # float64 weights, float32 states
-    with pytest.raises(ValueError, match="weights are torch.float64, the states torch.float32"):
+    with pytest.raises(ValueError, match=r"weights are torch\.float64, the states torch\.float32"):
         pwl_rollout.free_run(packed, z.float(), 3, backend="native")
 
 
