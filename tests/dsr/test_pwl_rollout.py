@@ -384,3 +384,27 @@ def test_failed_graph_capture_warns_and_continues_with_the_same_eager_steps(monk
         fallback = ALRNNEstimator(**settings).fit(y)
     np.testing.assert_allclose(fallback.history_["train_loss"], eager.history_["train_loss"],
                                rtol=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and pwl_rollout.triton_available()),
+                    reason="needs CUDA and triton")
+@pytest.mark.parametrize("forcing", [dict(teacher_forcing="sparse"),
+                                     dict(teacher_forcing="gtf", alpha="adaptive")])
+def test_graphed_training_reports_a_divergence_as_the_eager_loop_does(forcing):
+    # The graphed loop reads the losses once an epoch (sparse forcing) or every batch
+    # (adaptive GTF); either way the first bad batch of the epoch is the one reported.
+    from tsrnn.exceptions import DivergenceError
+
+    y = np.cumsum(np.random.default_rng(2).standard_normal((600, 3)), axis=0) * 0.1
+    messages = []
+    for graphed in (False, True):
+        estimator = ALRNNEstimator(n_latent=8, n_pwl=2, sequence_length=30, batch_size=4,
+                                   batches_per_epoch=6, max_epochs=4, random_state=0,
+                                   learning_rate=1e4, gradient_clip=None, device="cuda",
+                                   dtype="float64", **forcing)
+        estimator._graph_training = graphed
+        with pytest.raises(DivergenceError, match="diverged at epoch") as error:
+            estimator.fit(y)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]

@@ -237,6 +237,11 @@ class GeneralizedTeacherForcing:
     def current_alpha(self) -> float:
         return float(self.alpha.alpha if isinstance(self.alpha, AdaptiveAlpha) else self.alpha)
 
+    @property
+    def adapts(self) -> bool:
+        """Whether :meth:`after_batch` changes the weights (the adaptive rule)."""
+        return isinstance(self.alpha, AdaptiveAlpha)
+
     def weights(self, length: int) -> list[float]:
         return [self.current_alpha] * int(length)
 
@@ -264,6 +269,8 @@ class SparseTeacherForcing:
     def current_alpha(self) -> None:
         return None
 
+    adapts = False
+
     def weights(self, length: int) -> list[float]:
         return [1.0 if (k + 1) % self.interval == 0 else 0.0 for k in range(int(length))]
 
@@ -277,6 +284,8 @@ class NoForcing:
     @property
     def current_alpha(self) -> float:
         return 0.0
+
+    adapts = False
 
     def weights(self, length: int) -> list[float]:
         return [0.0] * int(length)

@@ -833,10 +833,7 @@ class NeuralForecaster(BaseForecaster):
                 self._on_divergence(epoch, math.nan, best_state, cause=error)
                 return None
             value = float(loss.detach())
-            if self._reference_loss_ is None:
-                self._reference_loss_ = max(value, 1e-6)
-            if not math.isfinite(value) or value > _EXPLOSION_FACTOR * self._reference_loss_:
-                self._on_divergence(epoch, value, best_state)
+            if self._diverged(epoch, [value], best_state):
                 return None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -846,6 +843,17 @@ class NeuralForecaster(BaseForecaster):
             self._after_optimizer_step()
             losses.append(value)
         return float(np.mean(losses))
+
+    def _diverged(self, epoch: int, values: list[float], best_state) -> bool:
+        """Whether one of the batch losses ``values`` (in order) is non-finite or exploded
+        (then reported as ``divergence`` says; the first loss is the reference)."""
+        for value in values:
+            if self._reference_loss_ is None:
+                self._reference_loss_ = max(value, 1e-6)
+            if not math.isfinite(value) or value > _EXPLOSION_FACTOR * self._reference_loss_:
+                self._on_divergence(epoch, value, best_state)
+                return True
+        return False
 
     def _after_optimizer_step(self) -> None:
         """Hook for constraints applied after each step (e.g. clipping a spectrum)."""
