@@ -161,33 +161,39 @@ def test_estimator_on_cpu_trains_eagerly():
 # ---------------------------------------------------------------------- CPU: compiled kernels
 # tsrnn/ops/_pwl_cpu.py against the torch reference. A batch of 19 makes full and partial
 # blocks of sequences for both precisions (16 and 8 lanes).
-@needs_native
-@pytest.mark.parametrize("kind", list(LATENTS))
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_native_kernels_match_torch_reference(kind, dtype):
-    latent = latent_of(kind, dtype)
+def assert_kernels_match_torch_reference(kind, dtype, device, backend, batch):
+    """Forced rollout (with and without mask and drive), adjoint and free run of
+    ``backend`` against the torch reference."""
+    latent = latent_of(kind, dtype, device)
     packed = pwl_rollout.pack(latent)
-    z1, signals, weights, mask, drive = forcing_inputs(latent, batch=19)
+    z1, signals, weights, mask, drive = forcing_inputs(latent, batch=batch)
     tolerance = TIGHT if dtype == torch.float64 else FLOAT32
     for m, d in ((None, None), (mask, drive)):
         expected = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
                                               backend="torch")
         actual = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
-                                            backend="native")
+                                            backend=backend)
         for a, e in zip(actual, expected):
             torch.testing.assert_close(a, e, **tolerance)
         grad = torch.randn(expected[0].shape, generator=generator(5), dtype=dtype)
-        fed = expected[1]
+        grad, fed = grad.to(device), expected[1]
         expected = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
                                        backend="torch")
         actual = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
-                                     backend="native")
+                                     backend=backend)
         for a, e in zip(actual, expected):
             torch.testing.assert_close(a, e, **tolerance)
     for d in (None, drive):
-        free = pwl_rollout.free_run(packed, z1, 40, d, backend="native")
+        free = pwl_rollout.free_run(packed, z1, 40, d, backend=backend)
         torch.testing.assert_close(free, pwl_rollout.free_run(packed, z1, 40, d,
                                                               backend="torch"), **tolerance)
+
+
+@needs_native
+@pytest.mark.parametrize("kind", list(LATENTS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_native_kernels_match_torch_reference(kind, dtype):
+    assert_kernels_match_torch_reference(kind, dtype, "cpu", "native", batch=19)
 
 
 @needs_native
@@ -279,28 +285,7 @@ def test_estimator_fit_is_the_same_with_and_without_the_native_kernels(estimator
 @pytest.mark.parametrize("kind", list(LATENTS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_triton_kernels_match_torch_reference(kind, dtype):
-    latent = latent_of(kind, dtype, KERNEL_DEVICE)
-    packed = pwl_rollout.pack(latent)
-    z1, signals, weights, mask, drive = forcing_inputs(latent)
-    tolerance = TIGHT if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
-    for m, d in ((None, None), (mask, drive)):
-        expected = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
-                                              backend="torch")
-        actual = pwl_rollout.forced_rollout(packed, z1, signals, weights, m, d,
-                                            backend="triton")
-        for a, e in zip(actual, expected):
-            torch.testing.assert_close(a, e, **tolerance)
-        grad = torch.randn(expected[0].shape, generator=generator(5), dtype=dtype)
-        grad, fed = grad.to(KERNEL_DEVICE), expected[1]
-        expected = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
-                                       backend="torch")
-        actual = pwl_rollout.adjoint(packed, grad, fed, weights, signals.shape[-1], m,
-                                     backend="triton")
-        for a, e in zip(actual, expected):
-            torch.testing.assert_close(a, e, **tolerance)
-    free = pwl_rollout.free_run(packed, z1, 50, backend="triton")
-    torch.testing.assert_close(free, pwl_rollout.free_run(packed, z1, 50, backend="torch"),
-                               **tolerance)
+    assert_kernels_match_torch_reference(kind, dtype, KERNEL_DEVICE, "triton", batch=3)
 
 
 @pytest.mark.gpu

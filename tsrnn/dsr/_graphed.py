@@ -128,8 +128,9 @@ class GraphedStep:
 
     def __call__(self, y: Tensor, weights: list[float]) -> Tensor:
         """Train on the batch ``y`` with forcing weights w (L floats); returns the loss (a
-        device scalar; the forced states are in ``self.fed`` until the next call)."""
-        self.y.copy_(y)
+        device scalar; the forced states are in ``self.fed`` until the next call). ``y`` may
+        be a page-locked host tensor: it is then copied without waiting."""
+        self.y.copy_(y, non_blocking=True)
         if weights != self._last_weights:  # constant for sparse forcing, GTF's alpha drifts
             self.weights.copy_(torch.tensor(weights, dtype=self.weights.dtype))
             self._last_weights = list(weights)

@@ -364,18 +364,21 @@ class DSREstimator(NeuralForecaster):
         # The base loop with each step replayed from a CUDA graph: the same updates, the
         # same divergence checks (made after the replayed step; training stops either way).
         self.module_.train()
-        batches = [y for y, _ in self._epoch_batches(train, generator)]
-        if self._graph_step_ is None:
-            self._graph_step_ = GraphedStep(self.module_, optimizer, self._penalty,
-                                            self.gradient_clip, batches[0])
         # Reading a loss waits for its step, and the next batch's launch would wait with it
         # (measured: 1.6 ms a batch, of which the step is 0.4 ms). Unless the forcing adapts
         # (its rule reads the forced states every few batches anyway), the losses stay on
-        # the device and are checked in order when the epoch ends.
+        # the device and are checked in order when the epoch ends. Batches are made on the
+        # host in page-locked memory and copied asynchronously, so that the host prepares
+        # batch k + 1 while the device trains on batch k.
         deferred = not self._forcing_.adapts
-        pending = batches[0].new_empty(len(batches)) if deferred else None
+        pending = torch.empty(int(self.batches_per_epoch), dtype=self.dtype_,
+                              device=self.device_) if deferred else None
         values = []
-        for k, y in enumerate(batches):
+        for k, (y, _) in enumerate(self._epoch_batches(train, generator, device="cpu")):
+            y = y.pin_memory()
+            if self._graph_step_ is None:
+                self._graph_step_ = GraphedStep(self.module_, optimizer, self._penalty,
+                                                self.gradient_clip, y.to(self.device_))
             loss = self._graph_step_(y, self._forcing_.weights(y.shape[1] - 1))
             if deferred:
                 pending[k] = loss
@@ -411,22 +414,22 @@ class DSREstimator(NeuralForecaster):
                       for name in self._coupling_names)
         return self.regularization * penalty
 
-    def _epoch_batches(self, pairs, generator):
+    def _epoch_batches(self, pairs, generator, device: torch.device | str | None = None):
         """``batches_per_epoch`` batches of random windows (None: cover the data once), each
         with fresh Gaussian noise of ``noise`` standard deviations (the data are
         standardised, so ``noise`` is a fraction of each column's std; data units with
-        ``scale=False``)."""
+        ``scale=False``); on ``device`` (None: the model's)."""
         if self.batches_per_epoch is None:
             batches = super()._epoch_batches(pairs, generator)
         else:
-            batches = self._random_batches(pairs, generator)
+            batches = self._random_batches(pairs, generator, device)
         for y, x in batches:
             if self.noise:
                 noise = torch.randn(y.shape, generator=generator, dtype=torch.float64)
                 y = y + self.noise * noise.to(y)
             yield y, x
 
-    def _random_batches(self, pairs, generator):
+    def _random_batches(self, pairs, generator, device: torch.device | str | None = None):
         length = self._window_length()
         counts = np.array([y.shape[0] - length + 1 for y, _ in pairs])
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -435,7 +438,7 @@ class DSREstimator(NeuralForecaster):
                                   generator=generator).numpy()
             series = np.searchsorted(np.cumsum(counts), picks, side="right")
             starts = [picks[series == i] - offsets[i] for i in range(len(pairs))]
-            yield self._windows(pairs, starts)
+            yield self._windows(pairs, starts, device)
 
     def _training_loss(self, module: ReconstructionModel, y: torch.Tensor,
                        x: torch.Tensor | None) -> torch.Tensor:

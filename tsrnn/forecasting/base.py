@@ -128,8 +128,11 @@ class BaseForecaster(BaseEstimator):
         seed = getattr(self, "random_state", None)
         return torch_generator(None if seed is None else int(seed) + offset)
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=self.dtype_, device=self.device_)
+    def _tensor(self, array: np.ndarray, device: torch.device | str | None = None
+                ) -> torch.Tensor:
+        """``array`` as a tensor of the model's dtype on ``device`` (None: the model's)."""
+        return torch.as_tensor(array, dtype=self.dtype_,
+                               device=self.device_ if device is None else device)
 
     @property
     def _verbose(self) -> bool:
@@ -704,7 +707,8 @@ class NeuralForecaster(BaseForecaster):
                  "watches the training loss)")
         return train, validation
 
-    def _windows(self, pairs, starts_per_series) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _windows(self, pairs, starts_per_series, device: torch.device | str | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         length = self._window_length()
         ys, xs = [], []
         for (y, x), starts in zip(pairs, starts_per_series):
@@ -714,8 +718,8 @@ class NeuralForecaster(BaseForecaster):
             ys.append(y[index])
             if x is not None:
                 xs.append(x[index])
-        y_batch = self._tensor(np.concatenate(ys))
-        x_batch = self._tensor(np.concatenate(xs)) if xs else None
+        y_batch = self._tensor(np.concatenate(ys), device)
+        x_batch = self._tensor(np.concatenate(xs), device) if xs else None
         return y_batch, x_batch
 
     def _epoch_batches(self, pairs, generator: torch.Generator):
