@@ -31,10 +31,12 @@ Usage::
     python benchmarks/bench_dsr_lorenz63.py --system rossler --minutes 15
     python benchmarks/bench_dsr_lorenz63.py --device cuda --minutes 2 --max-epochs 1450
 
-(the last: a recipe trial on a GPU, the CPU's 15-minute epoch count in ~2 minutes). Without
-``--max-epochs`` the learning-rate schedule is sized from a one-epoch probe; on a machine
-whose load changes during the run, pass the quiet machine's count (AL-RNN: 2250 epochs in 15
-minutes on one dev-machine thread) and let ``--minutes`` stop it.
+(the last: a recipe trial on a GPU, 1450 AL-RNN epochs in ~1 minute; one dev-machine thread
+takes ~5). Without ``--max-epochs`` the learning-rate schedule is sized from a one-epoch
+probe; on a machine whose load changes during the run, pass the quiet machine's count
+(AL-RNN: ~0.18 s an epoch on one dev-machine thread) and let ``--minutes`` stop it. With
+``--n-init 4 --n-jobs 2 --minutes 7`` four trainings share the dev machine's two cores in
+the 15 minutes (``--minutes`` is per training).
 
 Run the models one after the other (each uses one torch thread).
 """
