@@ -468,3 +468,16 @@ def test_pe_rejects_bad_input():
         prediction_error("not a model", x)
     with pytest.raises(ValueError, match="x contains NaN"):
         prediction_error(lambda s: s, np.where(x > 0.5, np.nan, x))
+
+
+@pytest.mark.parametrize("options", [{}, dict(smoothing="counts"), dict(out_of_range="drop")])
+def test_stsp_counts_all_bins_or_sorts_indices_with_the_same_result(options, monkeypatch):
+    from tsrnn.metrics import reconstruction
+
+    rng = np.random.default_rng(4)
+    x_true = rng.standard_normal((5000, 3))
+    x_gen = 1.3 * rng.standard_normal((4000, 3)) + 0.2  # partly outside the true range
+    direct = state_space_divergence(x_true, x_gen, n_bins=12, **options)
+    monkeypatch.setattr(reconstruction, "_DIRECT_COUNT_BINS", 0)
+    sorted_ = state_space_divergence(x_true, x_gen, n_bins=12, **options)
+    assert direct == sorted_ and direct > 0.0
