@@ -114,3 +114,16 @@ def test_time_budget_reserves_the_long_runs(lorenz):
     timed = ALRNN(n_latent=6, n_pwl=2, max_epochs=500, max_time=2.0, **SMALL).fit(lorenz)
     assert timed.stopped_by_time_ and timed.selection_scores_
     assert timed.training_time_ < 4.0
+
+
+def test_the_scores_bin_the_data_once_per_list_of_references():
+    estimator = ALRNN(n_latent=4, n_pwl=1)
+    rng = np.random.default_rng(0)
+    first = [(rng.standard_normal((500, 3)), None)]
+    second = [(rng.standard_normal((400, 3)), None), (rng.standard_normal((300, 3)), None)]
+    _, score = estimator._score_truth(first)
+    assert estimator._score_truth(first)[1] is score  # reused, not rebuilt
+    truth, score = estimator._score_truth(second)
+    np.testing.assert_array_equal(truth, np.concatenate([second[0][0], second[1][0]]))
+    generated = rng.standard_normal((600, 3))
+    assert score(generated) == state_space_divergence(truth, generated)

@@ -481,3 +481,17 @@ def test_stsp_counts_all_bins_or_sorts_indices_with_the_same_result(options, mon
     monkeypatch.setattr(reconstruction, "_DIRECT_COUNT_BINS", 0)
     sorted_ = state_space_divergence(x_true, x_gen, n_bins=12, **options)
     assert direct == sorted_ and direct > 0.0
+
+
+@pytest.mark.parametrize("options", [{}, dict(smoothing="counts"), dict(out_of_range="drop")])
+def test_stsp_binned_reference_scores_many_sets_as_the_function_does(options):
+    # What checkpoint selection uses: the data binned once, many generated sets scored.
+    from tsrnn.metrics.reconstruction import BinnedReference
+
+    rng = np.random.default_rng(5)
+    x_true = rng.standard_normal((3000, 3))
+    reference = BinnedReference(x_true, n_bins=10, margin=0.1)
+    for k in range(3):
+        x_gen = (1.0 + 0.3 * k) * rng.standard_normal((2000, 3))
+        expected = state_space_divergence(x_true, x_gen, n_bins=10, **options)
+        assert reference.divergence(x_gen, **options) == expected

@@ -334,6 +334,7 @@ class DSREstimator(NeuralForecaster):
         self._graph_step_ = None
         self._candidates_ = []  # (short-run D_stsp, epoch, weights) of the best checkpoints
         self._selection_references_ = None
+        self._score_cache_ = None  # (references, their finite rows, their D_stsp binning)
         self._score_seconds_ = []  # how long each short-run scoring took
         started = time.perf_counter()
         try:
@@ -341,6 +342,7 @@ class DSREstimator(NeuralForecaster):
         finally:
             self._graph_step_ = None  # frees the graph and its memory pool
             self._candidates_, self._selection_references_ = [], None
+            self._score_cache_ = None
         self.training_time_ = time.perf_counter() - started
         self.n_epochs_ = len(self.history_["train_loss"])
         self.alpha_ = self._forcing_.current_alpha
@@ -551,10 +553,9 @@ class DSREstimator(NeuralForecaster):
         """(D_stsp, D_H) of one long free run against the references (see
         _LONG_RUN_CANDIDATES); a driven model runs along each reference's inputs from its
         start, and D_H is their mean. D_H is left out (0) for references with NaN."""
-        from ..metrics import power_spectrum_distance, state_space_divergence
+        from ..metrics import power_spectrum_distance
 
-        truth = np.concatenate([y for y, _ in references])
-        truth = truth[np.isfinite(truth).all(axis=1)]
+        _, divergence = self._score_truth(references)
         if self.n_exog_:
             pairs = self._driven_runs(module, references)
         else:
@@ -563,7 +564,7 @@ class DSREstimator(NeuralForecaster):
             z = self._initial_latent(module, y[:1])
             states = module.free_run(z, _LONG_RUN_TRANSIENT + n_steps)[:, _LONG_RUN_TRANSIENT:]
             pairs = [(y[:n_steps], self._generated(module, states))]
-        d_stsp = float(state_space_divergence(truth, np.concatenate([g for _, g in pairs])))
+        d_stsp = divergence(np.concatenate([g for _, g in pairs]))
         spectra = [power_spectrum_distance(y, g) for y, g in pairs
                    if len(y) >= 2 and np.isfinite(y).all() and (np.ptp(y, axis=0) > 0).all()]
         return d_stsp, float(np.mean(spectra)) if spectra else 0.0
@@ -587,12 +588,29 @@ class DSREstimator(NeuralForecaster):
         return np.clip(np.nan_to_num(generated, nan=_FAR_AWAY, posinf=_FAR_AWAY,
                                      neginf=-_FAR_AWAY), -_FAR_AWAY, _FAR_AWAY)
 
+    def _score_truth(self, references: list):
+        """The references' finite rows and D_stsp against them (a function of generated
+        rows), made once for a list of references: every checkpoint is scored against the
+        same data, whose binning need not be redone (the same values as
+        ``state_space_divergence(truth, generated)``)."""
+        from ..metrics import state_space_divergence
+        from ..metrics.reconstruction import BinnedReference
+
+        cached = getattr(self, "_score_cache_", None)
+        if cached is None or cached[0] is not references:
+            truth = np.concatenate([y for y, _ in references])
+            truth = truth[np.isfinite(truth).all(axis=1)]
+            if truth.shape[1] < 6:  # state_space_divergence's "auto": binning below 6
+                divergence = BinnedReference(truth).divergence
+            else:
+                def divergence(generated: np.ndarray) -> float:
+                    return float(state_space_divergence(truth, generated))
+            cached = self._score_cache_ = (references, truth, divergence)
+        return cached[1], cached[2]
+
     @torch.no_grad()
     def _reconstruction_score(self, module: ReconstructionModel, references: list) -> float:
-        from ..metrics import state_space_divergence
-
-        truth = np.concatenate([y for y, _ in references])
-        truth = truth[np.isfinite(truth).all(axis=1)]
+        truth, divergence = self._score_truth(references)
         n_points = min(len(truth), _SELECTION_POINTS)
         if self.n_exog_:
             # Driven models: one run per reference from its start, along its own inputs.
@@ -608,7 +626,7 @@ class DSREstimator(NeuralForecaster):
             steps = math.ceil(n_points / _SELECTION_TRAJECTORIES)
             states = module.free_run(z, transient + steps)[:, transient:]
             generated = self._generated(module, states)
-        return float(state_space_divergence(truth, generated))
+        return float(divergence(generated))
 
     def _initial_latent(self, module: ReconstructionModel, rows: np.ndarray) -> torch.Tensor:
         """z_1 from observation rows (B, N); missing entries count as 0 (the data mean)."""

@@ -308,60 +308,83 @@ def _bin_indices(points: np.ndarray, low: np.ndarray, width: np.ndarray, n_bins:
     return cell @ strides, inside
 
 
+class BinnedReference:
+    """The true data's side of the binned D_stsp, computed once for many generated sets.
+
+    ``state_space_divergence(truth, g, n_bins, method="binning", ...)`` equals
+    ``BinnedReference(truth, n_bins, margin).divergence(g, ...)`` exactly; a caller that
+    scores many generated sets against the same data (checkpoint selection) bins the data
+    once. ``truth`` must be finite, (N, d) with d * log2(n_bins) < 62 and no constant column.
+    """
+
+    def __init__(self, truth: np.ndarray, n_bins: int = 30, margin: float = 0.1):
+        n_dim = truth.shape[1]
+        if n_dim * np.log2(n_bins) >= 62:
+            raise ValueError(
+                f"n_bins**d = {n_bins}**{n_dim} bins is too many to index; use fewer bins or "
+                'method="gmm"'
+            )
+        constant = np.ptp(truth, axis=0) == 0.0
+        if constant.any():
+            raise ValueError(
+                f"x_true is constant in dimension(s) {np.flatnonzero(constant).tolist()}; "
+                "the binning range is empty"
+            )
+        self.n_dim, self.n_bins = n_dim, n_bins
+        self.n_total_bins = n_bins**n_dim
+        std = truth.std(axis=0, ddof=1)
+        self.low = truth.min(axis=0) - margin * std
+        high = truth.max(axis=0) + margin * std
+        self.width = (high - self.low) / n_bins
+        self.true_bins, _ = _bin_indices(truth, self.low, self.width, n_bins)
+        # Counts on all bins where there are few enough (30^3 = 27,000 here) to count into
+        # them directly; else the occupied bins are found by sorting indices (divergence).
+        self.true_all = (np.bincount(self.true_bins, minlength=self.n_total_bins)
+                         if self.n_total_bins <= _DIRECT_COUNT_BINS else None)
+
+    def divergence(self, generated: np.ndarray, smoothing: str = "probabilities",
+                   epsilon: float = 1e-5, out_of_range: str = "clip") -> float:
+        """D_stsp of the finite points ``generated`` (M, d) against the data."""
+        n_bins, n_total_bins = self.n_bins, self.n_total_bins
+        true_bins = self.true_bins
+        gen_bins, gen_inside = _bin_indices(generated, self.low, self.width, n_bins,
+                                            need_inside=out_of_range == "drop")
+        if out_of_range == "drop":
+            gen_bins = gen_bins[gen_inside]
+            if gen_bins.size == 0:
+                return float("nan")  # no generated mass in range: KL undefined (Julia code)
+
+        # Counts on the bins occupied by either set, in increasing bin order; both ways give
+        # the same arrays, so the same sum.
+        if self.true_all is not None:
+            gen_all = np.bincount(gen_bins, minlength=n_total_bins)
+            occupied = np.flatnonzero(self.true_all + gen_all)
+            true_counts, gen_counts = self.true_all[occupied], gen_all[occupied]
+        else:
+            occupied, which = np.unique(np.concatenate([true_bins, gen_bins]),
+                                        return_inverse=True)
+            true_counts = np.bincount(which[: len(true_bins)], minlength=len(occupied))
+            gen_counts = np.bincount(which[len(true_bins):], minlength=len(occupied))
+        n_true, n_gen = len(true_bins), len(gen_bins)
+
+        if smoothing == "probabilities":
+            p = (true_counts / n_true + epsilon) / (1.0 + epsilon * n_total_bins)
+            q = (gen_counts / n_gen + epsilon) / (1.0 + epsilon * n_total_bins)
+            p_empty = q_empty = epsilon / (1.0 + epsilon * n_total_bins)
+        else:
+            p = (true_counts + epsilon) / (n_true + epsilon * n_total_bins)
+            q = (gen_counts + epsilon) / (n_gen + epsilon * n_total_bins)
+            p_empty = epsilon / (n_true + epsilon * n_total_bins)
+            q_empty = epsilon / (n_gen + epsilon * n_total_bins)
+        n_empty = n_total_bins - len(occupied)
+        divergence = np.sum(p * np.log(p / q)) + n_empty * p_empty * np.log(p_empty / q_empty)
+        return float(divergence)
+
+
 def _binned_divergence(truth: np.ndarray, generated: np.ndarray, n_bins: int, smoothing: str,
                        epsilon: float, margin: float, out_of_range: str) -> float:
-    n_dim = truth.shape[1]
-    if n_dim * np.log2(n_bins) >= 62:
-        raise ValueError(
-            f"n_bins**d = {n_bins}**{n_dim} bins is too many to index; use fewer bins or "
-            'method="gmm"'
-        )
-    n_total_bins = n_bins**n_dim
-    constant = np.ptp(truth, axis=0) == 0.0
-    if constant.any():
-        raise ValueError(
-            f"x_true is constant in dimension(s) {np.flatnonzero(constant).tolist()}; "
-            "the binning range is empty"
-        )
-    std = truth.std(axis=0, ddof=1)
-    low = truth.min(axis=0) - margin * std
-    high = truth.max(axis=0) + margin * std
-    width = (high - low) / n_bins
-
-    true_bins, _ = _bin_indices(truth, low, width, n_bins)
-    gen_bins, gen_inside = _bin_indices(generated, low, width, n_bins,
-                                        need_inside=out_of_range == "drop")
-    if out_of_range == "drop":
-        gen_bins = gen_bins[gen_inside]
-        if gen_bins.size == 0:
-            return float("nan")  # no generated mass in range: KL undefined (as the Julia code)
-
-    # Counts on the bins occupied by either set, in increasing bin order: by direct counting
-    # where the bins are few enough to count them all (30^3 = 27,000 here: no sort), else by
-    # sorting the indices. Both give the same arrays, so the same sum.
-    if n_total_bins <= _DIRECT_COUNT_BINS:
-        true_all = np.bincount(true_bins, minlength=n_total_bins)
-        gen_all = np.bincount(gen_bins, minlength=n_total_bins)
-        occupied = np.flatnonzero(true_all + gen_all)
-        true_counts, gen_counts = true_all[occupied], gen_all[occupied]
-    else:
-        occupied, which = np.unique(np.concatenate([true_bins, gen_bins]), return_inverse=True)
-        true_counts = np.bincount(which[: len(true_bins)], minlength=len(occupied))
-        gen_counts = np.bincount(which[len(true_bins):], minlength=len(occupied))
-    n_true, n_gen = len(true_bins), len(gen_bins)
-
-    if smoothing == "probabilities":
-        p = (true_counts / n_true + epsilon) / (1.0 + epsilon * n_total_bins)
-        q = (gen_counts / n_gen + epsilon) / (1.0 + epsilon * n_total_bins)
-        p_empty = q_empty = epsilon / (1.0 + epsilon * n_total_bins)
-    else:
-        p = (true_counts + epsilon) / (n_true + epsilon * n_total_bins)
-        q = (gen_counts + epsilon) / (n_gen + epsilon * n_total_bins)
-        p_empty = epsilon / (n_true + epsilon * n_total_bins)
-        q_empty = epsilon / (n_gen + epsilon * n_total_bins)
-    n_empty = n_total_bins - len(occupied)
-    divergence = np.sum(p * np.log(p / q)) + n_empty * p_empty * np.log(p_empty / q_empty)
-    return float(divergence)
+    return BinnedReference(truth, n_bins, margin).divergence(generated, smoothing, epsilon,
+                                                             out_of_range)
 
 
 def _gmm_log_density(points: np.ndarray, centres: np.ndarray, variance: float) -> np.ndarray:
