@@ -422,7 +422,7 @@ class DSREstimator(NeuralForecaster):
         standardised, so ``noise`` is a fraction of each column's std; data units with
         ``scale=False``); on ``device`` (None: the model's)."""
         if self.batches_per_epoch is None:
-            batches = super()._epoch_batches(pairs, generator)
+            batches = super()._epoch_batches(pairs, generator, device)
         else:
             batches = self._random_batches(pairs, generator, device)
         for y, x in batches:

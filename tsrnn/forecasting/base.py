@@ -722,8 +722,10 @@ class NeuralForecaster(BaseForecaster):
         x_batch = self._tensor(np.concatenate(xs), device) if xs else None
         return y_batch, x_batch
 
-    def _epoch_batches(self, pairs, generator: torch.Generator):
-        """Random windows covering the training data about once per epoch."""
+    def _epoch_batches(self, pairs, generator: torch.Generator,
+                       device: torch.device | str | None = None):
+        """Random windows covering the training data about once per epoch, on ``device``
+        (None: the model's)."""
         length = self._window_length()
         counts = np.array([y.shape[0] - length + 1 for y, _ in pairs])
         total = int(counts.sum())
@@ -734,7 +736,7 @@ class NeuralForecaster(BaseForecaster):
         for begin in range(0, n_windows, int(self.batch_size)):
             chosen = slice(begin, begin + int(self.batch_size))
             starts = [offsets[chosen][series[chosen] == i] for i in range(len(pairs))]
-            yield self._windows(pairs, starts)
+            yield self._windows(pairs, starts, device)
 
     def _fixed_windows(self, pairs) -> list:
         """Consecutive non-overlapping windows (validation), in batches."""

@@ -284,14 +284,14 @@ def state_space_divergence(
     if method == "auto":
         method = "binning" if truth.shape[1] < 6 else "gmm"
     if method == "binning":
-        return _binned_divergence(truth, generated, n_bins, smoothing, epsilon, margin,
-                                  out_of_range)
+        return BinnedReference(truth, n_bins, margin).divergence(generated, smoothing, epsilon,
+                                                                 out_of_range)
     rng = np.random.default_rng(random_state)
     return _gmm_divergence(truth[:max_points], generated[:max_points], gmm_scaling, n_samples, rng)
 
 
-# Up to this many bins the occupied ones are found by counting into all of them (int64 counts:
-# 32 MiB at most) rather than by sorting the points' bin indices.
+# Up to this many bins the occupied ones are found by counting into all of them (int64
+# counts, 32 MiB an array) rather than by sorting the points' bin indices.
 _DIRECT_COUNT_BINS = 1 << 22
 
 
@@ -330,7 +330,7 @@ class BinnedReference:
                 f"x_true is constant in dimension(s) {np.flatnonzero(constant).tolist()}; "
                 "the binning range is empty"
             )
-        self.n_dim, self.n_bins = n_dim, n_bins
+        self.n_bins = n_bins
         self.n_total_bins = n_bins**n_dim
         std = truth.std(axis=0, ddof=1)
         self.low = truth.min(axis=0) - margin * std
@@ -379,12 +379,6 @@ class BinnedReference:
         n_empty = n_total_bins - len(occupied)
         divergence = np.sum(p * np.log(p / q)) + n_empty * p_empty * np.log(p_empty / q_empty)
         return float(divergence)
-
-
-def _binned_divergence(truth: np.ndarray, generated: np.ndarray, n_bins: int, smoothing: str,
-                       epsilon: float, margin: float, out_of_range: str) -> float:
-    return BinnedReference(truth, n_bins, margin).divergence(generated, smoothing, epsilon,
-                                                             out_of_range)
 
 
 def _gmm_log_density(points: np.ndarray, centres: np.ndarray, variance: float) -> np.ndarray:
