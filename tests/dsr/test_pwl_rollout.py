@@ -393,3 +393,26 @@ def test_graphed_training_reports_a_divergence_as_the_eager_loop_does(forcing):
             estimator.fit(y)
         messages.append(str(error.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and pwl_rollout.triton_available()),
+                    reason="needs CUDA and triton")
+def test_n_init_threads_sharing_a_gpu_train_as_each_training_alone():
+    # On CUDA, n_jobs > 1 runs the trainings as threads, each capturing and replaying its
+    # own graph on its own stream; shared buffers or streams between them would show here.
+    y = np.cumsum(np.random.default_rng(3).standard_normal((600, 3)), axis=0) * 0.1
+    settings = dict(n_latent=8, n_pwl=2, sequence_length=30, batch_size=4, batches_per_epoch=8,
+                    max_epochs=4, checkpoint_every=1, device="cuda", dtype="float64")
+    together = ALRNNEstimator(n_init=3, n_jobs=3, random_state=0, **settings).fit(y)
+    alone = [ALRNNEstimator(random_state=seed, **settings).fit(y) for seed in range(3)]
+    assert all(a._graphed(a.module_) for a in alone)
+    np.testing.assert_allclose(together.init_scores_, [a.selection_score_ for a in alone],
+                               rtol=1e-6)
+    kept = alone[together.best_init_]
+    assert together.best_init_ == int(np.argmin([a.selection_score_ for a in alone]))
+    np.testing.assert_allclose(together.history_["train_loss"], kept.history_["train_loss"],
+                               rtol=1e-9)
+    for (name, p_together), p_alone in zip(together.module_.named_parameters(),
+                                           kept.module_.parameters()):
+        torch.testing.assert_close(p_together, p_alone, rtol=1e-8, atol=1e-10, msg=name)

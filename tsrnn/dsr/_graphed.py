@@ -17,6 +17,7 @@ same sequence of updates as the eager loop, up to round-off.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -26,6 +27,7 @@ from .._validation import warn
 from .teacher_forcing import IdentityObservation, ReconstructionModel, teacher_forced_run
 
 Tensor = torch.Tensor
+_CAPTURE_LOCK = threading.Lock()
 
 
 def capturable_optimizer(kind: type[torch.optim.Optimizer], module: nn.Module,
@@ -89,6 +91,13 @@ class GraphedStep:
         return loss.detach(), run.inputs
 
     def _capture(self) -> None:
+        # One capture at a time in the process (warm-up included): torch.cuda.graph
+        # synchronises the device and empties the allocator's cache on entry, which must not
+        # happen while another thread's capture is under way.
+        with _CAPTURE_LOCK:
+            self._capture_alone()
+
+    def _capture_alone(self) -> None:
         parameters = list(self.module.parameters())
         saved = [p.detach().clone() for p in parameters]
         # Warm up on a side stream (lazy initialisation, Triton compilation and the optimizer
@@ -104,7 +113,10 @@ class GraphedStep:
             self._reset(parameters, saved)
             self.optimizer.zero_grad(set_to_none=True)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # A capture stream of its own and thread-local capture mode: trainings running
+            # as threads (n_init on one GPU) go on launching work while this one captures.
+            with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(self.y.device),
+                                  capture_error_mode="thread_local"):
                 self.loss, self.fed = self._body()
         except RuntimeError:
             torch.cuda.synchronize(self.y.device)

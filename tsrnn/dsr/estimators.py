@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._torch import resolve_device, resolve_dtype
 from .._validation import (
     as_float_array,
     check_bool,
@@ -259,6 +260,15 @@ class DSREstimator(NeuralForecaster):
                    desc=f"{type(self).__name__} trainings")
         if workers == 1:
             finished = (_fit_one(type(self), params, y, X, None) for params in trainings)
+        elif resolve_device(self.device).type == "cuda":
+            # On a GPU the trainings are threads of this process, each on its own CUDA
+            # stream: one training step is a few hundred microseconds of small kernels, so
+            # kernels of several trainings run side by side. Separate processes would
+            # time-slice the GPU instead (without MPS their kernels never overlap).
+            from joblib import Parallel, delayed
+
+            finished = Parallel(n_jobs=workers, backend="threading", return_as="generator")(
+                delayed(_fit_one_on_stream)(type(self), params, y, X) for params in trainings)
         else:
             from joblib import Parallel, delayed
 
@@ -726,8 +736,6 @@ class DSREstimator(NeuralForecaster):
         Starting states are latent states along the end of the training data (on the
         attractor), slightly jittered.
         """
-        from .._torch import resolve_device, resolve_dtype
-
         self._check_fitted()
         self._refuse_inputs("as_discrete_map")
         time_step = self.dt if dt is None else check_positive(dt, "dt")
@@ -811,6 +819,13 @@ def _fit_one(cls: type, params: dict, y: Any, X: Any, threads: int | None):
     return (best if math.isfinite(best) else math.inf), estimator._get_state()
 
 
+def _fit_one_on_stream(cls: type, params: dict, y: Any, X: Any):
+    """:func:`_fit_one` in a thread, with all of its GPU work on a CUDA stream of its own."""
+    device = resolve_device(params["device"])
+    with torch.cuda.device(device), torch.cuda.stream(torch.cuda.Stream(device)):
+        return _fit_one(cls, params, y, X, None)
+
+
 _SHARED_DOC = """
     observation : {"identity", "affine"}
         "identity": the first N latents are the observations, z_1 = [x_1; L x_1] with a
@@ -875,8 +890,10 @@ _SHARED_DOC = """
         per training; with ``checkpoint_path`` training k writes
         ``<stem>-init<k><suffix>``.
     n_jobs : int or None
-        Trainings run at once in separate processes (joblib; -1: one per core; None: one
-        after the other in this process). The torch threads are shared out among them.
+        Trainings run at once (-1: one per core; None: one after the other). On the CPU
+        they are separate processes (joblib) and share out the torch threads; on CUDA they
+        are threads of this process, each with its own CUDA stream, so that the small
+        kernels of their training steps run side by side on the one GPU.
     random_state, device, dtype, verbose
         Reproducibility, where to compute, precision, one progress bar.
 
