@@ -105,6 +105,38 @@ def test_n_init_in_worker_processes_equals_the_sequential_run(lorenz):
     assert torch.get_num_threads() == 1  # the workers' thread settings stay theirs
 
 
+def test_n_init_threads_on_a_gpu_run_in_rounds_within_the_stream_pool(monkeypatch):
+    # The CUDA path's scheduling, run on the CPU with a stand-in training: every training
+    # runs once, results come back in order, at most n_jobs at a time, and no training of a
+    # round starts before the previous round has ended (each draws three of torch's 32
+    # pooled streams).
+    import threading
+    import time
+
+    from tsrnn.dsr import estimators
+
+    lock, running, log = threading.Lock(), set(), []
+
+    def stand_in(cls, params, y, X):
+        k = params["k"]
+        with lock:
+            running.add(k)
+            log.append(set(running))
+        time.sleep(0.02)
+        with lock:
+            running.discard(k)
+        return k, None
+
+    monkeypatch.setattr(estimators, "_fit_one_on_stream", stand_in)
+    trainings = [{"k": k} for k in range(23)]
+    results = list(estimators._threads_on_one_gpu(ALRNN, trainings, None, None, 4))
+    assert [k for k, _ in results] == list(range(23))
+    assert max(len(live) for live in log) == 4
+    size = estimators._GPU_ROUND
+    assert 3 * size <= 32
+    assert all(len({k // size for k in live}) == 1 for live in log)
+
+
 def test_n_init_keeps_a_float64_model_in_float64(lorenz):
     best = tiny(ALRNN, n_init=2, dtype="float64").fit(lorenz)
     kept = tiny(ALRNN, dtype="float64", random_state=best.best_init_).fit(lorenz)

@@ -27,7 +27,12 @@ from .._validation import warn
 from .teacher_forcing import IdentityObservation, ReconstructionModel, teacher_forced_run
 
 Tensor = torch.Tensor
-_CAPTURE_LOCK = threading.Lock()
+# Trainings running as threads (n_init on one GPU) capture and replay graphs in one process;
+# capture is process-wide business in torch (torch.cuda.graph synchronises the device and
+# empties the allocator's cache on entry; the default CUDA generator, which every graph
+# registers, is shared), so captures (warm-up included) and replays take this lock. A
+# replay holds it only while it enqueues the graph (microseconds).
+_GRAPH_LOCK = threading.Lock()
 
 
 def capturable_optimizer(kind: type[torch.optim.Optimizer], module: nn.Module,
@@ -91,10 +96,7 @@ class GraphedStep:
         return loss.detach(), run.inputs
 
     def _capture(self) -> None:
-        # One capture at a time in the process (warm-up included): torch.cuda.graph
-        # synchronises the device and empties the allocator's cache on entry, which must not
-        # happen while another thread's capture is under way.
-        with _CAPTURE_LOCK:
+        with _GRAPH_LOCK:
             self._capture_alone()
 
     def _capture_alone(self) -> None:
@@ -159,5 +161,6 @@ class GraphedStep:
             self.optimizer.zero_grad(set_to_none=True)
             self.loss, self.fed = self._body()
         else:
-            self.graph.replay()
+            with _GRAPH_LOCK:
+                self.graph.replay()
         return self.loss

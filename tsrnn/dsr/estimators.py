@@ -265,10 +265,7 @@ class DSREstimator(NeuralForecaster):
             # stream: one training step is a few hundred microseconds of small kernels, so
             # kernels of several trainings run side by side. Separate processes would
             # time-slice the GPU instead (without MPS their kernels never overlap).
-            from joblib import Parallel, delayed
-
-            finished = Parallel(n_jobs=workers, backend="threading", return_as="generator")(
-                delayed(_fit_one_on_stream)(type(self), params, y, X) for params in trainings)
+            finished = _threads_on_one_gpu(type(self), trainings, y, X, workers)
         else:
             from joblib import Parallel, delayed
 
@@ -817,6 +814,26 @@ def _fit_one(cls: type, params: dict, y: Any, X: Any, threads: int | None):
         scores = [score for _, score in estimator.checkpoint_scores_]
         best = min(scores) if scores else math.inf
     return (best if math.isfinite(best) else math.inf), estimator._get_state()
+
+
+# A training thread on CUDA draws three streams from torch's pool (one to train on, a side
+# stream to warm its graph up on and one to capture it on). torch.cuda.Stream() hands out the
+# pool's 32 streams per device in turn, so more than 32 draws while earlier ones are in use
+# could give two trainings one stream (seen with 16 threads: a replay on a stream another
+# thread was capturing on, refused by torch). Hence rounds of at most 10 trainings.
+_GPU_ROUND = 10
+
+
+def _threads_on_one_gpu(cls: type, trainings: list[dict], y: Any, X: Any, workers: int):
+    """The results of :func:`_fit_one_on_stream` for each parameter set, in order: at most
+    ``workers`` threads at a time, in rounds of at most _GPU_ROUND trainings."""
+    from joblib import Parallel, delayed
+
+    for start in range(0, len(trainings), _GPU_ROUND):
+        chunk = trainings[start:start + _GPU_ROUND]
+        yield from Parallel(n_jobs=min(workers, len(chunk)), backend="threading",
+                            return_as="generator")(
+            delayed(_fit_one_on_stream)(cls, params, y, X) for params in chunk)
 
 
 def _fit_one_on_stream(cls: type, params: dict, y: Any, X: Any):
