@@ -27,11 +27,11 @@ from .._validation import warn
 from .teacher_forcing import IdentityObservation, ReconstructionModel, teacher_forced_run
 
 Tensor = torch.Tensor
-# Trainings running as threads (n_init on one GPU) capture and replay graphs in one process;
-# capture is process-wide business in torch (torch.cuda.graph synchronises the device and
-# empties the allocator's cache on entry; the default CUDA generator, which every graph
-# registers, is shared), so captures (warm-up included) and replays take this lock. A
-# replay holds it only while it enqueues the graph (microseconds).
+# Trainings running as threads (n_init on one GPU) capture and replay graphs in one process.
+# torch.cuda.graph synchronises the device and empties the allocator's cache on entry, and
+# torch's capture bookkeeping is process-wide, so captures (warm-up included) and replays
+# take this lock: the conservative choice, at no measurable cost, since a replay holds it
+# only while it enqueues the graph (microseconds).
 _GRAPH_LOCK = threading.Lock()
 
 

@@ -910,7 +910,8 @@ _SHARED_DOC = """
         Trainings run at once (-1: one per core; None: one after the other). On the CPU
         they are separate processes (joblib) and share out the torch threads; on CUDA they
         are threads of this process, each with its own CUDA stream, so that the small
-        kernels of their training steps run side by side on the one GPU.
+        kernels of their training steps run side by side on the one GPU (at most 10 at
+        a time).
     random_state, device, dtype, verbose
         Reproducibility, where to compute, precision, one progress bar.
 
