@@ -29,6 +29,37 @@ def test_exact_jacobian_equals_autograd(make):
     torch.testing.assert_close(model.jacobian(z), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["plrnn", "shallow", "clipped", "alrnn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_inputs", [False, True])
+def test_closed_form_parameter_gradients_are_autograds_bit_for_bit(kind, dtype, with_inputs):
+    # The training step's batched parameter gradient uses these on the CPU instead of an
+    # autograd pass; identical values keep CPU training runs what they were.
+    n_inputs = 2 if with_inputs else 0
+    model = {"plrnn": lambda: PLRNN(6, n_inputs, generator=generator()),
+             "shallow": lambda: ShallowPLRNN(5, 20, n_inputs, generator=generator()),
+             "clipped": lambda: ShallowPLRNN(5, 20, n_inputs, clipped=True,
+                                             generator=generator()),
+             "alrnn": lambda: ALRNN(6, 2, n_inputs, generator=generator())}[kind]().to(dtype)
+    with torch.no_grad():
+        for parameter in model.parameters():  # C, W off the diagonal, h: all nonzero
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator(2)).to(dtype))
+    z = torch.randn(500, model.n_latent, generator=generator(3)).to(dtype)
+    adjoint = torch.randn(500, model.n_latent, generator=generator(4)).to(dtype)
+    s = torch.randn(500, 2, generator=generator(5)).to(dtype) if with_inputs else None
+    expected = torch.autograd.grad(model.step(z, s), list(model.parameters()), adjoint,
+                                   allow_unused=True)
+    got = model.parameter_gradients(z, adjoint, s)
+    names = [name for name, _ in model.named_parameters()]
+    assert len(got) == len(expected) == len(names)
+    for name, g, e in zip(names, got, expected):
+        assert (g is None) == (e is None), name
+        if e is not None:
+            assert g.dtype == e.dtype and torch.equal(g, e), name
+    if with_inputs:  # without inputs C is unused: None, as autograd says
+        assert model.parameter_gradients(z, adjoint)[names.index("C")] is None
+
+
 def test_plrnn_step_is_the_published_equation():
     model = PLRNN(4, n_inputs=2, generator=generator()).double()
     with torch.no_grad():

@@ -35,6 +35,11 @@ from .._validation import check_bool, check_positive
 from ._sampling import check_sequence, check_state
 
 
+def _relu_backward(grad: torch.Tensor, argument: torch.Tensor) -> torch.Tensor:
+    """grad where argument > 0, else 0."""
+    return torch.ops.aten.threshold_backward(grad, argument, 0)
+
+
 def _normalized_positive_definite(n: int, generator: torch.Generator | None) -> torch.Tensor:
     """R^T R / n + I scaled by its largest eigenvalue (Talathi & Vartak 2016's
     initialisation, used by the Durstewitz lab): A from its diagonal, W from the rest, so the
@@ -61,12 +66,32 @@ class _PiecewiseLinearRNN(nn.Module):
     def jacobian(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _latent_parameter_gradients(self, z: torch.Tensor, adjoint: torch.Tensor
+                                    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
     def step(self, z: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
         """z_t from z_{t-1} (B, M) and the external input s_t (B, K)."""
         z_next = self._latent_step(z)
         if s is not None and self.C is not None:
             z_next = z_next + s @ self.C.T
         return z_next
+
+    def parameter_gradients(self, z: torch.Tensor, adjoint: torch.Tensor,
+                            s: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+        """Gradients of sum(adjoint * step(z, s)) with respect to ``parameters()``, in their
+        order (None for C when ``s`` is None, as autograd gives), in closed form.
+
+        z, adjoint : (N, M); s : (N, K). The same operations autograd's backward pass runs,
+        so the same values bit for bit on the CPU (tested), without building its graph:
+        for the training step's batched pass over B * L states this takes a third of the
+        time (AL-RNN, 3,200 states: 0.43 -> 0.15 ms).
+        """
+        with torch.no_grad():
+            grads = self._latent_parameter_gradients(z, adjoint)
+            if self.C is not None:
+                grads["C"] = None if s is None else adjoint.T @ s
+        return [grads[name] for name, _ in self.named_parameters()]
 
     def forward(self, x: torch.Tensor | None = None, h0: torch.Tensor | None = None,
                 dt: torch.Tensor | None = None, *, n_steps: int | None = None):
@@ -166,6 +191,10 @@ class PLRNN(_PiecewiseLinearRNN):
     def _latent_step(self, z):
         return self.A * z + torch.relu(z) @ (self.W * self.off_diagonal).T + self.h
 
+    def _latent_parameter_gradients(self, z, adjoint):
+        return {"A": (adjoint * z).sum(0), "W": (adjoint.T @ torch.relu(z)) * self.off_diagonal,
+                "h": adjoint.sum(0)}
+
     def jacobian(self, z):
         """A + W diag(1[z > 0]) for each state (B, M, M)."""
         slopes = (z > 0).to(z.dtype)
@@ -215,6 +244,21 @@ class ShallowPLRNN(_PiecewiseLinearRNN):
     def _latent_step(self, z):
         return self.A * z + self._hidden(z) @ self.W1.T + self.h1
 
+    def _latent_parameter_gradients(self, z, adjoint):
+        pre = z @ self.W2.T
+        shifted = pre + self.h2
+        hidden = torch.relu(shifted)
+        if self.clipped:
+            hidden = hidden - torch.relu(pre)
+        grad_hidden = adjoint @ self.W1
+        # relu's backward as autograd runs it (one fused pass; torch.where with a mask is
+        # several times slower on the CPU)
+        grad_shifted = _relu_backward(grad_hidden, shifted)
+        grad_pre = grad_shifted - _relu_backward(grad_hidden, pre) if self.clipped \
+            else grad_shifted
+        return {"A": (adjoint * z).sum(0), "W1": adjoint.T @ hidden, "W2": grad_pre.T @ z,
+                "h1": adjoint.sum(0), "h2": grad_shifted.sum(0)}
+
     def jacobian(self, z):
         """A + W1 D(z) W2, D = diag(1[W2 z + h2 > 0] (- 1[W2 z > 0] when clipped))."""
         pre = z @ self.W2.T
@@ -262,6 +306,10 @@ class ALRNN(_PiecewiseLinearRNN):
 
     def _latent_step(self, z):
         return self.A * z + self._phi(z) @ (self.W * self.off_diagonal).T + self.h
+
+    def _latent_parameter_gradients(self, z, adjoint):
+        return {"A": (adjoint * z).sum(0), "W": (adjoint.T @ self._phi(z)) * self.off_diagonal,
+                "h": adjoint.sum(0)}
 
     def jacobian(self, z):
         """A + W diag(d), d = 1 on the linear units and 1[z > 0] on the last P."""
