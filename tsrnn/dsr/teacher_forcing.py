@@ -677,8 +677,9 @@ class _AdjointRollout(torch.autograd.Function):
             s = None if inputs is None else inputs.reshape(batch * length, -1)
             closed_form = getattr(ctx.latent, "parameter_gradients", None)
             if closed_form is not None and fed.device.type == "cpu":
-                # The same values as the autograd pass below, bit for bit, in a third of
-                # the time. (On CUDA that pass is part of the captured training step.)
+                # The same values as the autograd pass below, bit for bit, in less time (a
+                # third for the AL-RNN). On CUDA the autograd pass stays: it is part of the
+                # captured training step, checked there against the CPU.
                 grads = iter(g for g, need in zip(
                     closed_form(fed.reshape(-1, dim), adjoints.reshape(-1, dim), s), needs)
                     if need)

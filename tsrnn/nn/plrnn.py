@@ -84,8 +84,8 @@ class _PiecewiseLinearRNN(nn.Module):
 
         z, adjoint : (N, M); s : (N, K). The same operations autograd's backward pass runs,
         so the same values bit for bit on the CPU (tested), without building its graph:
-        for the training step's batched pass over B * L states this takes a third of the
-        time (AL-RNN, 3,200 states: 0.43 -> 0.15 ms).
+        for the training step's batched pass over B * L states this takes less time (AL-RNN,
+        3,200 states: 0.43 -> 0.15 ms; clipped shallow PLRNN, H = 100: 2.4 -> 1.6 ms).
         """
         with torch.no_grad():
             grads = self._latent_parameter_gradients(z, adjoint)
