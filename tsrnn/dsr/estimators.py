@@ -21,6 +21,13 @@ Models (M latents, N observed columns):
 - :class:`ShallowPLRNN`: z_t = A z_{t-1} + W1 relu(W2 z_{t-1} + h2) + h1  (clipped:
   W1 [relu(W2 z + h2) - relu(W2 z)])
 - :class:`ALRNN`:        z_t = A z_{t-1} + W phi*(z_{t-1}) + h, relu on the last P units only
+
+In practice: the selection sees the geometry and the power spectra, not the rate of
+divergence. On Lorenz-63 (5% noise) AL-RNN checkpoints with the best D_stsp and D_H often
+have a largest Lyapunov exponent 20-30% too high, and no score computed from the data alone
+told them apart (benchmarks/RESULTS.md, stops 13-16). Train several models (``n_init``, in
+parallel with ``n_jobs``) and look at what each learned: ``lyapunov_spectrum`` (a 3-variable
+dissipative system cannot have three exponents summing to more than 0) and ``fixed_points``.
 """
 
 from __future__ import annotations
