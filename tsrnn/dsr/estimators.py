@@ -25,9 +25,10 @@ Models (M latents, N observed columns):
 In practice: the selection sees the geometry and the power spectra, not the rate of
 divergence. On Lorenz-63 (5% noise) AL-RNN checkpoints with the best D_stsp and D_H often
 have a largest Lyapunov exponent 20-30% too high, and no score computed from the data alone
-told them apart (benchmarks/RESULTS.md, stops 13-16). Train several models (``n_init``, in
-parallel with ``n_jobs``) and look at what each learned: ``lyapunov_spectrum`` (a 3-variable
-dissipative system cannot have three exponents summing to more than 0) and ``fixed_points``.
+told them apart (benchmarks/RESULTS.md, stops 13-16). Train several models (different
+``random_state``; ``n_init`` keeps only the one the selection scores best) and look at what
+each learned: ``lyapunov_spectrum`` (a 3-variable dissipative system cannot have three
+exponents summing to more than 0) and ``fixed_points``.
 """
 
 from __future__ import annotations
