@@ -99,11 +99,14 @@ def test_one_layer_deep_res_esn_coincides_with_the_leaky_esn(lorenz, alpha, beta
     esn.reservoir_ = LeakyReservoir(layer["recurrent"], layer["input"], layer["bias"], leak)
     np.testing.assert_allclose(esn.reservoir_states(lorenz[:600]),
                                deep.reservoir_states(lorenz[:600]), rtol=0, atol=1e-13)
-    # Same states, same readout: the closed loops from a context agree as well.
+    # Same states, same readout: the closed loops from a context agree as well, to the
+    # round-off that 50 chaotic steps amplify (the ESN's compiled loop and the deep
+    # reservoir's torch loop sum in different orders: up to 1e-11 relative here).
     esn.readout_weights_ = deep.readout_weights_
     esn.readout_intercept_ = deep.readout_intercept_
-    np.testing.assert_allclose(esn.predict(50, context=lorenz[600:800]),
-                               deep.predict(50, context=lorenz[600:800]), rtol=0, atol=1e-10)
+    reference = deep.predict(50, context=lorenz[600:800])
+    np.testing.assert_allclose(esn.predict(50, context=lorenz[600:800]), reference, rtol=0,
+                               atol=1e-10 * np.abs(reference).max())
 
 
 def test_nvar_features_readout_and_forecast_match_reservoirpy():

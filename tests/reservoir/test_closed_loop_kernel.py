@@ -66,9 +66,10 @@ def test_kernel_closed_loop_equals_the_numpy_closed_loop(lorenz, leak, squared_u
     scale = np.abs(numpy[:HORIZON]).max()
     np.testing.assert_allclose(kernel[:HORIZON], numpy[:HORIZON], rtol=0, atol=RTOL * scale)
     # Over the long run both stay finite and bounded (within a few times the training data's
-    # range: the 1-D models wander up to 3x off it), and, once the round-off has grown,
+    # range: the 1-D models wander off it, up to 3x on an AVX-512 machine and 5.7x on an
+    # AVX2 one, whose generic kernel rounds differently), and, once the round-off has grown,
     # still on the same attractor: equal standard deviations (they agree to ~1% here).
-    bound = 5.0 * np.abs(series).max()
+    bound = 10.0 * np.abs(series).max()
     for run in (kernel, numpy):
         assert np.isfinite(run).all() and np.abs(run).max() < bound
     np.testing.assert_allclose(kernel[1_000:].std(0), numpy[1_000:].std(0), rtol=0.1)
