@@ -416,3 +416,22 @@ def test_n_init_threads_sharing_a_gpu_train_as_each_training_alone():
     for (name, p_together), p_alone in zip(together.module_.named_parameters(),
                                            kept.module_.parameters()):
         torch.testing.assert_close(p_together, p_alone, rtol=1e-8, atol=1e-10, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and pwl_rollout.triton_available()),
+                    reason="needs CUDA and triton")
+def test_n_init_threads_beyond_one_round_train_as_each_training_alone():
+    # More trainings than one round may hold (each draws three of torch's 32 pooled streams
+    # per device): the second round reuses the first round's streams, which must be idle.
+    from tsrnn.dsr import estimators
+
+    n_init = estimators._GPU_ROUND + 3
+    y = np.cumsum(np.random.default_rng(4).standard_normal((400, 3)), axis=0) * 0.1
+    settings = dict(n_latent=6, n_pwl=2, sequence_length=20, batch_size=4, batches_per_epoch=4,
+                    max_epochs=3, checkpoint_every=1, device="cuda", dtype="float64")
+    together = ALRNNEstimator(n_init=n_init, n_jobs=n_init, random_state=0, **settings).fit(y)
+    alone = [ALRNNEstimator(random_state=seed, **settings).fit(y) for seed in range(n_init)]
+    np.testing.assert_allclose(together.init_scores_, [a.selection_score_ for a in alone],
+                               rtol=1e-6)
+    assert together.best_init_ == int(np.argmin([a.selection_score_ for a in alone]))
