@@ -2,14 +2,17 @@
 
 The study behind "AL-RNN: every checkpoint of eight runs measured" in RESULTS.md (issue 4).
 ``train`` runs the Lorenz-63 benchmark's training (``bench_dsr_lorenz63.py``: same data,
-model, forcing, schedule and selection) and keeps the weights of every scored checkpoint
-(one per ``checkpoint_every`` = 5 epochs) with its selection score. ``evaluate`` takes the
+model, forcing, schedule and selection; ``--system rossler`` the Rossler one) and keeps the
+weights of every scored checkpoint (one per ``checkpoint_every`` = 5 epochs) with its
+selection score. ``evaluate`` takes the
 checkpoints with the best selection scores of each saved run and measures each one as the
 benchmark measures its selected model: D_stsp and D_H of 100,000 generated steps against the
 held-out trajectory, the Lyapunov spectrum, the fixed points against Lorenz's (SCYFI) and
 the subregions visited; and what the estimator's selection="dstsp+dh" reads from the training
 data alone (D_stsp and D_H of one long free run from the data's first state), with the
 checkpoint that rule keeps among each run's 10 best (the study behind that rule, stop 14).
+``evaluate --selection-noise auto`` first scores every checkpoint again as a training with
+that ``selection_noise`` would have, and then does the same with those scores (stop 17).
 
     python benchmarks/bench_dsr_checkpoints.py train --seed 3 --learning-rate 2e-3 \\
         --forcing-interval 10 --max-epochs 1450 --device cuda --output runs/seed3
@@ -31,11 +34,10 @@ from multiprocessing import Pool
 
 import numpy as np
 import torch
-from bench_dsr_lorenz63 import SYSTEMS, build, data, evaluate
+from bench_dsr_lorenz63 import SYSTEMS, _level, build, data, evaluate
 
 from tsrnn.dsr import ALRNN
-
-LORENZ_LAMBDA1 = SYSTEMS["lorenz63"]["lyapunov"]
+from tsrnn.exceptions import DivergenceError
 
 
 def train(args: argparse.Namespace) -> None:
@@ -56,9 +58,10 @@ def train(args: argparse.Namespace) -> None:
     # The estimator keeps only its best checkpoint; the study needs every one, so the
     # scoring method is wrapped for this process (a script, not the library).
     ALRNN._validation_loss = recording
-    train_data, _, _, _ = data("lorenz63")
+    train_data, _, _, _ = data(args.system)
     estimator = build("alrnn", 60.0 * args.minutes, args.max_epochs, args.seed, "sparse",
-                      args.noise, learning_rate=args.learning_rate,
+                      args.noise, system=args.system, learning_rate=args.learning_rate,
+                      learning_rate_final=args.learning_rate_final,
                       forcing_interval=args.forcing_interval, device=args.device)
     started = time.perf_counter()
     estimator.fit(train_data)
@@ -67,6 +70,7 @@ def train(args: argparse.Namespace) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"checkpoints": kept, "seed": args.seed, "learning_rate": args.learning_rate,
                 "forcing_interval": args.forcing_interval, "noise": args.noise,
+                "system": args.system,
                 "epochs_run": estimator.n_epochs_, "best_epoch": estimator.best_epoch_,
                 "wall_s": wall}, f"{output}.ckpts.pt")
     estimator.save(f"{output}.est.pt", overwrite=True)
@@ -75,28 +79,59 @@ def train(args: argparse.Namespace) -> None:
 
 
 @functools.cache
-def _held_out() -> tuple:
+def _held_out(system: str) -> tuple:
     """The benchmark's training and held-out trajectories and the training statistics
     (once per process)."""
-    return data("lorenz63")
+    return data(system)
+
+
+@functools.cache
+def _loaded(prefix: str) -> ALRNN:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "trained on cuda, loaded on the CPU"
+        return ALRNN.load(f"{prefix}.est.pt")
+
+
+def _estimator(prefix: str, state: dict, selection_noise: float | str) -> ALRNN:
+    """The run's estimator holding one checkpoint's weights, scoring with this
+    ``selection_noise``."""
+    estimator = _loaded(prefix)
+    estimator.module_.load_state_dict(state)
+    estimator.selection_noise = selection_noise
+    estimator._score_cache_ = None  # the noise level is set with the references
+    return estimator
+
+
+def _rescore(job: tuple) -> float:
+    """A checkpoint's short-run selection score again, with the selection noise."""
+    prefix, state, system, selection_noise = job
+    torch.set_num_threads(1)
+    train = _held_out(system)[0]
+    estimator = _estimator(prefix, state, selection_noise)
+    references = [(estimator.y_scaler_.transform(train), None)]
+    return estimator._reconstruction_score(estimator.module_, references)
 
 
 def _measure(job: tuple) -> dict:
-    prefix, epoch, score, state = job
+    prefix, epoch, score, state, system, selection_noise = job
     torch.set_num_threads(1)
-    train, test, mean, std = _held_out()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "trained on cuda, loaded on the CPU"
-        estimator = ALRNN.load(f"{prefix}.est.pt")
-    estimator.module_.load_state_dict(state)
+    train, test, mean, std = _held_out(system)
+    estimator = _estimator(prefix, state, selection_noise)
     # What selection="dstsp+dh" reads from the training data alone: one long free run from
     # the data's first state, D_stsp and D_H against the training data.
     long_run = estimator._long_run_score(estimator.module_,
                                          [(estimator.y_scaler_.transform(train), None)])
-    result = evaluate(estimator, test, mean, std, True, "lorenz63")
-    return {"run": pathlib.Path(prefix).name, "epoch": epoch, "selection_score": score,
+    try:
+        result = evaluate(estimator, test, mean, std, True, system)
+    except DivergenceError:  # the Lyapunov run of a model that leaves the finite range
+        result = {"d_stsp": None, "d_h": None, "lyapunov": [float("nan")] * 3,
+                  "fixed_points": [], "regions_visited": None}
+    return {"run": pathlib.Path(prefix).name, "system": system, "epoch": epoch,
+            "selection_score": score,
             "long_run_d_stsp": long_run[0], "long_run_d_h": long_run[1],
-            "d_stsp": result["d_stsp"], "d_h": result["d_h"], "lyapunov": result["lyapunov"],
+            "d_stsp": result["d_stsp"], "d_h": result["d_h"],
+            "d_stsp_clean_test": result.get("d_stsp_clean_test"),
+            "lyapunov": result["lyapunov"],
             "fixed_points": [(row.get("distance_fraction"), row.get("model_unstable_dims"),
                               row.get("true_unstable_dims"))
                              for row in result["fixed_points"]],
@@ -108,14 +143,26 @@ def evaluate_runs(args: argparse.Namespace) -> None:
     jobs = []
     for path in sorted(pathlib.Path(args.directory).glob("*.ckpts.pt")):
         saved = torch.load(path)
-        candidates = sorted((c for c in saved["checkpoints"] if c[0] >= args.min_epoch),
-                            key=lambda checkpoint: checkpoint[1])[:args.top]
         prefix = str(path)[:-len(".ckpts.pt")]
-        jobs += [(prefix, epoch, score, state) for epoch, score, state in candidates]
+        system = saved.get("system", "lorenz63")
+        checkpoints = saved["checkpoints"]
+        if args.selection_noise != 0.0:
+            # Every checkpoint scored again as a training with this selection_noise would
+            # have scored it (the training's own scores had none).
+            with Pool(args.jobs) as pool:
+                scores = pool.map(_rescore, [(prefix, state, system, args.selection_noise)
+                                             for _, _, state in checkpoints], chunksize=8)
+            checkpoints = [(epoch, score, state)
+                           for (epoch, _, state), score in zip(checkpoints, scores)]
+        candidates = sorted((c for c in checkpoints if c[0] >= args.min_epoch),
+                            key=lambda checkpoint: (checkpoint[1], checkpoint[0]))[:args.top]
+        jobs += [(prefix, epoch, score, state, system, args.selection_noise)
+                 for epoch, score, state in candidates]
     with Pool(args.jobs) as pool:
         rows = pool.map(_measure, jobs, chunksize=1)
     for row in rows:
-        lambda1_error = abs(row["lyapunov"][0] - LORENZ_LAMBDA1) / LORENZ_LAMBDA1
+        reference = SYSTEMS[row["system"]]["lyapunov"]
+        lambda1_error = abs(row["lyapunov"][0] - reference) / reference
         finite = row["d_stsp"] is not None  # None: the free run left the finite numbers
         row["meets_distances_and_lambda1"] = bool(
             finite and row["d_stsp"] <= 0.5 and row["d_h"] <= 0.2 and lambda1_error <= 0.15)
@@ -142,7 +189,10 @@ def main() -> None:
     sub = verbs.add_parser("train", help="one training, every checkpoint kept")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--learning-rate", type=float, default=2e-3)
-    sub.add_argument("--forcing-interval", type=int, default=10)
+    sub.add_argument("--learning-rate-final", type=float, default=None)
+    sub.add_argument("--forcing-interval", type=int, default=10,
+                     help="10 (the Lorenz-63 recipe of stops 13-16); Rossler's is 8")
+    sub.add_argument("--system", choices=sorted(SYSTEMS), default="lorenz63")
     sub.add_argument("--noise", type=float, default=0.0)
     sub.add_argument("--max-epochs", type=int, default=1450)
     sub.add_argument("--minutes", type=float, default=15.0)
@@ -155,6 +205,9 @@ def main() -> None:
     sub.add_argument("--top", type=int, default=20, help="checkpoints per run")
     sub.add_argument("--min-epoch", type=int, default=50)
     sub.add_argument("--jobs", type=int, default=2, help="processes")
+    sub.add_argument("--selection-noise", type=_level, default=0.0,
+                     help="score with this selection_noise (a std fraction or 'auto'): "
+                          "every checkpoint is scored again first")
     sub.add_argument("--output", default=None, help="write the rows as JSON here")
     sub.set_defaults(func=evaluate_runs)
     args = parser.parse_args()

@@ -267,6 +267,81 @@ def test_noise_is_added_to_training_batches_only(lorenz):
     assert clean.history_["train_loss"] != noisy.history_["train_loss"]
 
 
+def test_observation_noise_level_reads_the_noise_of_a_finely_sampled_flow():
+    from tsrnn.dsr import observation_noise_level
+
+    clean = Lorenz63().simulate(20_000, dt=0.01, transient=500, seed=1)
+    noisy = Lorenz63().simulate(20_000, dt=0.01, transient=500, seed=1, noise=0.05)
+    level = observation_noise_level([noisy]) / clean.std(0)
+    np.testing.assert_allclose(level, 0.05, rtol=0.05)
+    assert (observation_noise_level([clean]) / clean.std(0) < 0.003).all()
+    # Rows with NaN give no differences across them; two pieces give the same estimate.
+    holed = noisy.copy()
+    holed[10_000] = np.nan
+    np.testing.assert_allclose(observation_noise_level([holed]),
+                               observation_noise_level([noisy[:10_000], noisy[10_001:]]))
+
+
+class _Replay(torch.nn.Module):
+    """A stand-in model whose free run replays a given trajectory (observed = latent)."""
+
+    def __init__(self, rows: np.ndarray):
+        super().__init__()
+        self.rows = torch.as_tensor(rows, dtype=torch.float32)
+        self.observation = type("Identity", (), {"initial_state": staticmethod(lambda x: x)})
+
+    def free_run(self, z, n_steps, inputs=None):
+        return self.rows[None, :n_steps]
+
+    def observe(self, states):
+        return states
+
+
+def test_selection_noise_lets_the_true_system_score_near_zero_against_noisy_data():
+    # Selection compares free runs with the data. Against 5%-noisy Rossler data the
+    # noise-free truth itself scores far from 0 (the noise thickens the thin attractor);
+    # with the data's noise added to the run it scores near 0, as it should.
+    from tsrnn.systems import Rossler
+
+    clean = Rossler().simulate(20_000, dt=0.05, transient=500, seed=1)
+    noisy = Rossler().simulate(20_000, dt=0.05, transient=500, seed=1, noise=0.05)
+    mean, std = noisy.mean(0), noisy.std(0)
+    truth_run = (Rossler().simulate(22_000, dt=0.05, transient=500, seed=2) - mean) / std
+    references = [((noisy - mean) / std, None)]
+    scores = {}
+    for level in (0.0, 0.05, "auto"):
+        model = tiny(ALRNN, selection_noise=level, max_epochs=1).fit(noisy)
+        model._score_cache_ = None
+        scores[level], _ = model._long_run_score(_Replay(truth_run), references)
+        if level == "auto":
+            np.testing.assert_allclose(model.selection_noise_, 0.05 * clean.std(0) / std,
+                                       rtol=0.05)
+    # 20,000 points: two noisy copies of the system read 0.11 against each other.
+    assert scores[0.0] > 0.5
+    assert scores[0.05] < 0.15 and scores["auto"] < 0.15
+
+
+def test_selection_noise_auto_refuses_a_level_that_is_not_noise():
+    # A map's fourth differences are its dynamics, not noise: "auto" warns and adds none.
+    from tsrnn.systems import Henon
+
+    y = Henon().simulate(1500, transient=100, seed=0)
+    with pytest.warns(UserWarning, match="not noise on a finely sampled flow"):
+        model = tiny(ALRNN, n_latent=4, selection_noise="auto", max_epochs=1).fit(y)
+    assert not model.selection_noise_.any()
+
+
+def test_selection_noise_is_reproducible_and_changes_only_the_scores(lorenz):
+    plain = tiny(ALRNN).fit(lorenz)
+    noisy = [tiny(ALRNN, selection_noise=0.05).fit(lorenz) for _ in range(2)]
+    assert noisy[0].checkpoint_scores_ == noisy[1].checkpoint_scores_
+    assert noisy[0].selection_scores_ == noisy[1].selection_scores_
+    assert noisy[0].history_["train_loss"] == plain.history_["train_loss"]
+    assert noisy[0].checkpoint_scores_ != plain.checkpoint_scores_
+    np.testing.assert_array_equal(noisy[0].selection_noise_, [0.05] * 3)
+    np.testing.assert_array_equal(plain.selection_noise_, [0.0] * 3)
+
+
 # ---------------------------------------------------------------------- analysis
 def test_discrete_map_uses_dt_and_gives_lyapunov_exponents_per_time_unit(lorenz):
     model = tiny(ALRNN).fit(lorenz)
@@ -353,6 +428,8 @@ def test_more_piecewise_linear_units_than_latents_is_an_error(lorenz):
     (dict(observation="linear"), "unknown observation 'linear'"),
     (dict(missing="drop"), "unknown missing 'drop'"),
     (dict(noise=-0.1), "noise must be >= 0"),
+    (dict(selection_noise=-0.1), "selection_noise must be >= 0"),
+    (dict(selection_noise="estimate"), "unknown selection_noise 'estimate'"),
     (dict(n_init=0), "n_init must be > 0"),
     (dict(n_init=2, n_jobs=0), "n_jobs must be None, -1 or a positive integer"),
     (dict(n_init=2, n_jobs=1.5), "n_jobs must be None, -1 or a positive integer"),

@@ -20,7 +20,14 @@ Example
 (100, 3)
 """
 
-from .estimators import ALRNN, PLRNN, DSREstimator, RegionGraph, ShallowPLRNN
+from .estimators import (
+    ALRNN,
+    PLRNN,
+    DSREstimator,
+    RegionGraph,
+    ShallowPLRNN,
+    observation_noise_level,
+)
 from .teacher_forcing import (
     AdaptiveAlpha,
     AffineObservation,
@@ -50,6 +57,7 @@ __all__ = [
     "SparseTeacherForcing",
     "forced_rollout",
     "max_geometric_mean_norm",
+    "observation_noise_level",
     "optimal_alpha",
     "teacher_forced_run",
 ]

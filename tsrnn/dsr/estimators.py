@@ -29,6 +29,13 @@ told them apart (benchmarks/RESULTS.md, stops 13-16). Train several models (diff
 ``random_state``; ``n_init`` keeps only the one the selection scores best) and look at what
 each learned: ``lyapunov_spectrum`` (a 3-variable dissipative system cannot have three
 exponents summing to more than 0) and ``fixed_points``.
+
+Noisy data: the free runs hold no noise and the data do, so by default selection scores
+even the true system at a floor (Rössler with 5% noise: D_stsp 0.57) and can prefer a model
+blurred by too much chaos. ``selection_noise="auto"`` adds the data's own noise level to the
+runs first. On Rössler (8 trainings) it lowered the median lambda_1 error of the kept models
+from 32% to 15%, at the same D_H; on Lorenz-63, whose attractor is thick against the noise,
+it changed little (2 of 8 choices, neither better). The default is 0.
 """
 
 from __future__ import annotations
@@ -103,6 +110,33 @@ _FAR_AWAY = 1e6
 # checkpoints that met D_stsp, D_H and lambda_1 together it picked one (RESULTS.md).
 _LONG_RUN_CANDIDATES = 10
 _LONG_RUN_TRANSIENT = 1_000
+# selection_noise="auto" reads the noise off the data's fourth differences; a level above this
+# fraction of a column's standard deviation is not noise on a resolved flow (a map, or a flow
+# sampled too coarsely) and is not used.
+_AUTO_NOISE_LIMIT = 0.25
+
+
+def observation_noise_level(series: list[np.ndarray]) -> np.ndarray:
+    """Standard deviation of white observation noise in each column, estimated from fourth
+    differences: for y_t = x_t + e_t with a smooth x sampled finely enough that its fourth
+    differences vanish, var(Delta^4 y) = 70 var(e) (the squared binomial coefficients of
+    order 4 sum to 70). Rows with NaN are skipped (no difference across them).
+
+    Parameters
+    ----------
+    series : list of arrays (T_i, N)
+
+    Returns
+    -------
+    array (N,), in the units of the series.
+    """
+    differences = [np.diff(y, n=4, axis=0) for y in series if len(y) > 4]
+    differences = np.concatenate(differences) if differences else np.empty((0, 0))
+    differences = differences[np.isfinite(differences).all(axis=1)]
+    if len(differences) < 2:
+        raise ValueError("selection_noise='auto' needs at least 6 consecutive complete rows "
+                         "to estimate the noise level from")
+    return np.sqrt(np.mean(differences ** 2, axis=0) / 70.0)
 
 
 @dataclasses.dataclass
@@ -200,6 +234,10 @@ class DSREstimator(NeuralForecaster):
             warn(f"forcing_interval={self.forcing_interval} has no effect with teacher_forcing="
                  f"{self.teacher_forcing!r}: it is the interval tau of 'sparse'")
         check_positive(self.noise, "noise", allow_zero=True)
+        if isinstance(self.selection_noise, str):
+            check_option(self.selection_noise, "selection_noise", ("auto",))
+        else:
+            check_positive(self.selection_noise, "selection_noise", allow_zero=True)
         check_positive(self.regularization, "regularization", allow_zero=True)
         if self.batches_per_epoch is not None:
             check_positive(self.batches_per_epoch, "batches_per_epoch", integer=True)
@@ -596,18 +634,45 @@ class DSREstimator(NeuralForecaster):
         return pairs
 
     def _generated(self, module: ReconstructionModel, states: torch.Tensor) -> np.ndarray:
-        """Observations (T, N) of free-run states, a run that left the finite range placed
-        far outside the data (so that it scores badly instead of failing)."""
+        """Observations (T, N) of free-run states as selection compares them with the data:
+        a run that left the finite range placed far outside the data (so that it scores
+        badly instead of failing), and the ``selection_noise`` added (the same draws for
+        every checkpoint, so that the noise does not reorder them)."""
         generated = module.observe(states).reshape(-1, self.n_features_in_)
         generated = generated.double().cpu().numpy()
-        return np.clip(np.nan_to_num(generated, nan=_FAR_AWAY, posinf=_FAR_AWAY,
-                                     neginf=-_FAR_AWAY), -_FAR_AWAY, _FAR_AWAY)
+        generated = np.clip(np.nan_to_num(generated, nan=_FAR_AWAY, posinf=_FAR_AWAY,
+                                          neginf=-_FAR_AWAY), -_FAR_AWAY, _FAR_AWAY)
+        level = getattr(self, "selection_noise_", None)
+        if level is not None and level.any():
+            draws = np.random.default_rng(0).standard_normal(generated.shape)
+            generated = generated + level * draws
+        return generated
+
+    def _selection_noise_level(self, references: list) -> np.ndarray:
+        """Per column, the standard deviation of the noise ``_generated`` adds (in the units
+        of the references: standardised unless ``scale=False``)."""
+        n_features = references[0][0].shape[1]
+        if self.selection_noise != "auto":
+            return np.full(n_features, float(self.selection_noise))
+        series = [y for y, _ in references]
+        level = observation_noise_level(series)
+        rows = np.concatenate(series)
+        spread = np.nanstd(rows[np.isfinite(rows).all(axis=1)], axis=0)
+        ratio = level / np.where(spread > 0, spread, 1.0)
+        if (ratio > _AUTO_NOISE_LIMIT).any():
+            warn("selection_noise='auto': the data's fourth differences put the noise at "
+                 f"{np.round(ratio, 3).tolist()} of the columns' standard deviations, more "
+                 f"than {_AUTO_NOISE_LIMIT}: not noise on a finely sampled flow (a map, or "
+                 "too coarse a sampling?); selecting without added noise (pass a number "
+                 "to set the level)")
+            return np.zeros(n_features)
+        return level
 
     def _score_truth(self, references: list):
         """The references' finite rows and D_stsp against them (a function of generated
         rows), made once for a list of references: every checkpoint is scored against the
         same data, whose binning need not be redone (the same values as
-        ``state_space_divergence(truth, generated)``)."""
+        ``state_space_divergence(truth, generated)``); and ``selection_noise_`` for them."""
         from ..metrics import state_space_divergence
         from ..metrics.reconstruction import BinnedReference
 
@@ -621,6 +686,7 @@ class DSREstimator(NeuralForecaster):
                 def divergence(generated: np.ndarray) -> float:
                     return float(state_space_divergence(truth, generated))
             cached = self._score_cache_ = (references, truth, divergence)
+            self.selection_noise_ = self._selection_noise_level(references)
         return cached[1], cached[2]
 
     @torch.no_grad()
@@ -898,6 +964,17 @@ _SHARED_DOC = """
         its first state), and the lowest D_stsp + D_H (power spectra, sigma 20) against the
         data is kept: D_stsp alone misses the temporal structure, and short runs cannot
         measure it. Costs 10 long free runs at the end (kept within ``max_time``).
+    selection_noise : float or "auto"
+        Gaussian noise added to the free runs that selection compares with the data, in
+        standard deviations of each column (data units with ``scale=False``). Measured data
+        carry observation noise and a model's free run does not, so against noisy data even
+        the true system scores a floor (Rössler at 5% noise: D_stsp 0.57), and a model
+        whose attractor is blurred by dynamics that are too chaotic can score below it.
+        With the data's noise added to the runs, selection compares like with like.
+        "auto": the level estimated from the data's fourth differences
+        (:func:`observation_noise_level`; it assumes the sampling resolves the dynamics,
+        and is not used, with a warning, when it reads more than a quarter of a column's
+        standard deviation). 0: the runs as generated.
     max_time : float or None
         Training time budget in seconds; an epoch starts only if it would end within it
         (judged by the longest of the last ``checkpoint_every`` epochs), and the best
@@ -928,6 +1005,8 @@ _SHARED_DOC = """
     module_ : ReconstructionModel (``.latent`` the tsrnn.nn map, ``.observation``)
     history_ : dict, per-epoch "train_loss" and "validation_loss" (the last D_stsp)
     checkpoint_scores_ : list of (epoch, D_stsp)
+    selection_noise_ : array (N,)
+        The noise level selection added (``selection_noise``), per column.
     selection_scores_ : list of (epoch, D_stsp, D_H)
         The long runs of selection="dstsp+dh" (empty for "dstsp"); ``selection_score_``
         the kept checkpoint's D_stsp + D_H (None for "dstsp").
@@ -963,7 +1042,7 @@ class PLRNN(DSREstimator):
                  validation_fraction: float = 0.0, early_stopping: int | None = None,
                  divergence: str = "raise", checkpoint_path: str | None = None,
                  checkpoint_every: int = 5, selection: str = "dstsp+dh",
-                 max_time: float | None = None,
+                 selection_noise: float | str = 0.0, max_time: float | None = None,
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
                  n_init: int = 1, n_jobs: int | None = None,
                  random_state: int | None = None, device: str | None = None,
@@ -1004,7 +1083,7 @@ class ShallowPLRNN(DSREstimator):
                  validation_fraction: float = 0.0, early_stopping: int | None = None,
                  divergence: str = "raise", checkpoint_path: str | None = None,
                  checkpoint_every: int = 5, selection: str = "dstsp+dh",
-                 max_time: float | None = None,
+                 selection_noise: float | str = 0.0, max_time: float | None = None,
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
                  n_init: int = 1, n_jobs: int | None = None,
                  random_state: int | None = None, device: str | None = None,
@@ -1049,7 +1128,7 @@ class ALRNN(DSREstimator):
                  validation_fraction: float = 0.0, early_stopping: int | None = None,
                  divergence: str = "raise", checkpoint_path: str | None = None,
                  checkpoint_every: int = 5, selection: str = "dstsp+dh",
-                 max_time: float | None = None,
+                 selection_noise: float | str = 0.0, max_time: float | None = None,
                  missing: str = "raise", dt: float | None = None, scale: bool = True,
                  n_init: int = 1, n_jobs: int | None = None,
                  random_state: int | None = None, device: str | None = None,
