@@ -4,13 +4,13 @@ The study behind "AL-RNN: every checkpoint of eight runs measured" in RESULTS.md
 ``train`` runs the Lorenz-63 benchmark's training (``bench_dsr_lorenz63.py``: same data,
 model, forcing, schedule and selection; ``--system rossler`` the Rossler one) and keeps the
 weights of every scored checkpoint (one per ``checkpoint_every`` = 5 epochs) with its
-selection score. ``evaluate`` takes the
-checkpoints with the best selection scores of each saved run and measures each one as the
-benchmark measures its selected model: D_stsp and D_H of 100,000 generated steps against the
-held-out trajectory, the Lyapunov spectrum, the fixed points against Lorenz's (SCYFI) and
-the subregions visited; and what the estimator's selection="dstsp+dh" reads from the training
-data alone (D_stsp and D_H of one long free run from the data's first state), with the
-checkpoint that rule keeps among each run's 10 best (the study behind that rule, stop 14).
+selection score. ``evaluate`` takes the checkpoints with the best selection scores of each
+saved run and measures each one as the benchmark measures its selected model: D_stsp and
+D_H of 100,000 generated steps against the held-out trajectory, the Lyapunov spectrum, the
+fixed points against the system's equilibria (SCYFI) and the subregions visited; and what
+the estimator's selection="dstsp+dh" reads from the training data alone (D_stsp and D_H of
+one long free run from the data's first state), with the checkpoint that rule keeps among
+each run's 10 best (the study behind that rule, stop 14).
 ``evaluate --selection-noise auto`` first scores every checkpoint again as a training with
 that ``selection_noise`` would have, and then does the same with those scores (stop 17).
 
