@@ -576,11 +576,13 @@ class ESN(BaseForecaster):
                 or inputs.shape[0] < 2 * _SEGMENTS * _SEGMENT_WASHOUT):
             return False
         # Each worker runs one tile of segments, each at least twice as long as its washout:
-        # 8 segments (one AVX-512 register) while the series gives every thread a tile of 8,
-        # else 4, for up to twice as many workers (20,000 steps: 6 workers of 8 segments, or
-        # 12 of 4, whose SYRKs then share the rows).
+        # 8 segments (one AVX-512 register; 4 on a machine with AVX2 registers) while the
+        # series gives every thread a tile of 8, else 4, for up to twice as many workers
+        # (20,000 steps: 6 workers of 8 segments, or 12 of 4, whose SYRKs then share the rows).
         threads, length = _stream_workers(), inputs.shape[0]
-        tile = _TILE if threads <= length // (2 * _SEGMENT_WASHOUT * _TILE) else _TILE // 2
+        widest = min(_TILE, _esn_cpu.widest_tile())
+        narrower = next((t for t in _esn_cpu.TILES if 1 < t < widest), widest)
+        tile = widest if threads <= length // (2 * _SEGMENT_WASHOUT * widest) else narrower
         n_workers = max(1, min(threads, length // (2 * _SEGMENT_WASHOUT * tile)))
         # At least _SEGMENTS in all, whole tiles per worker.
         n_segments = n_workers * tile * -(-_SEGMENTS // (n_workers * tile))
