@@ -273,10 +273,6 @@ static void esn_single(long N, long L, long I, const int64_t* restrict indptr,
     for (long i = 0; i < N; ++i) final[b * N + i] = x[i];
 }
 
-/* States of B sequences of L steps: inputs (B, L, I); state0 (B, N) or NULL for zeros;
-   the state of sequence b after step t goes to the first N values of row rows[b * L + t]
-   of out (rows ld >= N values apart) unless that index is negative; final (B, N) receives
-   the last states. */
 /* The widest tile that fills, not exceeds, the machine's float64 vector registers: the tile
    of 8 lanes is one AVX-512 register, and split over two AVX2 registers it ran 3.5x slower
    than two tiles of 4 (measured on an AVX2 EPYC: 222 against 64 us per step of 8 sequences
@@ -289,6 +285,10 @@ int esn_widest_tile(void) {
 #endif
 }
 
+/* States of B sequences of L steps: inputs (B, L, I); state0 (B, N) or NULL for zeros;
+   the state of sequence b after step t goes to the first N values of row rows[b * L + t]
+   of out (rows ld >= N values apart) unless that index is negative; final (B, N) receives
+   the last states. */
 int esn_run_f64(long N, long B, long L, long I, const int64_t* indptr, const int32_t* idx,
                 const double* val, const double* win, const double* bias, double leak,
                 const double* inputs, const double* state0, double* out,
@@ -489,7 +489,8 @@ _FLAGS = (["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fo
            "-fPIC"], ["-shared", "-fopenmp"])
 # Measured per sequence-step on the 2-core Xeon (AVX-512) of RESULTS.md: 8 lanes 7.4 us,
 # 4 lanes 9.4 us, 16 lanes 9.5-11 us (its states no longer fit the first-level cache), one
-# sequence alone 27 us (1000 units, 20,000 nonzeros).
+# sequence alone 27 us (1000 units, 20,000 nonzeros). On the AVX2 EPYC of stop 17: 8 lanes
+# 27.7 us, 4 lanes 8.0 us, one sequence 21.9 us (hence widest_tile).
 TILES = (8, 4, 1)
 
 
