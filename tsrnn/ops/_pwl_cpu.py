@@ -7,15 +7,17 @@ about ten small tensor calls of a few microseconds each, far more than its ~800 
 training spent most of its time there. Here one call runs all steps of all sequences.
 
 Layout (as in :mod:`tsrnn.nn._cfc_cpu`): the batch is cut into blocks of VL sequences, one
-64-byte vector (16 float32 or 8 float64 numbers), and a block runs all its steps with its
-states in local arrays of vectors, one vector per latent (sequences in the lanes). Every
-product is then a sum of weight-times-vector terms, each weight broadcast from memory, in a
-fixed order; lanes never mix, so a sequence's result does not depend on its block, the batch
-or the thread count. Blocks are independent and split between OpenMP threads (one per
-torch thread). GCC's vector types spell out the vectors: written as loops over lanes, GCC
-vectorised the sums the wrong way round (in-order reductions, 5x slower). No -ffast-math:
-IEEE arithmetic in the written order (multiply-adds may be fused), and relu keeps NaN as
-torch.relu does, so that a diverging run is seen as one.
+vector register (with AVX-512 64 bytes: 16 float32 or 8 float64 numbers; else 32 bytes, half
+as many: on an AVX2 machine 64-byte vectors made an AL-RNN epoch 2x slower), and a block
+runs all its steps with its states in local arrays of vectors, one vector per latent
+(sequences in the lanes). Every product is then a sum of weight-times-vector terms, each
+weight broadcast from memory, in a fixed order; lanes never mix, so a sequence's result does
+not depend on its block, the batch or the thread count. Blocks are independent and split
+between OpenMP threads (one per torch thread). GCC's vector types spell out the vectors:
+written as loops over lanes, GCC vectorised the sums the wrong way round (in-order
+reductions, 5x slower). No -ffast-math: IEEE arithmetic in the written order (multiply-adds
+may be fused), and relu keeps NaN as torch.relu does, so that a diverging run is seen as
+one.
 
 The source is compiled on first use by :mod:`tsrnn._native`; where no compiler works, or the
 environment variable ``TSRNN_NO_NATIVE`` is set, :func:`available` is False and the
@@ -30,7 +32,7 @@ import torch
 
 from .. import _native
 
-# Per precision: `real`, `vec` (VL reals in one 64-byte vector: one sequence per lane), `ivec`
+# Per precision: `real`, `vec` (VL reals in one vector register: one sequence per lane), `ivec`
 # (integers of the same width, for comparison masks), FN(name) the function name. Block
 # arrays hold one vec per row: x[i] is row i for the block's VL sequences. lin[j] != 0 marks
 # the linear units of an AL-RNN (PWL maps only). Matrices row-major: P1 (M, M) for the PWL
@@ -197,13 +199,18 @@ _PRECISIONS = {"f32": ("float", "int", 16), "f64": ("double", "long long", 8)}
 
 
 def _source() -> str:
+    # One vector is one register: 64 bytes with AVX-512, else 32 (a 64-byte vector split
+    # over two AVX2 registers ran the ESN kernel's equivalent loops 3.5x slower). Lanes
+    # never mix, so the width changes no result.
     parts = ["#include <stddef.h>\n#define CAT(a, b) a##_##b\n#define XCAT(a, b) CAT(a, b)\n"
-             "#define FN(name) XCAT(name, SFX)\n"]
+             "#define FN(name) XCAT(name, SFX)\n"
+             "#if defined(__AVX512F__)\n#define VBYTES 64\n#else\n#define VBYTES 32\n#endif\n"]
     for suffix, (real, integer, lanes) in _PRECISIONS.items():
         parts.append(
-            f"#define SFX {suffix}\n#define real {real}\n#define VL {lanes}\n"
-            f"typedef {real} vec_{suffix} __attribute__((vector_size(64)));\n"
-            f"typedef {integer} ivec_{suffix} __attribute__((vector_size(64)));\n"
+            f"#define SFX {suffix}\n#define real {real}\n"
+            f"#define VL ({lanes} * VBYTES / 64)\n"
+            f"typedef {real} vec_{suffix} __attribute__((vector_size(VBYTES)));\n"
+            f"typedef {integer} ivec_{suffix} __attribute__((vector_size(VBYTES)));\n"
             f"#define vec vec_{suffix}\n#define ivec ivec_{suffix}\n{_BODY}"
             "#undef SFX\n#undef real\n#undef VL\n#undef vec\n#undef ivec\n")
     return "".join(parts)
