@@ -657,7 +657,7 @@ class DSREstimator(NeuralForecaster):
         series = [y for y, _ in references]
         level = observation_noise_level(series)
         rows = np.concatenate(series)
-        spread = np.nanstd(rows[np.isfinite(rows).all(axis=1)], axis=0)
+        spread = rows[np.isfinite(rows).all(axis=1)].std(axis=0)
         ratio = level / np.where(spread > 0, spread, 1.0)
         if (ratio > _AUTO_NOISE_LIMIT).any():
             warn("selection_noise='auto': the data's fourth differences put the noise at "
