@@ -7,20 +7,21 @@ matrix products and some 20 elementwise operations on a few thousand numbers; th
 each of those is a separate call of a few microseconds, which costs more than the arithmetic.
 Here one call runs all steps.
 
-Layout: the batch is cut into blocks of ``VL`` samples (one 64-byte vector: 16 float32 or 8
-float64 numbers), and a block runs all its steps with the state in a local buffer, features
-by rows and samples by lanes, so that every elementwise operation and every product is
-vectorised over the samples. Blocks are independent and run in parallel (OpenMP; one thread
-per torch thread). The quantities the weight gradients need (backbone activations T,
-previous states h, inputs u, head gradients dL/dz, backbone gradients dL/dp) are written
-feature-major as (features, L * B_pad) arrays, so that each weight gradient is one matrix
-product over all B * L rows, done afterwards by torch (which uses an optimised BLAS); padded
-samples carry zero gradients. Per step a block writes one cache line into each of those
-rows, far apart in memory, so the kernel prefetches the next step's lines itself (measured:
-without it the backward pass took half as long again). What only the backward pass reads
-(tanh(ff1), tanh(ff2), a, the gate or f for pure, and 1 - T^2) is kept contiguous per block
-and step. The input projection W_u u + b is done inside, so no (B, L, U) drive or its
-gradient is stored.
+Layout: the batch is cut into blocks of ``VL`` samples (one vector register: 16 float32 or 8
+float64 numbers with AVX-512, half that with AVX2), and a block runs all its steps with the
+state in a local buffer, features by rows and samples by lanes, so that every elementwise
+operation and every product is vectorised over the samples (64-byte vectors, two AVX2
+registers each, ran the benchmark's step 3x slower on an AVX2 machine). Blocks are
+independent and run in parallel (OpenMP; one thread per torch thread). The quantities the
+weight gradients need (backbone activations T, previous states h, inputs u, head gradients
+dL/dz, backbone gradients dL/dp) are written feature-major as (features, L * B_pad) arrays,
+so that each weight gradient is one matrix product over all B * L rows, done afterwards by
+torch (which uses an optimised BLAS); padded samples carry zero gradients. Per step a block
+writes one cache line into each of those rows, far apart in memory, so the kernel prefetches
+the next step's lines itself (measured: without it the backward pass took half as long
+again). What only the backward pass reads (tanh(ff1), tanh(ff2), a, the gate or f for pure,
+and 1 - T^2) is kept contiguous per block and step. The input projection W_u u + b is done
+inside, so no (B, L, U) drive or its gradient is stored.
 
 The source is compiled on first use by :mod:`tsrnn._native`; where no compiler works, or the
 environment variable ``TSRNN_NO_NATIVE`` is set, :func:`available` is False and
@@ -31,14 +32,18 @@ environment variable ``TSRNN_NO_NATIVE`` is set, :func:`available` is False and
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 
 from .. import _native
 
-# The kernel body, compiled once per precision: `real` and `vec` (64 bytes of real), VL lanes,
+# The kernel body, compiled once per precision: `real` and `vec` (VL lanes of real),
 # TANH / EXP the C library's functions, FN(name) the precision's function name.
 _BODY = r"""
+/* The samples per block (vector lanes) of this build, for the caller's layout. */
+int FN(cfc_lanes)(void) { return VL; }
+
 /* Y[m] += sum_k W[k * M + m] X[k] for m < M (vectors of VL samples): rows in register
    blocks of RB, each weight broadcast from memory into a fused multiply-add. */
 static void FN(gemm_acc)(long M, long K, const real* restrict W, const vec* restrict X,
@@ -294,15 +299,19 @@ _PRECISIONS = {
 
 
 def _source() -> str:
+    # One vector is one register: 64 bytes with AVX-512, else 32 (module docstring). The
+    # Python side reads the lanes from the build.
     parts = ["#include <math.h>\n#include <stdlib.h>\n#include <string.h>\n",
              "#define CAT(a, b) a##_##b\n#define XCAT(a, b) CAT(a, b)\n#define FN(name) "
-             "XCAT(name, SFX)\n#define RB 8\n"]
+             "XCAT(name, SFX)\n#define RB 8\n"
+             "#if defined(__AVX512F__)\n#define VBYTES 64\n#else\n#define VBYTES 32\n#endif\n"]
     for suffix, p in _PRECISIONS.items():
         parts.append(
-            f"#define SFX {suffix}\n#define real {p['real']}\n#define VL {p['lanes']}\n"
+            f"#define SFX {suffix}\n#define real {p['real']}\n"
+            f"#define VL ({p['lanes']} * VBYTES / 64)\n"
             f"#define TANH {p['tanh']}\n#define EXP {p['exp']}\n#define FABS {p['fabs']}\n"
             f"#define CLAMP {p['clamp']}\n"
-            f"typedef {p['real']} vec_{suffix} __attribute__((vector_size(64)));\n"
+            f"typedef {p['real']} vec_{suffix} __attribute__((vector_size(VBYTES)));\n"
             f"#define vec vec_{suffix}\n")
         parts.append(_BODY)
         parts.append("#undef SFX\n#undef real\n#undef VL\n#undef TANH\n#undef EXP\n"
@@ -319,8 +328,8 @@ _MODE_CODES = {"default": 0, "no_gate": 1, "pure": 2}
 
 def _library() -> ctypes.CDLL | None:
     return _native.load_library(
-        "cfc", _SOURCE, [f"cfc_{direction}_{suffix}" for suffix in _PRECISIONS
-                         for direction in ("forward", "backward")], _FLAG_SETS)
+        "cfc", _SOURCE, [f"cfc_{function}_{suffix}" for suffix in _PRECISIONS
+                         for function in ("forward", "backward", "lanes")], _FLAG_SETS)
 
 
 def available() -> bool:
@@ -338,8 +347,13 @@ def _suffix(dtype: torch.dtype) -> str:
     return {torch.float32: "f32", torch.float64: "f64"}[dtype]
 
 
+@functools.cache
 def _lanes(dtype: torch.dtype) -> int:
-    return _PRECISIONS[_suffix(dtype)]["lanes"]
+    """Samples per block: one register of the build's widest vectors (64 bytes with
+    AVX-512, else 32)."""
+    function = getattr(_library(), f"cfc_lanes_{_suffix(dtype)}")
+    function.restype = ctypes.c_int  # load_library sets None, for the kernels
+    return int(function())
 
 
 def _pointer(tensor: torch.Tensor | None) -> ctypes.c_void_p:
