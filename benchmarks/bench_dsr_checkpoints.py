@@ -13,6 +13,9 @@ one long free run from the data's first state), with the checkpoint that rule ke
 each run's 10 best (the study behind that rule, stop 14).
 ``evaluate --selection-noise auto`` first scores every checkpoint again as a training with
 that ``selection_noise`` would have, and then does the same with those scores (stop 17).
+``evaluate --average K`` replaces each checkpoint by the mean weights of the K checkpoints
+ending with it (stochastic weight averaging over K * 5 epochs), scores every one again and
+measures those (stop 18).
 
     python benchmarks/bench_dsr_checkpoints.py train --seed 3 --learning-rate 2e-3 \\
         --forcing-interval 10 --max-epochs 1450 --device cuda --output runs/seed3
@@ -138,6 +141,19 @@ def _measure(job: tuple) -> dict:
             "regions_visited": result["regions_visited"]}
 
 
+def _averaged(checkpoints: list, window: int) -> list:
+    """Each checkpoint from the window-th on replaced by the mean of the weights of the
+    ``window`` checkpoints that end with it (stochastic weight averaging over the last
+    window * checkpoint_every epochs); scores are left to be measured again."""
+    averaged = []
+    for k in range(window - 1, len(checkpoints)):
+        states = [state for _, _, state in checkpoints[k - window + 1:k + 1]]
+        mean = {name: torch.stack([state[name].double() for state in states]).mean(0)
+                .to(states[-1][name].dtype) for name in states[-1]}
+        averaged.append((checkpoints[k][0], None, mean))
+    return averaged
+
+
 def evaluate_runs(args: argparse.Namespace) -> None:
     """The best-scored checkpoints of every saved run, measured."""
     jobs = []
@@ -146,9 +162,12 @@ def evaluate_runs(args: argparse.Namespace) -> None:
         prefix = str(path)[:-len(".ckpts.pt")]
         system = saved.get("system", "lorenz63")
         checkpoints = saved["checkpoints"]
-        if args.selection_noise != 0.0:
+        if args.average > 1:
+            checkpoints = _averaged(checkpoints, args.average)
+        if args.selection_noise != 0.0 or args.average > 1:
             # Every checkpoint scored again as a training with this selection_noise would
-            # have scored it (the training's own scores had none).
+            # have scored it (the training's own scores had none), or, averaged, as a
+            # training would score the averaged weights.
             with Pool(args.jobs) as pool:
                 scores = pool.map(_rescore, [(prefix, state, system, args.selection_noise)
                                              for _, _, state in checkpoints], chunksize=8)
@@ -166,10 +185,8 @@ def evaluate_runs(args: argparse.Namespace) -> None:
         finite = row["d_stsp"] is not None  # None: the free run left the finite numbers
         row["meets_distances_and_lambda1"] = bool(
             finite and row["d_stsp"] <= 0.5 and row["d_h"] <= 0.2 and lambda1_error <= 0.15)
-        distances = (f"D_stsp {row['d_stsp']:.3f} D_H {row['d_h']:.3f}" if finite
-                     else "diverged")
         print(f"{row['run']} epoch {row['epoch']:5d} score {row['selection_score']:.3f}: "
-              f"{distances} lambda {np.round(row['lyapunov'], 3).tolist()} fixed points "
+              f"{_summary(row)} lambda {np.round(row['lyapunov'], 3).tolist()} fixed points "
               f"{row['fixed_points']} long run on the training data "
               f"{row['long_run_d_stsp']:.3f} + {row['long_run_d_h']:.3f}"
               f"{'  <- all three' if row['meets_distances_and_lambda1'] else ''}")
@@ -177,10 +194,19 @@ def evaluate_runs(args: argparse.Namespace) -> None:
         candidates = [row for row in rows if row["run"] == run][:10]
         chosen = min(candidates, key=lambda row: (row["long_run_d_stsp"] + row["long_run_d_h"],
                                                   row["epoch"]))
-        print(f"{run}: selection='dstsp+dh' among its 10 best keeps epoch {chosen['epoch']}")
+        lambda1 = chosen["lyapunov"][0]
+        print(f"{run}: selection='dstsp+dh' among its 10 best keeps epoch {chosen['epoch']}"
+              f" ({_summary(chosen)}, lambda1 {lambda1:.3f}); of the {len(candidates)}: "
+              f"{sum(row['meets_distances_and_lambda1'] for row in candidates)} meet all three")
     if args.output:
         with open(args.output, "w") as file:
             json.dump(rows, file, indent=1)
+
+
+def _summary(row: dict) -> str:
+    if row["d_stsp"] is None:
+        return "diverged"
+    return f"D_stsp {row['d_stsp']:.3f} D_H {row['d_h']:.3f}"
 
 
 def main() -> None:
@@ -208,6 +234,9 @@ def main() -> None:
     sub.add_argument("--selection-noise", type=_level, default=0.0,
                      help="score with this selection_noise (a std fraction or 'auto'): "
                           "every checkpoint is scored again first")
+    sub.add_argument("--average", type=int, default=1,
+                     help="score and measure each checkpoint as the mean weights of this many "
+                          "consecutive ones (weight averaging; every checkpoint scored again)")
     sub.add_argument("--output", default=None, help="write the rows as JSON here")
     sub.set_defaults(func=evaluate_runs)
     args = parser.parse_args()
