@@ -292,6 +292,7 @@ void FN(cfc_backward)(long B, long L, long I, long H, long U, long NZ, long Bp, 
 #undef KEPT
 """
 
+# lanes: per 64-byte vector (AVX-512); builds without AVX-512 take half (see _source).
 _PRECISIONS = {
     "f32": dict(real="float", lanes=16, tanh="tanhf", exp="expf", fabs="fabsf", clamp="80.0f"),
     "f64": dict(real="double", lanes=8, tanh="tanh", exp="exp", fabs="fabs", clamp="700.0"),
