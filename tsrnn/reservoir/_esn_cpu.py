@@ -71,7 +71,8 @@ _SOURCE = r"""
 #endif
 
 /* tanh without a library call (see the Python module docstring); vectorises in a simd loop
-   (used where AVX-512, and so tanh8 below, is not available). */
+   (used where neither tanh8 nor tanh4 below is built, and for the values after an AVX2
+   loop's last block of 8). */
 static inline double tanh_kernel(double x) {
     double a = fabs(x);
     a = a > 20.0 ? 20.0 : a;              /* tanh(20) rounds to 1; NaN stays NaN */
