@@ -72,20 +72,28 @@ def test_kernel_writes_only_the_requested_rows_and_is_thread_independent(weights
     np.testing.assert_array_equal(results[1][1], final)
 
 
-def test_kernel_tanh_is_within_three_ulp_of_the_c_library():
-    # W = 0, W_in = 1, b = 0: the state after each step is tanh(input).
+@pytest.mark.parametrize("n_units", [1, 9])
+def test_kernel_tanh_is_within_three_ulp_of_the_c_library(n_units):
+    # W = 0, b = 0, input weights powers of two (exact products): the state after each step
+    # is tanh(w_i * input). One unit runs the scalar tanh; nine run the vector one (8 lanes
+    # with AVX-512, two blocks of 4 with AVX2) and the scalar one for the last unit.
     x = np.concatenate([np.linspace(-30, 30, 200_001), np.geomspace(1e-300, 30, 10_001),
                         -np.geomspace(1e-300, 30, 10_001), [0.0, np.inf, -np.inf, np.nan]])
-    empty = _esn_cpu.CSR(np.zeros(2, np.int64), np.zeros(0, np.int32), np.zeros(0), 1)
-    out = np.empty((x.size, 1))
+    scales = np.array([1.0, -1.0, 0.5, 2.0, -0.5, -2.0, 0.25, -4.0, 1.0])[:n_units]
+    empty = _esn_cpu.CSR(np.zeros(n_units + 1, np.int64), np.zeros(0, np.int32),
+                         np.zeros(0), n_units)
+    out = np.empty((x.size, n_units))
     rows = np.arange(x.size, dtype=np.int64)[None]
-    _esn_cpu.run(empty, np.ones((1, 1)), np.zeros(1), 1.0, x[None, :, None].copy(), None,
-                 out, rows)
-    got, expected = out[:, 0], np.array([math.tanh(v) for v in x])
-    finite = np.isfinite(x)
-    ulp = np.spacing(np.abs(expected[finite])).clip(np.finfo(float).tiny)
-    assert (np.abs(got[finite] - expected[finite]) / ulp).max() <= 3.0
-    assert got[-3] == 1.0 and got[-2] == -1.0 and np.isnan(got[-1])  # inf, -inf, NaN
+    _esn_cpu.run(empty, scales[:, None].copy(), np.zeros(n_units), 1.0,
+                 x[None, :, None].copy(), None, out, rows)
+    for unit, scale in enumerate(scales):
+        got = out[:, unit]
+        expected = np.array([math.tanh(scale * v) if np.isfinite(v) else math.nan for v in x])
+        finite = np.isfinite(x)
+        ulp = np.spacing(np.abs(expected[finite])).clip(np.finfo(float).tiny)
+        assert (np.abs(got[finite] - expected[finite]) / ulp).max() <= 3.0
+        # inf, -inf, NaN
+        assert got[-3] == np.sign(scale) and got[-2] == -np.sign(scale) and np.isnan(got[-1])
 
 
 def test_kernel_refuses_bad_arguments(weights):
