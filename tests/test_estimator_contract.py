@@ -83,9 +83,11 @@ SPECS = {
     "NVAR": Spec(NVAR, dict(delays=2, order=2), dict(delays=3), exogenous=False),
     "PLRNN": Spec(PLRNN, dict(n_latent=4, **DSR), dict(n_latent=5)),
     "ShallowPLRNN": Spec(ShallowPLRNN, dict(n_hidden=8, **DSR), dict(n_hidden=6)),
-    "ALRNN": Spec(ALRNN, dict(n_latent=4, n_pwl=2, **DSR), dict(n_pwl=1)),
+    # forcing_interval below the short test windows (16, the default, would force nothing).
+    "ALRNN": Spec(ALRNN, dict(n_latent=4, n_pwl=2, forcing_interval=4, **DSR), dict(n_pwl=1)),
     # n_init > 1 keeps the best of several trainings through _set_state, as load does.
-    "ALRNN-n_init": Spec(ALRNN, dict(n_latent=4, n_pwl=2, n_init=2, **DSR), dict(n_init=3)),
+    "ALRNN-n_init": Spec(ALRNN, dict(n_latent=4, n_pwl=2, n_init=2, forcing_interval=4, **DSR),
+                         dict(n_init=3)),
     "CfC": Spec(CfCForecaster, dict(hidden_size=6, backbone_units=8, **NEURAL),
                 dict(hidden_size=5)),
     "LTC": Spec(LTCForecaster, dict(hidden_size=6, ode_unfolds=2, **NEURAL),

@@ -71,6 +71,8 @@ def seed_everything(seed: int | None) -> None:
         return
     # numpy's own errors for a float, a string or a negative seed do not name random_state.
     seed = check_positive(seed, "random_state", integer=True, allow_zero=True)
+    if seed >= 2**63:  # torch's generators take 64-bit seeds
+        raise ValueError(f"random_state must be below 2**63, got {seed}")
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (code outside tsrnn may use the legacy API)
     torch.manual_seed(seed)

@@ -26,7 +26,8 @@ def check_positive(value: Any, name: str, *, integer: bool = False, allow_zero: 
             value = int(value)
         else:
             raise TypeError(f"{name} must be an integer, got {value!r}")
-    if not np.isfinite(value):
+    # Python integers are finite at any size (np.isfinite cannot take those beyond int64).
+    if not isinstance(value, numbers.Integral) and not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -100,6 +101,11 @@ def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None =
     """Convert ``data`` (array, tensor, DataFrame, list) to a float numpy array and check it."""
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
+    elif isinstance(data, np.ma.MaskedArray):
+        # Masked entries are missing values: NaN, which the checks below then see (np.asarray
+        # would drop the mask and keep whatever lies under it).
+        data = np.ma.filled(data.astype(np.float64), np.nan) if np.ma.is_masked(data) \
+            else data.data
     elif hasattr(data, "to_numpy"):
         if _numeric_pandas(data):
             # pandas' nullable dtypes (Float64, Int64) hold pd.NA, which a plain to_numpy()

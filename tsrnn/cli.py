@@ -199,7 +199,9 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
         dimension = None
     result = {
         "system": repr(system), "unit": unit, "exponents": spectrum.tolist(),
-        "stderr": stderr.tolist(), "kaplan_yorke_dimension": dimension,
+        # null where there is none (one trajectory gives no spread; NaN is not JSON)
+        "stderr": [float(e) if np.isfinite(e) else None for e in stderr],
+        "kaplan_yorke_dimension": dimension,
         "reference": None if reference is None else list(reference), "seconds": elapsed,
     }
     if args.json:
@@ -209,7 +211,8 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
     for i, (value, error) in enumerate(zip(spectrum, stderr), 1):
         known = reference is not None and i <= len(reference)
         ref = f"   reference {reference[i - 1]:+.4f}" if known else ""
-        print(f"  lambda_{i:<3d} {value:+.5f} +- {error:.5f}{ref}")
+        spread = f"+- {error:.5f}" if np.isfinite(error) else "(no standard error)"
+        print(f"  lambda_{i:<3d} {value:+.5f} {spread}{ref}")
     if dimension is None:
         print(f"  Kaplan-Yorke dimension > {len(spectrum)} (the {len(spectrum)} exponents "
               "computed sum to >= 0: ask for more with --n-exponents)")

@@ -186,6 +186,11 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
     name = config.model or DEFAULT_MODEL
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    # Checked before the simulation and the fit, which take the time: the power-spectrum
+    # distance (sigma 20 frequency bins) needs at least 78 held-out steps.
+    if not isinstance(config.n_test, int) or config.n_test < 100:
+        raise ValueError(f"n_test must be an integer >= 100 (held-out steps for the attractor "
+                         f"measures), got {config.n_test!r}")
     if config.n_init != 1 and name not in _RESTARTABLE:
         raise ValueError(f"n_init applies to the DSR models {sorted(_RESTARTABLE)}, not to "
                          f"{name!r}")

@@ -162,6 +162,21 @@ def _sample_states(obj, dmap: DiscreteMap, n: int, x0, seed: int) -> torch.Tenso
     return states + 0.05 * spread * jitter.to(dtype=states.dtype, device=states.device)
 
 
+def _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps, tolerance,
+                  dedupe_tolerance) -> int:
+    """Validate the Newton search's settings (before any work); returns the seed."""
+    check_positive(n_initial, "n_initial", integer=True)
+    check_positive(learning_rate, "learning_rate")
+    check_positive(max_iterations, "max_iterations", integer=True, allow_zero=True)
+    check_positive(newton_steps, "newton_steps", integer=True, allow_zero=True)
+    check_positive(tolerance, "tolerance")
+    check_positive(dedupe_tolerance, "dedupe_tolerance")
+    if max_iterations == 0 and newton_steps == 0:
+        raise ValueError("max_iterations and newton_steps are both 0: nothing would refine "
+                         "the starting states")
+    return check_positive(seed, "seed", integer=True, allow_zero=True)
+
+
 def _solve(residual, jacobian, states: torch.Tensor, *, learning_rate: float,
            max_iterations: int, newton_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Adam on q, then Newton; returns the refined states and their residual norms."""
@@ -223,7 +238,17 @@ def _scyfi_applies(obj: Any, method: str) -> bool:
 
 def _scyfi_options(options: dict) -> dict:
     """The options meant for SCYFI: those of the Newton path's map (dim, device, dtype)
-    do not apply to it."""
+    do not apply to it; others SCYFI does not take are refused, naming those it does."""
+    import inspect
+
+    from .scyfi import scyfi
+
+    known = set(inspect.signature(scyfi).parameters) - {"obj", "order", "cycles", "x0",
+                                                          "seed"}
+    unknown = sorted(set(options) - known - {"dim", "device", "dtype"})
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for SCYFI (the piecewise-linear models' "
+                         f"search); it takes {sorted(known)}")
     return {k: v for k, v in options.items() if k not in ("dim", "device", "dtype")}
 
 
@@ -268,7 +293,8 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
         from .scyfi import scyfi
 
         return scyfi(obj, 1, x0=x0, seed=seed, **_scyfi_options(options))
-    check_positive(n_initial, "n_initial", integer=True)
+    seed = _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps,
+                         tolerance, dedupe_tolerance)
     flow = _is_flow(obj)
     if "dim" not in options and x0 is not None and not hasattr(obj, "as_discrete_map"):
         options["dim"] = int(np.shape(x0)[-1])
@@ -321,6 +347,8 @@ def find_cycles(obj: Any, order: int, *, method: str = "auto", n_initial: int = 
         from .scyfi import scyfi
 
         return scyfi(obj, order, cycles=True, x0=x0, seed=seed, **_scyfi_options(options))
+    seed = _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps,
+                         tolerance, dedupe_tolerance)
     if _is_flow(obj):
         raise ValueError(
             "find_cycles applies to maps and discrete-time models; a flow's periodic orbits "

@@ -24,7 +24,7 @@ import torch
 
 from .._protocol import DiscreteMap
 from .._torch import resolve_device, resolve_dtype
-from .._validation import as_float_array, check_option, check_positive
+from .._validation import as_float_array, check_bool, check_option, check_positive
 from ..exceptions import DivergenceError
 
 
@@ -48,6 +48,8 @@ def as_discrete_map(obj: Any, *, dt: float | None = None, dim: int | None = None
     """
     if isinstance(obj, DiscreteMap):
         return obj
+    if dt is not None:  # one check for every kind of object (a negative dt flips signs)
+        dt = check_positive(dt, "dt")
     if isinstance(obj, type):  # Lorenz63 for Lorenz63(): Python's error names no cause
         raise TypeError(f"got the class {obj.__name__}, not an instance; pass "
                         f"{obj.__name__}(...) (a system, or a fitted estimator)")
@@ -199,6 +201,7 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     """
     if dim is None and x0 is not None and not hasattr(obj, "as_discrete_map"):
         dim = int(np.shape(x0)[-1])
+    return_stderr = check_bool(return_stderr, "return_stderr")
     dmap = as_discrete_map(obj, dt=dt, dim=dim, device=device, dtype=dtype, **options)
     space = dmap.tangent_dim or dmap.dim
     k = space if n_exponents is None else check_positive(n_exponents, "n_exponents",

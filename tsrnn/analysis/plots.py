@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import as_float_array, check_positive
+from .._validation import as_float_array, check_bool, check_positive
 
 
 def _new_figure(size: tuple[float, float]):
@@ -29,8 +29,10 @@ def _new_figure(size: tuple[float, float]):
     return Figure(figsize=size, layout="constrained")
 
 
-def _finish(figure, path: str | os.PathLike | None):
+def _finish(figure, path: str | os.PathLike | None, overwrite: bool):
     if path is not None:
+        if os.path.exists(path) and not check_bool(overwrite, "overwrite"):
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
         figure.savefig(path)
     return figure
 
@@ -60,7 +62,7 @@ def _dims(dims: Any, n_columns: int, allowed: tuple[int, ...]) -> tuple[int, ...
 def plot_attractor(true: Any, generated: Any = None, dims: Any = None, *,
                    overlay: bool = False, max_points: int | None = 20_000,
                    labels: tuple[str, str] = ("true", "generated"),
-                   path: str | os.PathLike | None = None):
+                   path: str | os.PathLike | None = None, overwrite: bool = False):
     """Trajectories in state space: the data's attractor beside (or under) the model's.
 
     Parameters
@@ -79,6 +81,8 @@ def plot_attractor(true: Any, generated: Any = None, dims: Any = None, *,
     labels : (str, str)
     path : str or path-like, optional
         Write the figure there (format from the suffix).
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise a FileExistsError).
 
     Returns
     -------
@@ -120,13 +124,13 @@ def plot_attractor(true: Any, generated: Any = None, dims: Any = None, *,
             ax.set_title(labels[i])
     if overlay and len(series) > 1:
         axes[0].legend(loc="best")
-    return _finish(figure, path)
+    return _finish(figure, path, overwrite)
 
 
 def plot_power_spectra(true: Any, generated: Any, sigma: float = 20.0, *, dims: Any = None,
                        dt: float | None = None, truncate: bool = False,
                        labels: tuple[str, str] = ("true", "generated"),
-                       path: str | os.PathLike | None = None):
+                       path: str | os.PathLike | None = None, overwrite: bool = False):
     """Per dimension, the smoothed power spectra that the power-spectrum distance D_H
     compares (z-scored series, |rfft|^2, Gaussian smoothing of ``sigma`` bins, normalised to
     sum 1; SPEC section 3), with each dimension's Hellinger distance in its title.
@@ -145,6 +149,9 @@ def plot_power_spectra(true: Any, generated: Any, sigma: float = 20.0, *, dims: 
         Compare the first min(T, T') steps when the lengths differ (otherwise an error).
     labels : (str, str)
     path : str or path-like, optional
+        Write the figure there (format from the suffix).
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise a FileExistsError).
 
     Returns
     -------
@@ -188,11 +195,12 @@ def plot_power_spectra(true: Any, generated: Any, sigma: float = 20.0, *, dims: 
         ax.set_ylabel("power (normalised)")
         if i == 0:
             ax.legend(loc="best")
-    return _finish(figure, path)
+    return _finish(figure, path, overwrite)
 
 
 def plot_symbolic_sequence(codes: Any, *, max_steps: int | None = 500, dt: float | None = None,
-                           normalize: bool = True, path: str | os.PathLike | None = None):
+                           normalize: bool = True, path: str | os.PathLike | None = None,
+                           overwrite: bool = False):
     """A symbolic code over time and its region-transition matrix.
 
     Parameters
@@ -208,6 +216,9 @@ def plot_symbolic_sequence(codes: Any, *, max_steps: int | None = 500, dt: float
     normalize : bool
         Row-normalised transition probabilities instead of counts.
     path : str or path-like, optional
+        Write the figure there (format from the suffix).
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise a FileExistsError).
 
     Returns
     -------
@@ -236,7 +247,7 @@ def plot_symbolic_sequence(codes: Any, *, max_steps: int | None = 500, dt: float
     counts = np.zeros((symbols.size, symbols.size), dtype=np.int64)
     np.add.at(counts, (index[:-1], index[1:]), 1)
     matrix = counts.astype(float)
-    if normalize:
+    if check_bool(normalize, "normalize"):
         totals = matrix.sum(axis=1, keepdims=True)
         matrix = matrix / np.where(totals > 0, totals, 1.0)
 
@@ -266,4 +277,4 @@ def plot_symbolic_sequence(codes: Any, *, max_steps: int | None = 500, dt: float
     graph_axes.set_ylabel("from subregion")
     graph_axes.set_title("transition probabilities" if normalize else "transition counts")
     figure.colorbar(image, ax=graph_axes)
-    return _finish(figure, path)
+    return _finish(figure, path, overwrite)

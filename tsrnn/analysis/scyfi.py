@@ -556,7 +556,7 @@ def scyfi(obj: Any, order: int = 1, *, cycles: bool | None = None,
             f"ReLU units, order {order}) is out of reach (limit {_EXHAUSTIVE_LIMIT}); use "
             "exhaustive=False (the heuristic search)")
     collector = _Collector(tolerance)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_positive(seed, "seed", integer=True, allow_zero=True))
     if exhaustive:
         _exhaustive(model, order, collector, singular_tolerance)
     else:

@@ -84,6 +84,8 @@ def mass_spring_damper(n_trajectories: int = 256, n_steps: int = 200, dt: float 
     dt = check_positive(dt, "dt")
     amplitude = check_positive(amplitude, "amplitude")
     omega_range, zeta_range = _check_range(omega, "omega"), _check_range(zeta, "zeta")
+    if seed is not None:
+        seed = check_positive(seed, "seed", integer=True, allow_zero=True)
     rng = np.random.default_rng(seed)
     w = rng.uniform(*omega_range, n_trajectories)
     z = rng.uniform(*zeta_range, n_trajectories)

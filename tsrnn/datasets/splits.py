@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tsrnn._validation import as_float_array, check_positive
+from tsrnn._validation import as_float_array, check_bool, check_positive
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +175,7 @@ def _split_by_bounds(data: Any, bounds: Sequence[tuple[int, int]], *, name: str,
     rows, values = _as_rows(data, name)
     train_start, train_stop = bounds[0]
     mean = std = None
-    if standardize:
+    if check_bool(standardize, "standardize"):
         mean, std = _train_statistics(values[train_start:train_stop])
         # broadcasts over the last axis for arrays and DataFrames alike, keeping pandas indexes
         rows = (rows - mean) / std

@@ -203,6 +203,14 @@ class DSREstimator(NeuralForecaster):
     """
 
     _coupling_names: tuple[str, ...] = ("W",)
+    # How the model is trained and its checkpoint chosen (may change before a partial_fit),
+    # and dt, the time one step stands for in analyses (set it to None for per-step exponents).
+    _training_params = NeuralForecaster._training_params | {
+        "teacher_forcing", "alpha", "forcing_interval", "noise", "regularization",
+        "selection", "selection_noise", "dt"}
+    # The forced loss changes with the forcing (adaptive alpha falls from 1): epochs' losses
+    # are not comparable with the first batch's, and checkpoints are chosen by D_stsp.
+    _fixed_objective = False
     # On CUDA, with a map the Triton rollout kernels run, replay each training step as one
     # CUDA graph (tsrnn/dsr/_graphed.py); False keeps the eager step (benchmarks compare).
     _graph_training: bool = True
@@ -236,6 +244,11 @@ class DSREstimator(NeuralForecaster):
                 and self.forcing_interval != defaults["forcing_interval"].default):
             warn(f"forcing_interval={self.forcing_interval} has no effect with teacher_forcing="
                  f"{self.teacher_forcing!r}: it is the interval tau of 'sparse'")
+        if (self.teacher_forcing == "sparse"
+                and self.forcing_interval >= self.sequence_length):
+            warn(f"forcing_interval={self.forcing_interval} is not shorter than "
+                 f"sequence_length={self.sequence_length}: no step of a window is forced "
+                 "after its first, so the training is plain BPTT")
         check_positive(self.noise, "noise", allow_zero=True)
         if isinstance(self.selection_noise, str):
             check_option(self.selection_noise, "selection_noise", ("auto",))
@@ -372,6 +385,15 @@ class DSREstimator(NeuralForecaster):
 
     # ------------------------------------------------------------------ training
     def _fit(self, y_list, x_list) -> None:
+        stacked = np.concatenate(y_list)
+        with np.errstate(invalid="ignore"):
+            constant = np.flatnonzero(~(np.nanmax(stacked, 0) > np.nanmin(stacked, 0)))
+        if constant.size:
+            # Checkpoints are scored by the state-space divergence, whose bins span each
+            # column's range: found here, not after the first epochs of training.
+            raise ValueError(f"column(s) {constant.tolist()} of y are constant; a "
+                             "reconstruction needs every observed variable to vary (drop "
+                             "them, or pass them as X)")
         # More training (partial_fit) carries the adaptive alpha on from where it ended.
         carried = getattr(self, "alpha_", None) if getattr(self, "_continue_training",
                                                             False) else None
@@ -608,7 +630,8 @@ class DSREstimator(NeuralForecaster):
                         ) -> tuple[float, float]:
         """(D_stsp, D_H) of one long free run against the references (see
         _LONG_RUN_CANDIDATES); a driven model runs along each reference's inputs from its
-        start, and D_H is their mean. D_H is left out (0) for references with NaN."""
+        start, and D_H is their mean. D_H is left out (0) for references with NaN or shorter
+        than 78 steps."""
         from ..metrics import power_spectrum_distance
 
         _, divergence = self._score_truth(references)
@@ -621,8 +644,10 @@ class DSREstimator(NeuralForecaster):
             states = module.free_run(z, _LONG_RUN_TRANSIENT + n_steps)[:, _LONG_RUN_TRANSIENT:]
             pairs = [(y[:n_steps], self._generated(module, states))]
         d_stsp = divergence(np.concatenate([g for _, g in pairs]))
+        # D_H needs 78 steps (40 frequency bins for its default smoothing): shorter
+        # references are left out, as those with NaN.
         spectra = [power_spectrum_distance(y, g) for y, g in pairs
-                   if len(y) >= 2 and np.isfinite(y).all() and (np.ptp(y, axis=0) > 0).all()]
+                   if len(y) >= 78 and np.isfinite(y).all() and (np.ptp(y, axis=0) > 0).all()]
         return d_stsp, float(np.mean(spectra)) if spectra else 0.0
 
     def _driven_runs(self, module: ReconstructionModel, references: list) -> list:
@@ -783,8 +808,18 @@ class DSREstimator(NeuralForecaster):
     def latent_to_data(self, z: Any) -> np.ndarray:
         """Observations in data units of latent states ``z`` (..., M), e.g. of fixed points."""
         self._check_fitted()
-        latent = torch.as_tensor(np.asarray(z, dtype=np.float64), dtype=self.dtype_,
-                                 device=self.device_)
+        n_latent = self.module_.n_latent
+        try:
+            values = np.asarray(z, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"z must be an array of latent states (..., {n_latent}) of "
+                            f"numbers: {error}") from None
+        if values.ndim == 0 or values.shape[-1] != n_latent:
+            raise ValueError(f"z must have shape (..., {n_latent}), the latent size of this "
+                             f"model; got {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError("z contains NaN or inf")
+        latent = torch.as_tensor(values, dtype=self.dtype_, device=self.device_)
         with torch.no_grad():
             observed = self.module_.observe(latent).double().cpu().numpy()
         return self.y_scaler_.inverse_transform(observed)
@@ -843,8 +878,13 @@ class DSREstimator(NeuralForecaster):
         if patterns.shape[1] <= 62:
             weights = 2 ** np.arange(patterns.shape[1] - 1, -1, -1, dtype=np.int64)
             return patterns @ weights
-        # Too many ReLUs for an integer code: number the visited patterns instead.
-        return np.unique(patterns, axis=0, return_inverse=True)[1].reshape(-1)
+        # Too many ReLUs for an int64: the same binary number as a Python integer (an object
+        # array), so that a region has one code in every call (numbering the patterns
+        # visited, as before, gave it a different code in each).
+        pad = (-patterns.shape[1]) % 8
+        packed = np.packbits(patterns.astype(np.uint8), axis=1)
+        return np.array([int.from_bytes(row.tobytes(), "big") >> pad for row in packed],
+                        dtype=object)
 
     def _trajectory(self, y: Any, n_steps: int | None) -> torch.Tensor:
         self._check_fitted()
@@ -861,7 +901,8 @@ class DSREstimator(NeuralForecaster):
         """The linear subregion of each time step as an integer code (T,).
 
         The code reads the ReLU sign pattern of the state as a binary number: for the AL-RNN
-        the signs of its last P units, at most 2^P symbols (Brenner et al. 2024). Of the
+        the signs of its last P units, at most 2^P symbols (Brenner et al. 2024); int64, or
+        Python integers (an object array) for models with more than 62 ReLUs. Of the
         latent states along observations ``y`` (data units) when given, else of a free run
         of ``n_steps`` (default 10,000) after the training data.
         """
@@ -1140,6 +1181,10 @@ class ALRNN(DSREstimator):
 
     def _latent_module(self, n_latent, generator):
         n_pwl = check_positive(self.n_pwl, "n_pwl", integer=True, allow_zero=True)
+        if n_pwl > n_latent:  # named here: n_latent=None means the number of columns
+            given = (f"n_latent={self.n_latent}" if self.n_latent is not None else
+                     f"n_latent=None (the {n_latent} columns of y)")
+            raise ValueError(f"n_pwl={n_pwl} exceeds {given}: P must be <= M")
         latent = _modules.ALRNN(n_latent, n_pwl, n_inputs=self.n_exog_, generator=generator)
         # The authors' initialisation (ALRNN-DSR, Python and Julia): A from the normalised
         # positive-definite matrix, but a weak coupling W ~ N(0, 0.01^2). The module's

@@ -134,8 +134,24 @@ def as_series_list(data: Any, name: str, *, allow_nan: bool = False
     Returns the list and whether the input was a collection. One-dimensional series become
     a single column.
     """
+    if isinstance(data, list | tuple) and len(data) == 0:
+        raise ValueError(f"{name} is an empty list: give one series, or a list of them")
     collection = _is_collection(data)
-    if not collection and np.ndim(data) == 3:
+    if isinstance(data, list | tuple) and not collection and any(
+            isinstance(item, np.ndarray | torch.Tensor | pd.DataFrame | pd.Series)
+            or item is None for item in data):
+        # A list that mixes arrays with other things: numpy's own error would be "setting
+        # an array element with a sequence".
+        kinds = sorted({type(item).__name__ for item in data})
+        raise TypeError(f"{name} is a list of {', '.join(kinds)}: give one array (T, d), or "
+                        "a list of arrays, tensors or pandas objects (one per trajectory)")
+    if not collection:
+        try:
+            n_dim = np.ndim(data)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(f"{name} is a ragged nested list (rows of different lengths): "
+                             f"{error}") from None
+    if not collection and n_dim == 3:
         raise ValueError(
             f"{name} has shape {np.shape(data)}: a series is (T, d); give several series as a "
             f"list of (T, d) arrays (list({name}) for a batch (B, T, d))")
@@ -224,8 +240,17 @@ class StandardScaler:
         if not enabled:
             return cls(np.zeros(width), np.ones(width))
         stacked = np.concatenate(arrays, axis=0)
-        mean = np.nanmean(stacked, axis=0)
-        scale = np.nanstd(stacked, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = np.nanmean(stacked, axis=0)
+            scale = np.nanstd(stacked, axis=0)
+        if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
+            # Values beyond ~1e154: their squares (or sums) overflow. The statistics of the
+            # columns divided by their largest magnitude, scaled back, are finite.
+            peak = np.nanmax(np.abs(stacked), axis=0)
+            peak = np.where(peak > 0, peak, 1.0)
+            unit = stacked / peak
+            mean = np.nanmean(unit, axis=0) * peak
+            scale = np.nanstd(unit, axis=0) * peak
         scale = np.where(scale > 0, scale, 1.0)
         return cls(mean, scale)
 

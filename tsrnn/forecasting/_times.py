@@ -43,7 +43,6 @@ import torch
 
 from .._validation import as_float_array, check_positive, warn
 from ..nn.readout import NextStepPredictor
-from ._data import index_info
 from .base import NeuralForecaster
 
 
@@ -57,7 +56,9 @@ def as_times(times: Any, name: str) -> np.ndarray:
     if isinstance(times, pd.DatetimeIndex):
         if times.hasnans:
             raise ValueError(f"{name} contains NaT (a missing time)")
-        return times.asi8.astype(np.float64) / 1e9
+        # In nanoseconds whatever the index's own unit (pandas 3 builds microsecond
+        # indexes by default; asi8 counts in the index's unit).
+        return times.as_unit("ns").asi8.astype(np.float64) / 1e9
     if isinstance(times, pd.Index):
         times = times.to_numpy()
     array = np.asarray(times)
@@ -197,6 +198,18 @@ class TimedForecaster(NeuralForecaster):
         finally:
             del self._pending_times
 
+    def partial_fit(self, y: Any, X: Any = None, times: Any = None):
+        """Train the fitted model further on ``y`` sampled at ``times`` (as in :meth:`fit`;
+        see :meth:`tsrnn.forecasting.base.NeuralForecaster.partial_fit`). The time unit of
+        the first fit is kept, and its times must be of the same kind (dates or numbers)."""
+        if not hasattr(self, "module_"):
+            return self.fit(y, X, times=times)
+        self._pending_times = (y, times)
+        try:
+            return super().partial_fit(y, X)
+        finally:
+            del self._pending_times
+
     def _training_times(self, y_list: list[np.ndarray]) -> list[np.ndarray] | None:
         """The times of every training row (one array per trajectory), None when regular."""
         y, times = self._pending_times
@@ -213,8 +226,8 @@ class TimedForecaster(NeuralForecaster):
                 raise ValueError("some trajectories of y are indexed by dates and others are "
                                  "not: give them all a DatetimeIndex, or pass times=")
             times = [s.index for s in sources]
-        elif not isinstance(times, list | tuple):
-            times = [times]
+        elif not isinstance(times, list | tuple) or not any(np.ndim(t) for t in times):
+            times = [times]  # one array, or one plain list of times (not one per trajectory)
         if len(times) != len(y_list):
             raise ValueError(f"times has {len(times)} entries for {len(y_list)} trajectories")
         self._pending_dates = _date_zone(times[-1])
@@ -230,24 +243,34 @@ class TimedForecaster(NeuralForecaster):
         return result
 
     def _fit(self, y_list, x_list) -> None:
+        continuing = getattr(self, "_continue_training", False)  # partial_fit
         self._pending_dates = (False, None)
         try:
             times = self._training_times(y_list)
-            # Whether the times are dates (and their zone): predict then labels a horizon
-            # that continues without given times with dates.
-            self.date_times_, self.time_zone_ = self._pending_dates
+            dates = self._pending_dates
         finally:
             del self._pending_dates
+        if continuing and times is not None and dates[0] != self.date_times_:
+            first = "dates" if self.date_times_ else "numbers"
+            raise ValueError(f"times must be {first}, as in the first fit: seconds and plain "
+                             "numbers are not one time unit")
+        # Whether the times are dates (and their zone): predict then labels a horizon that
+        # continues without given times with dates.
+        if not continuing or times is not None:
+            self.date_times_, self.time_zone_ = dates
         if times is None:
-            if self.time_scale is not None:
+            if self.time_scale is not None and not continuing:
                 warn(f"time_scale={self.time_scale} has no effect without times: the rows of "
                      "y are one time unit apart (pass times=, or y with a DatetimeIndex)")
-            self.time_scale_ = 1.0
+            if not continuing:
+                self.time_scale_ = 1.0
             self.last_time_ = None
             gaps = [np.ones(len(y)) for y in y_list]
         else:
             raw = [np.diff(t) for t in times]
-            if self.time_scale is None:
+            if continuing:
+                pass  # the first fit's unit: the module learned its gaps in it
+            elif self.time_scale is None:
                 self.time_scale_ = float(np.median(np.concatenate(raw)))
             else:
                 self.time_scale_ = float(check_positive(self.time_scale, "time_scale"))
@@ -362,8 +385,10 @@ class TimedForecaster(NeuralForecaster):
                 return None
             last, zone, name = self.last_time_, self.time_zone_, self.index_info_.name
         else:
+            # Steps of time_scale_ after the context's last date, whatever frequency the
+            # context's own index has: those are the times the forecast is made for.
             index = getattr(context, "index", None)
-            if not isinstance(index, pd.DatetimeIndex) or index_info(context).kind != "none":
+            if not isinstance(index, pd.DatetimeIndex):
                 return None
             last = as_times(index[-1:], "the index of context")[0]
             zone, name = (None if index.tz is None else str(index.tz)), index.name
@@ -373,6 +398,12 @@ class TimedForecaster(NeuralForecaster):
         """Gaps between consecutive times of context and horizon (T_c + n_steps - 1,)."""
         n_context = len(self.context_y_) if context is None else len(context)
         if times is not None:
+            if _date_zone(times)[0] != bool(getattr(self, "date_times_", False)):
+                fitted = ("dates" if self.date_times_ else
+                          "numbers" if self.last_time_ is not None else "rows one unit apart")
+                given = "dates" if _date_zone(times)[0] else "numbers"
+                raise ValueError(f"times are {given}, but the model was fitted on {fitted}: "
+                                 "give the horizon's times in the unit of the training times")
             t = as_times(times, "times")
             if context is None:
                 if t.shape[0] != n_steps:
@@ -391,7 +422,8 @@ class TimedForecaster(NeuralForecaster):
         if context is None:
             return np.concatenate([self.context_gaps_[1:], np.ones(n_steps)])
         if isinstance(context, pd.DataFrame | pd.Series) and isinstance(
-                context.index, pd.DatetimeIndex) and self.last_time_ is not None:
+                context.index, pd.DatetimeIndex) and self.last_time_ is not None \
+                and getattr(self, "date_times_", False):
             t = as_times(context.index, "the index of context")
             own = check_increasing(t, "the index of context") / self.time_scale_
             return np.concatenate([own, np.ones(n_steps)])

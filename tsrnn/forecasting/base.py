@@ -91,6 +91,16 @@ class BaseForecaster(BaseEstimator):
 
     _allow_nan: bool = False
     _default_dtype: torch.dtype = torch.float32
+    # Hyperparameters that only steer training (or the runtime): set_params may change them
+    # on a fitted model, for partial_fit or a later save. A change of any other one would
+    # leave the fitted model out of step with its hyperparameters (a saved file that no
+    # longer loads, a predict that mixes old weights with new settings), which predict,
+    # save and partial_fit refuse (see _check_fitted). Subclasses add their own.
+    _training_params: frozenset[str] = frozenset({
+        "verbose", "random_state", "device", "n_jobs", "max_epochs", "max_time",
+        "learning_rate", "learning_rate_final", "batch_size", "batches_per_epoch",
+        "checkpoint_path", "checkpoint_every", "early_stopping", "validation_fraction",
+        "divergence", "gradient_clip", "weight_decay", "optimizer", "n_init"})
     # Whether fit reads the times of irregular samples (the TimedForecaster family); the
     # others are told when an irregular DatetimeIndex is taken as equally spaced rows.
     _reads_times: bool = False
@@ -158,7 +168,7 @@ class BaseForecaster(BaseEstimator):
         # old model with new data.
         self._clear_learned_state()
         try:
-            self._fit_validated(y, y_list, x_list, collection)
+            self._fit_validated(y, y_list, x_list, collection, X)
         except BaseException:
             self._clear_learned_state()
             raise
@@ -186,13 +196,15 @@ class BaseForecaster(BaseEstimator):
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
             delattr(self, name)
 
-    def _fit_validated(self, y, y_list, x_list, collection) -> None:
-        y_scaled, x_scaled = self._describe_data(y, y_list, x_list, collection)
+    def _fit_validated(self, y, y_list, x_list, collection, X=None) -> None:
+        y_scaled, x_scaled = self._describe_data(y, y_list, x_list, collection, X)
         self._fit(y_scaled, x_scaled)
         self._store_context(y_scaled[-1], None if x_scaled is None else x_scaled[-1])
 
-    def _describe_data(self, y, y_list, x_list, collection):
-        """Runtime, shapes, index and scalers from the training data; the scaled lists."""
+    def _describe_data(self, y, y_list, x_list, collection, X=None):
+        """Runtime, shapes, index and scalers from the training data (``X``: the exogenous
+        inputs as given, for their column names); the scaled lists."""
+        self.fit_params_ = self.get_params(deep=False)
         self._resolve_runtime()
         _check_precision(self.dtype_, self.device_, type(self))
         # Here for every estimator, also those that never show a progress bar.
@@ -204,6 +216,11 @@ class BaseForecaster(BaseEstimator):
             self.feature_names_in_ = np.asarray([str(c) for c in last.columns], dtype=object)
             for i, frame in enumerate(y[:-1] if collection else []):
                 self._check_column_names(frame, f"trajectory {i} of y")
+        frames = (list(X) if collection and isinstance(X, list | tuple) else [X])
+        if isinstance(frames[0], pd.DataFrame):
+            self.exog_names_in_ = np.asarray([str(c) for c in frames[0].columns], dtype=object)
+            for i, frame in enumerate(frames[1:], start=1):
+                self._check_column_names(frame, f"series {i} of X", "exog_names_in_")
         self.index_info_ = index_info(last)
         if not self._reads_times:
             _warn_irregular_dates(y if collection else [y], type(self).__name__)
@@ -240,6 +257,19 @@ class BaseForecaster(BaseEstimator):
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit(y) before using it"
             )
+        fitted = getattr(self, "fit_params_", None)
+        if fitted is None:  # saved before fit_params_ existed
+            return
+        current = self.get_params(deep=False)
+        changed = [name for name in current if name not in self._training_params
+                   and name in fitted and not _same_value(current[name], fitted[name])]
+        if changed:
+            what = ", ".join(f"{name}={current[name]!r} (fitted with {fitted[name]!r})"
+                             for name in changed)
+            raise ValueError(
+                f"{type(self).__name__}: {what} was set after fit, and the fitted model does "
+                "not follow it; fit again, or set it back"
+            )
 
     def predict(self, n_steps: int, context: Any = None, X: Any = None):
         """Forecast ``n_steps`` values in closed loop (each output fed back as the next input).
@@ -269,6 +299,9 @@ class BaseForecaster(BaseEstimator):
         else:
             raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan)
             raw = raw[:, None] if raw.ndim == 1 else raw
+            if self._allow_nan and raw.size and np.isnan(raw).all(axis=0).any():
+                raise ValueError("context has a column with no observed value: the state "
+                                 "would start uninformed there")
             if raw.shape[1] != self.n_features_in_:
                 raise ValueError(
                     f"context must have {self.n_features_in_} columns like the training data, "
@@ -299,7 +332,7 @@ class BaseForecaster(BaseEstimator):
 
     def _check_like_first_fit(self, y: Any, y_list: list, x_list: list | None,
                               collection: bool, first: str = "the first fit",
-                              name: str = "y") -> None:
+                              name: str = "y", X: Any = None) -> None:
         """Refuse more data (``partial_fit``) whose columns, or whose presence of X, differ
         from what the model was first fitted on (``first`` names that in the errors)."""
         if any(series.shape[1] != self.n_features_in_ for series in y_list):
@@ -311,12 +344,18 @@ class BaseForecaster(BaseEstimator):
                              f"{first} had it")
         for i, series in enumerate(y if collection else [y]):
             self._check_column_names(series, f"trajectory {i} of y" if collection else name)
+        if X is not None:
+            for i, frame in enumerate(X if collection and isinstance(X, list | tuple) else [X]):
+                self._check_column_names(frame, f"series {i} of X" if collection else "X",
+                                         "exog_names_in_")
 
-    def _check_column_names(self, frame: Any, name: str) -> None:
+    def _check_column_names(self, frame: Any, name: str,
+                            attribute: str = "feature_names_in_") -> None:
         """A DataFrame whose columns are not those of the training frame, in their order, is
         refused: its columns would be read by position, and the forecast labelled with names
-        that do not match its values."""
-        expected = getattr(self, "feature_names_in_", None)
+        that do not match its values (``attribute``: where those names are kept,
+        ``exog_names_in_`` for X)."""
+        expected = getattr(self, attribute, None)
         if expected is None or not isinstance(frame, pd.DataFrame):
             return
         given = [str(c) for c in frame.columns]
@@ -338,6 +377,7 @@ class BaseForecaster(BaseEstimator):
                 f"{type(self).__name__} was fitted with {self.n_exog_} exogenous inputs: "
                 "predict needs X for the forecast horizon"
             )
+        self._check_column_names(X, "X", "exog_names_in_")
         rows = as_float_array(X, "X", ndim=(1, 2))
         rows = rows[:, None] if rows.ndim == 1 else rows
         expected = n_context + n_steps
@@ -405,9 +445,13 @@ class BaseForecaster(BaseEstimator):
         to a temporary name first, so an interrupted save cannot corrupt an earlier one.
         """
         self._check_fitted()
-        path = Path(path)
+        path = Path(path).expanduser()
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory; give a file name in it")
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+            raise NotADirectoryError(f"cannot save to {path}: a part of its folder is a file")
         payload = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
@@ -434,7 +478,7 @@ class BaseForecaster(BaseEstimator):
         Tensors are read onto the CPU first; a model trained on a GPU is moved to ``device``
         (default: its own, or the CPU when that GPU is absent, with a warning).
         """
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"no saved estimator at {path}")
         try:
@@ -443,6 +487,15 @@ class BaseForecaster(BaseEstimator):
             raise ValueError(f"{path} is not a tsrnn estimator file: {error}") from error
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a tsrnn estimator file")
+        missing = [key for key in ("class", "params", "state") if key not in payload]
+        if missing or not isinstance(payload["class"], str):
+            raise ValueError(f"{path} is a damaged tsrnn estimator file (missing "
+                             f"{missing or ['class']})")
+        version = payload.get("format_version", 1)
+        if not isinstance(version, int) or version > _FORMAT_VERSION:
+            raise ValueError(f"{path} was written in file format {version!r} by tsrnn "
+                             f"{payload.get('tsrnn_version', '?')}; this tsrnn ({__version__}) "
+                             f"reads up to format {_FORMAT_VERSION}: upgrade tsrnn")
         module_name, _, qualname = payload["class"].partition(":")
         klass = getattr(importlib.import_module(module_name), qualname)
         if not issubclass(klass, cls):
@@ -462,6 +515,20 @@ class BaseForecaster(BaseEstimator):
 
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two hyperparameter values are the same (arrays and objects without a
+    boolean ``==`` compared by value, then by their repr)."""
+    if a is b:
+        return True
+    try:
+        equal = a == b
+        if isinstance(equal, bool | np.bool_):
+            return bool(equal)
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:  # objects whose == raises
+        return repr(a) == repr(b)
 
 
 def _check_verbose(value: Any) -> bool:
@@ -577,6 +644,8 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam, "adamw": tor
 # (on standardised data the first loss is of order one, so 1e6 is far beyond any honest
 # fluctuation and far below float overflow).
 _EXPLOSION_FACTOR = 1e6
+# A kept model whose training loss is this many times the first batch's learned nothing.
+_FAILED_FACTOR = 10.0
 
 
 class NeuralForecaster(BaseForecaster):
@@ -593,6 +662,10 @@ class NeuralForecaster(BaseForecaster):
     Learned attributes: ``module_``, ``history_`` (per-epoch losses), ``n_epochs_``,
     ``best_epoch_``.
     """
+
+    # Whether every epoch minimises the same loss, so that an epoch far above the first
+    # batch's loss means divergence (False for curricula that change the loss as they go).
+    _fixed_objective: bool = True
 
     # ------------------------------------------------------------------ more training
     def partial_fit(self, y: Any, X: Any = None):
@@ -618,8 +691,9 @@ class NeuralForecaster(BaseForecaster):
         """
         if not hasattr(self, "module_"):
             return self.fit(y, X)
+        self._check_fitted()
         y_list, x_list, collection = self._validated_lists(y, X)
-        self._check_like_first_fit(y, y_list, x_list, collection)
+        self._check_like_first_fit(y, y_list, x_list, collection, X=X)
         y_scaled = [self.y_scaler_.transform(series) for series in y_list]
         x_scaled = (None if x_list is None
                     else [self.x_scaler_.transform(x) for x in x_list])
@@ -820,7 +894,17 @@ class NeuralForecaster(BaseForecaster):
         if best_state is not None:
             self.module_.load_state_dict(best_state)
         self.module_.eval()
+        reference = self._reference_loss_
         del self._reference_loss_
+        if (self._fixed_objective and reference is not None and math.isfinite(best_score)
+                and best_score > _FAILED_FACTOR * reference):
+            # The explosion test above lets a loss grow a millionfold before it stops the
+            # training; a kept model far worse than the untrained one diverged all the same.
+            kind = "validation loss" if validation_windows else "loss"
+            warn(f"{type(self).__name__}: training diverged: the best epoch's {kind} "
+                 f"{best_score:.3g} (epoch {best_epoch}) is {best_score / reference:.0f} "
+                 f"times the first batch's loss ({reference:.3g}), so the model kept is "
+                 "worse than an untrained one; lower learning_rate", RuntimeWarning)
         self.history_ = history
         self.n_epochs_ = epoch + 1
         self.best_epoch_ = best_epoch
@@ -876,8 +960,14 @@ class NeuralForecaster(BaseForecaster):
             what = f"loss {value:.3g}"
         else:
             what = f"loss {value:.3g}, first loss {self._reference_loss_:.3g}"
-        advice = "lower learning_rate or set gradient_clip"
-        if self.dtype_ in _HALF_TYPES:
+        advice = ("lower learning_rate" if getattr(self, "gradient_clip", None) is not None
+                  else "lower learning_rate or set gradient_clip")
+        first = self._reference_loss_
+        if cause is None and first is not None and not math.isfinite(first):
+            # Non-finite before any step was taken: no learning rate is to blame.
+            advice = ("the untrained model's loss is not finite: check the data's scale "
+                      "(scale=True standardises it), the dtype, and settings such as dt")
+        elif self.dtype_ in _HALF_TYPES:
             # (CUDA only: fit refuses half precision on the CPU.) Pure half-precision training
             # is fragile whatever the step: float16 rounds Adam's epsilon 1e-8 to 0.
             name = str(self.dtype_).removeprefix("torch.")

@@ -71,6 +71,12 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
     horizon = check_positive(horizon, "horizon", integer=True)
     n_starts = check_positive(n_starts, "n_starts", integer=True)
     check_option(metric, "metric", METRICS)
+    # Checked here, not first in the scoring: a search would otherwise train every candidate
+    # and then score them all NaN.
+    check_positive(dt, "dt")
+    check_positive(threshold, "threshold")
+    if lyapunov_exponent is not None:
+        check_positive(lyapunov_exponent, "lyapunov_exponent")
 
     def scorer(estimator: Any, series: Any, X: Any = None) -> float:
         data = as_float_array(series, "series", ndim=(1, 2))

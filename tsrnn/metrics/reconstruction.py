@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from tsrnn._validation import as_float_array, check_option, check_positive
+from tsrnn._validation import as_float_array, check_bool, check_option, check_positive, warn
 from tsrnn.metrics.forecasting import _check_same_labels
 
 __all__ = [
@@ -62,6 +62,13 @@ def _as_series(data: Any, name: str, *, min_length: int = 2) -> np.ndarray:
     if array.shape[1] == 0:
         raise ValueError(f"{name} has no dimensions, got shape {array.shape}")
     return array
+
+
+def _warn_if_transposed(x: np.ndarray, name: str) -> None:
+    """Series are (T, d): fewer time steps than dimensions is almost always a transpose."""
+    if x.shape[0] < x.shape[1]:
+        warn(f"{name} has shape {x.shape}: {x.shape[0]} time steps of {x.shape[1]} "
+             "dimensions; series are (T, d), so if it is (d, T), pass its transpose")
 
 
 def _check_same_dim(x_true: np.ndarray, x_gen: np.ndarray, names: tuple[str, str]) -> None:
@@ -272,6 +279,8 @@ def state_space_divergence(
     check_option(smoothing, "smoothing", _SSD_SMOOTHINGS)
     check_option(out_of_range, "out_of_range", _SSD_OUT_OF_RANGE)
     n_bins = check_positive(n_bins, "n_bins", integer=True)
+    if n_bins < 2:  # one bin holds everything: D_stsp would be 0 for any pair of series
+        raise ValueError(f"n_bins must be >= 2, got {n_bins}")
     epsilon = check_positive(epsilon, "epsilon")
     margin = check_positive(margin, "margin", allow_zero=True)
     gmm_scaling = check_positive(gmm_scaling, "gmm_scaling")
@@ -280,6 +289,7 @@ def state_space_divergence(
     truth = _as_series(x_true, "x_true")
     generated = _as_series(x_gen, "x_gen")
     _check_same_dim(truth, generated, ("x_true", "x_gen"))
+    _warn_if_transposed(truth, "x_true")
 
     if method == "auto":
         method = "binning" if truth.shape[1] < 6 else "gmm"
@@ -332,9 +342,18 @@ class BinnedReference:
             )
         self.n_bins = n_bins
         self.n_total_bins = n_bins**n_dim
-        std = truth.std(axis=0, ddof=1)
-        self.low = truth.min(axis=0) - margin * std
-        high = truth.max(axis=0) + margin * std
+        with np.errstate(over="ignore", invalid="ignore"):
+            std = truth.std(axis=0, ddof=1)
+        if not np.isfinite(std).all():  # values beyond ~1e154: the squares overflow
+            peak = np.max(np.abs(truth), axis=0)
+            std = (truth / peak).std(axis=0, ddof=1) * peak
+        with np.errstate(over="ignore"):
+            self.low = truth.min(axis=0) - margin * std
+            high = truth.max(axis=0) + margin * std
+        if not (np.isfinite(self.low).all() and np.isfinite(high).all()
+                and np.isfinite((high - self.low) / n_bins).all()):
+            raise ValueError("x_true spans a range too wide for float64 binning (values near "
+                             "1e308); rescale the data")
         self.width = (high - self.low) / n_bins
         self.true_bins, _ = _bin_indices(truth, self.low, self.width, n_bins)
         # Counts on all bins where there are few enough (30^3 = 27,000 here) to count into
@@ -498,6 +517,7 @@ def power_spectrum_distance(
     Hess et al., "Generalized teacher forcing for learning chaotic dynamics", ICML 2023.
     """
     sigma = check_positive(sigma, "sigma")
+    truncate = check_bool(truncate, "truncate")
     truth = _as_series(x_true, "x_true")
     generated = _as_series(x_gen, "x_gen")
     _check_same_dim(truth, generated, ("x_true", "x_gen"))
@@ -510,6 +530,14 @@ def power_spectrum_distance(
             )
         length = min(len(truth), len(generated))
         truth, generated = truth[:length], generated[:length]
+    _warn_if_transposed(truth, "x_true")
+    n_frequencies = len(truth) // 2 + 1
+    if n_frequencies < 2 * sigma:
+        # A kernel wider than the spectrum flattens every spectrum towards the same shape:
+        # D_H would read near 0 for any pair of series.
+        raise ValueError(f"the series have {len(truth)} steps, {n_frequencies} frequency "
+                         f"bins, fewer than 2 * sigma = {2 * sigma:g}: the smoothing would "
+                         "flatten every spectrum; use longer series or a smaller sigma")
 
     p = _smoothed_spectra(truth, sigma, "x_true", allow_constant=False)
     q = _smoothed_spectra(generated, sigma, "x_gen", allow_constant=True)

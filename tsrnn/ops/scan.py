@@ -283,6 +283,7 @@ class _LinearScan(torch.autograd.Function):
         return h
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a clear error for a second derivative
     def backward(ctx, grad_h):
         a, h, h0 = ctx.saved_tensors
         need_h0 = h0 is not None and ctx.needs_input_grad[2]
@@ -385,7 +386,8 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
     """Solve h_t = a_t * h_{t-1} + b_t over dim 1 of batch-first tensors.
 
     Elementwise (diagonal) linear recurrence, differentiable in ``a``, ``b`` and ``h0``
-    through a fused backward pass (a reverse scan, see the module docstring). With
+    through a fused backward pass (a reverse scan, see the module docstring; first
+    derivatives only: differentiating that backward pass again raises an error). With
     ``reverse=True`` it runs from the end: h_t = a_t * h_{t+1} + b_t, h_L = h0.
 
     Parameters
@@ -432,6 +434,8 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
     backend = _resolve_backend(backend, b)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+    if not isinstance(check_finite, bool):
+        raise TypeError(f"check_finite must be a bool, got {type(check_finite).__name__}")
     if a.shape != b.shape:
         a = a.expand(b.shape)
     if h0 is not None and h0.shape != (b.shape[0], b.shape[2]):

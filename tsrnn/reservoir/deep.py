@@ -351,6 +351,10 @@ class DeepResidualReservoir(_ResidualRecurrence):
                                                        recurrent_rng))
             scaling = input_scaling if l == 0 else settings["inter_scaling"][l - 1]
             inputs.append(input_matrix(m, n_inputs if l == 0 else m, scaling, 1.0, input_rng))
+            if not inputs[-1].any():
+                what = "input_scaling" if l == 0 else f"inter_scaling[{l - 1}]"
+                raise ValueError(f"{what} is 0: layer {l} would never see its input (and "
+                                 "the model forecast a constant)")
             biases.append(bias_vector(m, settings["bias_scaling"][l], bias_rng))
             orthogonals.append(orthogonal_matrix(settings["orthogonal"][l], m, orthogonal_rng))
         return cls(recurrent, inputs, biases, orthogonals, settings["alpha"], settings["beta"],
@@ -529,6 +533,10 @@ class ResidualMemoryReservoir(_ResidualRecurrence):
                             (memory_scaling, "memory_scaling")):
             check_positive(value, name, allow_zero=True)
         check_option(orthogonal, "orthogonal", tuple(ORTHOGONAL_KINDS))
+        if not (memory_input_scaling > 0 and memory_scaling > 0) and not input_scaling > 0:
+            raise ValueError("input_scaling is 0 and the memory's path is cut "
+                             "(memory_input_scaling or memory_scaling 0): the reservoir would "
+                             "never see the data")
         memory_rng, recurrent_rng, coupling_rng, input_rng, bias_rng, orthogonal_rng = (
             rng.spawn(6))
         return cls(

@@ -176,6 +176,9 @@ class ESN(BaseForecaster):
     """
 
     _default_dtype = torch.float64
+    # The readout is solved at fit: these may change before a partial_fit or save.
+    _training_params = BaseForecaster._training_params | {
+        "ridge", "solver", "training_noise", "online_learning_rate", "forgetting"}
 
     def __init__(self, n_units: int = 1000, spectral_radius: float = 0.9,
                  leak_rate: float = 1.0, input_scaling: float = 0.1,
@@ -326,6 +329,9 @@ class ESN(BaseForecaster):
                                      distribution=self.distribution)
         weights_in = input_matrix(int(self.n_units), n_inputs, self.input_scaling,
                                   self.input_connectivity, input_rng)
+        if not weights_in.any():
+            raise ValueError("input_scaling is 0 for every input: the reservoir would never "
+                             "see the data (and forecast a constant)")
         bias = bias_vector(int(self.n_units), self.bias_scaling, bias_rng)
         return LeakyReservoir(recurrent, weights_in, bias, self.leak_rate, dtype=self.dtype_)
 
@@ -435,7 +441,7 @@ class ESN(BaseForecaster):
                      "stream: the model learned by fit() is discarded")
             self._clear_learned_state()
             self._check_hyperparameters()
-            y_scaled, x_scaled = self._describe_data(y, y_list, x_list, collection)
+            y_scaled, x_scaled = self._describe_data(y, y_list, x_list, collection, X)
             self.reservoir_ = self._build_module().to(self.device_)
             self._check_reservoir()
             self.stream_state_ = torch.zeros(self.reservoir_.n_units, dtype=self.dtype_,
@@ -443,8 +449,9 @@ class ESN(BaseForecaster):
             self.stream_steps_ = 0
             self.stream_last_ = None
         else:
+            self._check_fitted()
             self._check_like_first_fit(y, y_list, x_list, collection, "the first chunk",
-                                       "this chunk of y")
+                                       "this chunk of y", X=X)
             y_scaled = [self.y_scaler_.transform(y_list[0])]
             x_scaled = None if x_list is None else [self.x_scaler_.transform(x_list[0])]
         rows_y = y_scaled[0]

@@ -202,6 +202,11 @@ def input_matrix(n_units: int, n_inputs: int, scaling, connectivity: float,
         weights = rng.standard_normal((n_units, n_inputs))
     if connectivity < 1.0:
         weights = weights * (rng.random((n_units, n_inputs)) < connectivity)
+        unreached = np.flatnonzero(~weights.any(axis=0) & (scaling > 0))
+        if unreached.size:
+            raise ValueError(f"input(s) {unreached.tolist()} reach no unit: "
+                             f"input_connectivity {connectivity} is too small for {n_units} "
+                             "units (the reservoir would ignore them); raise it")
     return weights * scaling
 
 

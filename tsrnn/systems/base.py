@@ -29,6 +29,7 @@ from .._protocol import DiscreteMap
 from .._torch import resolve_device, resolve_dtype, torch_generator
 from .._validation import (
     as_float_array,
+    check_bool,
     check_finite,
     check_in_range,
     check_option,
@@ -266,7 +267,7 @@ class DynamicalSystem:
             )
         if not batched:
             states = states[0]
-        return states if return_tensor else states.cpu().numpy()
+        return states if check_bool(return_tensor, "return_tensor") else states.cpu().numpy()
 
     def _simulate(self, x0: np.ndarray, n_steps, dt, transient, **options) -> torch.Tensor:
         raise NotImplementedError

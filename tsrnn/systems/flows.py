@@ -353,7 +353,8 @@ class KuramotoOscillators(Flow):
         self.frequencies = frequencies
         self.frequency_seed = frequency_seed
         if frequencies is None:
-            omega = np.random.default_rng(frequency_seed).standard_normal(self.n)
+            seed = check_positive(frequency_seed, "frequency_seed", integer=True, allow_zero=True)
+            omega = np.random.default_rng(seed).standard_normal(self.n)
         else:
             omega = as_float_array(frequencies, "frequencies", ndim=1)
             if omega.shape[0] != self.n:
