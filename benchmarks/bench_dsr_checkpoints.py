@@ -15,7 +15,10 @@ each run's 10 best (the study behind that rule, stop 14).
 that ``selection_noise`` would have, and then does the same with those scores (stop 17).
 ``evaluate --average K`` replaces each checkpoint by the mean weights of the K checkpoints
 ending with it (stochastic weight averaging over K * 5 epochs), scores every one again and
-measures those (stop 18).
+measures those (stop 18). ``evaluate --forecast-skill`` adds each candidate's valid
+prediction times on the training data (400 forecasts of 800 steps, each from a state
+synchronised on the 100 steps before it; threshold 0.4), a data-based signal tried as a
+proxy for lambda_1 (stop 19; its correlations are printed at the end).
 
     python benchmarks/bench_dsr_checkpoints.py train --seed 3 --learning-rate 2e-3 \\
         --forcing-interval 10 --max-epochs 1450 --device cuda --output runs/seed3
@@ -116,10 +119,11 @@ def _rescore(job: tuple) -> float:
 
 
 def _measure(job: tuple) -> dict:
-    prefix, epoch, score, state, system, selection_noise = job
+    prefix, epoch, score, state, system, selection_noise, skill = job
     torch.set_num_threads(1)
     train, test, mean, std = _held_out(system)
     estimator = _estimator(prefix, state, selection_noise)
+    vpt = _forecast_skill(estimator, estimator.y_scaler_.transform(train)) if skill else None
     # What selection="dstsp+dh" reads from the training data alone: one long free run from
     # the data's first state, D_stsp and D_H against the training data.
     long_run = estimator._long_run_score(estimator.module_,
@@ -138,7 +142,36 @@ def _measure(job: tuple) -> dict:
             "fixed_points": [(row.get("distance_fraction"), row.get("model_unstable_dims"),
                               row.get("true_unstable_dims"))
                              for row in result["fixed_points"]],
-            "regions_visited": result["regions_visited"]}
+            "regions_visited": result["regions_visited"],
+            "forecast_vpt_median": None if vpt is None else vpt[0],
+            "forecast_vpt_mean": None if vpt is None else vpt[1]}
+
+
+def _forecast_skill(estimator: ALRNN, train: np.ndarray, n_starts: int = 400,
+                    context: int = 100, horizon: int = 800) -> tuple[float, float]:
+    """(median, mean) valid prediction time in time units of forecasts of the standardised
+    training data from states synchronised on the ``context`` steps before each start (the
+    observed latents replaced by the data, as ``predict`` does), all starts as one batch."""
+    from tsrnn.dsr.teacher_forcing import _force
+
+    rng = np.random.default_rng(0)
+    starts = np.sort(rng.choice(np.arange(context, len(train) - horizon), n_starts,
+                                replace=False))
+    module = estimator.module_.eval()
+    with torch.no_grad():
+        rows = torch.as_tensor(np.stack([train[s - context:s] for s in starts]),
+                               dtype=estimator.dtype_, device=estimator.device_)
+        signals = module.observation.forcing_signal(rows)
+        z = module.observation.initial_state(rows[:, 0])
+        for t in range(1, context):
+            z = _force(module.step(z, None), signals[:, t], None, 1.0)
+        generated = module.observe(module.free_run(z, horizon)).double().cpu().numpy()
+    truth = np.stack([train[s:s + horizon] for s in starts])
+    error = np.sqrt(((generated - truth) ** 2).sum(-1) / (truth ** 2).sum(-1).mean())
+    over = error > 0.4
+    steps = np.where(over.any(1), over.argmax(1), horizon)
+    dt = SYSTEMS["lorenz63"]["dt"] if estimator.dt is None else estimator.dt
+    return float(np.median(steps) * dt), float(steps.mean() * dt)
 
 
 def _averaged(checkpoints: list, window: int) -> list:
@@ -175,8 +208,8 @@ def evaluate_runs(args: argparse.Namespace) -> None:
                            for (epoch, _, state), score in zip(checkpoints, scores)]
         candidates = sorted((c for c in checkpoints if c[0] >= args.min_epoch),
                             key=lambda checkpoint: (checkpoint[1], checkpoint[0]))[:args.top]
-        jobs += [(prefix, epoch, score, state, system, args.selection_noise)
-                 for epoch, score, state in candidates]
+        jobs += [(prefix, epoch, score, state, system, args.selection_noise,
+                  args.forecast_skill) for epoch, score, state in candidates]
     with Pool(args.jobs) as pool:
         rows = pool.map(_measure, jobs, chunksize=1)
     for row in rows:
@@ -198,9 +231,35 @@ def evaluate_runs(args: argparse.Namespace) -> None:
         print(f"{run}: selection='dstsp+dh' among its 10 best keeps epoch {chosen['epoch']}"
               f" ({_summary(chosen)}, lambda1 {lambda1:.3f}); of the {len(candidates)}: "
               f"{sum(row['meets_distances_and_lambda1'] for row in candidates)} meet all three")
+    if args.forecast_skill:
+        _report_forecast_skill(rows)
     if args.output:
         with open(args.output, "w") as file:
             json.dump(rows, file, indent=1)
+
+
+def _report_forecast_skill(rows: list) -> None:
+    """Spearman correlations of the mean forecast VPT with lambda_1, its error and the
+    distances, over the candidates whose free run stayed near the attractor, and what
+    keeping each run's longest-forecasting candidate would keep."""
+    from scipy.stats import spearmanr
+
+    kept = [row for row in rows if row["d_stsp"] is not None and row["d_stsp"] < 1.5]
+    reference = SYSTEMS[kept[0]["system"]]["lyapunov"]
+    vpt = [row["forecast_vpt_mean"] for row in kept]
+    for name, values in (("lambda1", [row["lyapunov"][0] for row in kept]),
+                         ("|lambda1 error|", [abs(row["lyapunov"][0] - reference)
+                                              for row in kept]),
+                         ("D_stsp", [row["d_stsp"] for row in kept]),
+                         ("D_H", [row["d_h"] for row in kept])):
+        result = spearmanr(vpt, values)
+        print(f"forecast VPT vs {name}: Spearman {result.statistic:+.2f} "
+              f"(p = {result.pvalue:.2g}, {len(kept)} candidates)")
+    for run in sorted({row["run"] for row in rows}):
+        best = max((row for row in rows if row["run"] == run and row["d_stsp"] is not None),
+                   key=lambda row: row["forecast_vpt_mean"])
+        print(f"{run}: the longest forecasts keep epoch {best['epoch']} ({_summary(best)}, "
+              f"lambda1 {best['lyapunov'][0]:.3f})")
 
 
 def _summary(row: dict) -> str:
@@ -237,6 +296,8 @@ def main() -> None:
     sub.add_argument("--average", type=int, default=1,
                      help="score and measure each checkpoint as the mean weights of this many "
                           "consecutive ones (weight averaging; every checkpoint scored again)")
+    sub.add_argument("--forecast-skill", action="store_true",
+                     help="also measure each candidate's forecasts of the training data")
     sub.add_argument("--output", default=None, help="write the rows as JSON here")
     sub.set_defaults(func=evaluate_runs)
     args = parser.parse_args()
