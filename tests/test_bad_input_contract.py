@@ -944,3 +944,65 @@ def test_timed_forecasters_read_a_plain_list_as_one_series_of_times():
     # Was "times has 80 entries for 1 trajectories".
     model = ESTIMATORS["CfCForecaster"]().fit(Y, times=list(np.arange(80) * 0.5))
     assert model.time_scale_ == 0.5
+
+
+def test_n_init_checks_every_trainings_checkpoint_file_before_any_trains(tmp_path):
+    # Training 0 used to run to the end and write its file before training 1's was refused.
+    (tmp_path / "k-init1.pt").write_bytes(b"saved by the user")
+    with pytest.raises(FileExistsError, match=r"k-init1.pt'\] exist; choose a new"):
+        ESTIMATORS["PLRNN"](n_init=2, checkpoint_path=str(tmp_path / "k.pt")).fit(Y)
+    assert not (tmp_path / "k-init0.pt").exists()
+    with pytest.raises(TypeError, match=r"checkpoint_path must be a path .* got int"):
+        ESTIMATORS["GRUForecaster"](checkpoint_path=123).fit(Y)
+
+
+def test_timed_forecasters_check_their_other_inputs():
+    model = ESTIMATORS["CfCForecaster"]().fit(Y)
+    with pytest.raises(ValueError, match=r"context must have 1 or 2 dimensions .* a scalar"):
+        model.predict(3, context=1.0)  # was "object of type 'float' has no len()"
+    with pytest.raises(ValueError, match=r"y must have shape \(T, 2\)"):
+        model.get_state_trajectory(np.ones((5, 3)))  # was numpy's broadcast error
+    with pytest.raises(ValueError, match=r"fitted without exogenous inputs; got X"):
+        model.get_state_trajectory(Y, X=X)  # was ignored
+    with pytest.raises(ValueError, match=r"a 1-D context is read as one column: for one row, "
+                                         r"pass context\[None\]"):
+        model.predict(3, context=Y[0])
+
+
+@pytest.mark.parametrize("module", [
+    lambda: tnn.Chimera(2, d_model=4, d_state=2, n_layers=1),
+    lambda: tnn.WARP(2, root_width=4, hyper_width=4)], ids=["Chimera", "WARP"])
+def test_modules_take_dt_as_a_number_or_a_list(module):
+    # Was "AttributeError: 'float' object has no attribute 'ndim'".
+    layer = module()
+    x = torch.randn(2, 5, 2)
+    as_tensor, _ = layer(x, dt=torch.full((2, 5), 0.5))
+    as_list, _ = layer(x, dt=[[0.5] * 5] * 2)
+    torch.testing.assert_close(as_list, as_tensor, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"dt must have shape \(B, L\)"):
+        layer(x, dt=0.5)
+
+
+def test_a_generated_run_that_diverged_is_named_as_such():
+    from tsrnn.metrics import power_spectrum_distance, state_space_divergence
+
+    generated = np.tile(Y, (4, 1))
+    generated[7, 1] = np.inf
+    for measure in (state_space_divergence, power_spectrum_distance):
+        # Was "remove or impute missing values first", advice for data, not for a model.
+        with pytest.raises(ValueError, match=r"x_gen leaves the finite range at step 7: the "
+                                             r"generated run diverged"):
+            measure(np.tile(Y, (4, 1)), generated)
+
+
+def test_lyapunov_spectrum_names_a_module_or_callable_of_another_shape():
+    # Were torch's "mat1 and mat2 shapes cannot be multiplied", its forward-gradient error
+    # and a TypeError from torch.where.
+    module = torch.nn.Linear(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"Linear could not map states of dimension 3"):
+        lyapunov_spectrum(module, x0=np.zeros(3), n_steps=10)
+    for step, got in ((lambda x: x[:, :1], r"\(32, 1\)"), (lambda x: x.detach().numpy(),
+                                                         r"ndarray")):
+        with pytest.raises(ValueError, match=r"must map states \(B, 2\) to next states of the "
+                                             rf"same shape as a torch tensor, got {got}"):
+            lyapunov_spectrum(step, x0=np.ones(2), n_steps=10)

@@ -149,7 +149,8 @@ def test_n_init_gives_every_training_its_own_checkpoint_file(lorenz, tmp_path):
     tiny(ALRNN, n_init=2, checkpoint_path=str(path)).fit(lorenz)
     assert not path.exists()
     assert (tmp_path / "run-init0.pt").exists() and (tmp_path / "run-init1.pt").exists()
-    with pytest.raises(FileExistsError, match="exists"):
+    with pytest.raises(FileExistsError, match=r"run-init0.pt', .*run-init1.pt'\] exist; choose "
+                                              "a new checkpoint_path"):
         tiny(ALRNN, n_init=2, checkpoint_path=str(path)).fit(lorenz)
 
 

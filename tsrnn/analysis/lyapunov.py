@@ -117,7 +117,25 @@ def _module_map(module, *, dt, dim, device, dtype) -> DiscreteMap:
             "cannot infer the state dimension of this module; pass dim=... or x0=..."
         )
     jacobian = getattr(module, "jacobian", None)
-    return DiscreteMap(step=module, dim=int(dim), time_step=dt,
+    name = type(module).__name__
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        # A module or callable of another state size, or one that returns something other
+        # than a tensor of the states' shape, is named here rather than deep in autodiff.
+        try:
+            y = module(x)
+        except RuntimeError as error:
+            if "shape" in str(error) or "size" in str(error):
+                raise ValueError(f"{name} could not map states of dimension {x.shape[-1]} "
+                                 f"(from dim or x0): {error}") from error
+            raise
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"{name} must map states (B, {x.shape[-1]}) to next states of "
+                             f"the same shape as a torch tensor, got {got}")
+        return y
+
+    return DiscreteMap(step=step, dim=int(dim), time_step=dt,
                        jacobian=jacobian if callable(jacobian) else None,
                        dtype=dtype, device=device, name=type(module).__name__)
 

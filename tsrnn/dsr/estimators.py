@@ -317,6 +317,13 @@ class DSREstimator(NeuralForecaster):
         workers = min(self.n_init, available)
         threads = max(1, torch.get_num_threads() // workers)
         trainings = [self._restart_parameters(k, seed) for k, seed in enumerate(seeds)]
+        # Every training's file checked before any trains (one found later would leave the
+        # earlier trainings' files behind, and their time spent, for nothing).
+        taken = [p["checkpoint_path"] for p in trainings
+                 if p["checkpoint_path"] is not None and Path(p["checkpoint_path"]).exists()]
+        if taken:
+            raise FileExistsError(f"checkpoint files {taken} exist; choose a new "
+                                  "checkpoint_path so that no saved model is overwritten")
         # One progress bar over the trainings (each training's own bar stays off).
         bar = tqdm(total=self.n_init, disable=not self._verbose,
                    desc=f"{type(self).__name__} trainings")

@@ -323,7 +323,13 @@ class TimedForecaster(NeuralForecaster):
         self._check_fitted()
         raw = as_float_array(y, "y", ndim=(1, 2))
         raw = raw[:, None] if raw.ndim == 1 else raw
+        if raw.shape[1] != self.n_features_in_ or raw.shape[0] == 0:
+            raise ValueError(f"y must have shape (T, {self.n_features_in_}) with T >= 1 like "
+                             f"the training data, got {raw.shape}")
         scaled = self.y_scaler_.transform(raw)
+        if self.n_exog_ == 0 and X is not None:
+            raise ValueError(f"{type(self).__name__} was fitted without exogenous inputs; "
+                             "got X")
         if self.n_exog_:
             rows = self._check_future_x(X, len(raw), 0)
             inputs = np.column_stack([scaled, np.vstack([rows[1:], rows[-1:]])])
@@ -396,6 +402,9 @@ class TimedForecaster(NeuralForecaster):
 
     def _predict_gaps(self, n_steps: int, context: Any, times: Any) -> np.ndarray:
         """Gaps between consecutive times of context and horizon (T_c + n_steps - 1,)."""
+        if context is not None and np.ndim(context) == 0:
+            raise ValueError("context must have 1 or 2 dimensions (rows of observations), got "
+                             f"a scalar {context!r}")
         n_context = len(self.context_y_) if context is None else len(context)
         if times is not None:
             if _date_zone(times)[0] != bool(getattr(self, "date_times_", False)):

@@ -303,9 +303,11 @@ class BaseForecaster(BaseEstimator):
                 raise ValueError("context has a column with no observed value: the state "
                                  "would start uninformed there")
             if raw.shape[1] != self.n_features_in_:
+                one_row = (np.ndim(context) == 1 and raw.shape[0] == self.n_features_in_)
                 raise ValueError(
                     f"context must have {self.n_features_in_} columns like the training data, "
-                    f"got shape {raw.shape}"
+                    f"got shape {raw.shape}" + ("; a 1-D context is read as one column: for "
+                                                "one row, pass context[None]" if one_row else "")
                 )
             if raw.shape[0] == 0:
                 raise ValueError("context is empty; pass None to continue the training data")
@@ -831,6 +833,10 @@ class NeuralForecaster(BaseForecaster):
 
     def _fit(self, y_list, x_list) -> None:
         self._check_hyperparameters()
+        if self.checkpoint_path is not None and not isinstance(self.checkpoint_path,
+                                                               str | os.PathLike):
+            raise TypeError(f"checkpoint_path must be a path (str or path-like) or None, got "
+                            f"{type(self.checkpoint_path).__name__}")
         if self.checkpoint_path is not None and Path(self.checkpoint_path).exists():
             raise FileExistsError(
                 f"checkpoint_path {self.checkpoint_path} exists; choose a new path so that "

@@ -50,9 +50,16 @@ __all__ = [
 _GMM_BLOCK_ENTRIES = 1 << 22
 
 
-def _as_series(data: Any, name: str, *, min_length: int = 2) -> np.ndarray:
-    """Read ``data`` of shape (T,) or (T, d) as a float64 array of shape (T, d)."""
-    array = as_float_array(data, name, ndim=(1, 2))
+def _as_series(data: Any, name: str, *, min_length: int = 2,
+               generated: bool = False) -> np.ndarray:
+    """Read ``data`` of shape (T,) or (T, d) as a float64 array of shape (T, d)
+    (``generated``: a model's run, whose NaN or inf mean that it diverged)."""
+    array = as_float_array(data, name, ndim=(1, 2), allow_nan=generated)
+    if generated and not np.isfinite(array).all():
+        row = int(np.argwhere(~np.isfinite(array))[0][0])
+        raise ValueError(f"{name} leaves the finite range at step {row}: the generated run "
+                         "diverged, and its attractor measures are not defined (count the "
+                         "model as failed)")
     if array.ndim == 1:
         array = array[:, None]
     if array.shape[0] < min_length:
@@ -287,7 +294,7 @@ def state_space_divergence(
     n_samples = check_positive(n_samples, "n_samples", integer=True)
     max_points = check_positive(max_points, "max_points", integer=True)
     truth = _as_series(x_true, "x_true")
-    generated = _as_series(x_gen, "x_gen")
+    generated = _as_series(x_gen, "x_gen", generated=True)
     _check_same_dim(truth, generated, ("x_true", "x_gen"))
     _warn_if_transposed(truth, "x_true")
 
@@ -519,7 +526,7 @@ def power_spectrum_distance(
     sigma = check_positive(sigma, "sigma")
     truncate = check_bool(truncate, "truncate")
     truth = _as_series(x_true, "x_true")
-    generated = _as_series(x_gen, "x_gen")
+    generated = _as_series(x_gen, "x_gen", generated=True)
     _check_same_dim(truth, generated, ("x_true", "x_gen"))
     if len(truth) != len(generated):
         if not truncate:

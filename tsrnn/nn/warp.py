@@ -486,6 +486,8 @@ class WARP(nn.Module):
                                  f"(B, D_θ), got {shape}")
             check_state(h0, x)
         if dt is not None:
+            if not isinstance(dt, torch.Tensor):  # a float or a (nested) list
+                dt = torch.as_tensor(dt, dtype=x.dtype, device=x.device)
             if dt.ndim == 3 and dt.shape[-1] == 1:
                 dt = dt[..., 0]
             if tuple(dt.shape) != tuple(x.shape[:2]):
