@@ -646,7 +646,8 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam, "adamw": tor
 # (on standardised data the first loss is of order one, so 1e6 is far beyond any honest
 # fluctuation and far below float overflow).
 _EXPLOSION_FACTOR = 1e6
-# A kept model whose training loss is this many times the first batch's learned nothing.
+# A kept model whose score (validation loss, or training loss without a validation split) is
+# this many times the first batch's loss is worse than the untrained model: it diverged.
 _FAILED_FACTOR = 10.0
 
 
