@@ -1006,3 +1006,35 @@ def test_lyapunov_spectrum_names_a_module_or_callable_of_another_shape():
         with pytest.raises(ValueError, match=r"must map states \(B, 2\) to next states of the "
                                              rf"same shape as a torch tensor, got {got}"):
             lyapunov_spectrum(step, x0=np.ones(2), n_steps=10)
+
+
+@pytest.mark.parametrize("module", [
+    lambda: tnn.HiPPORNN(2, hidden_size=4, state_size=4),
+    lambda: tnn.Chimera(2, d_model=4, d_state=2, n_layers=1),
+    lambda: tnn.WARP(2, root_width=4, hyper_width=4)], ids=["HiPPORNN", "Chimera", "WARP"])
+def test_an_empty_batch_is_named(module):
+    # Were an IndexError and reshape errors from inside the modules.
+    with pytest.raises(ValueError, match=r"x is empty along the batch \(B = 0\)"):
+        module()(torch.zeros(0, 5, 2))
+
+
+def test_time_scale_is_checked_even_where_it_has_no_effect():
+    with pytest.raises(ValueError, match=r"time_scale must be > 0"):
+        ESTIMATORS["CfCForecaster"](time_scale=-1.0).fit(Y)  # only warned "has no effect"
+
+
+def test_closed_loop_scorer_scores_each_start_once(monkeypatch):
+    from tsrnn.forecasting import closed_loop_scorer
+
+    model = ESTIMATORS["ESN"]().fit(Y)
+    starts = []
+    original = type(model).predict
+
+    def spy(self, n_steps, context=None, X=None):
+        starts.append(len(context))
+        return original(self, n_steps, context=context, X=X)
+
+    monkeypatch.setattr(type(model), "predict", spy)
+    # A block of 12 steps holds 3 distinct starts for context 5 and horizon 5, not 500.
+    closed_loop_scorer(context=5, horizon=5, n_starts=500)(model, Y[:12])
+    assert len(starts) == 3

@@ -258,6 +258,8 @@ class TimedForecaster(NeuralForecaster):
         # continues without given times with dates.
         if not continuing or times is not None:
             self.date_times_, self.time_zone_ = dates
+        if self.time_scale is not None:  # a bad value is refused even where it has no effect
+            check_positive(self.time_scale, "time_scale")
         if times is None:
             if self.time_scale is not None and not continuing:
                 warn(f"time_scale={self.time_scale} has no effect without times: the rows of "

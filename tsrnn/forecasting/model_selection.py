@@ -37,7 +37,8 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
     horizon : int
         Length of each forecast.
     n_starts : int
-        Forecasts per test block, their starts spread evenly over it.
+        Forecasts per test block, their starts spread evenly over it (distinct starts only:
+        fewer where a short block holds fewer).
     metric : {"vpt", "mse"}
         Valid prediction time (higher is better) or minus the mean squared error.
     dt, lyapunov_exponent, threshold
@@ -93,8 +94,10 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
                 f"a test block of {data.shape[0]} steps is too short for context={context} "
                 f"and horizon={horizon}; use fewer splits or shorter windows"
             )
+        # Distinct starts only: a short block cannot hold n_starts of them, and repeating one
+        # would weigh it twice in the mean.
         scores = []
-        for start in np.linspace(context, last_start, n_starts).astype(int):
+        for start in np.unique(np.linspace(context, last_start, n_starts).astype(int)):
             rows = None if exogenous is None else exogenous[start - context:start + horizon]
             forecast = np.asarray(estimator.predict(horizon, context=data[start - context:start],
                                                     X=rows))

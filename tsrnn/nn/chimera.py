@@ -365,6 +365,8 @@ class Chimera(nn.Module):
                              f"{tuple(x.shape)}")
         if x.shape[1] == 0:
             raise ValueError("x is empty along time (L = 0)")
+        if x.shape[0] == 0:  # torch's own error was a reshape's
+            raise ValueError("x is empty along the batch (B = 0)")
         check_finite(x, "x")
         check_matches_module(x, self)
         if dt is not None:

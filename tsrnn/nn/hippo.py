@@ -290,6 +290,8 @@ class HiPPORNN(nn.Module):
     def forward(self, x: torch.Tensor, h0=None, dt: torch.Tensor | None = None):
         check_sequence(x, self.input_size, module=self)
         batch, length, c = x.shape
+        if batch == 0:  # torch's own error was an IndexError in the shared-times test
+            raise ValueError("x is empty along the batch (B = 0)")
         h, state, elapsed = self._initial_state(h0, batch, x)
         dt = check_time_steps(dt, batch, length, x)
         steps = (x.new_full((batch, length), self.timescale) if dt is None

@@ -475,6 +475,8 @@ class WARP(nn.Module):
         if x.shape[1] < self.init_window:
             raise ValueError(f"x has {x.shape[1]} steps; the hypernetwork reads the first "
                              f"init_window={self.init_window}")
+        if x.shape[0] == 0:  # torch's own error was a reshape's
+            raise ValueError("x is empty along the batch (B = 0)")
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or inf")
         check_matches_module(x, self)
