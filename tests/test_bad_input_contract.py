@@ -1038,3 +1038,14 @@ def test_closed_loop_scorer_scores_each_start_once(monkeypatch):
     # A block of 12 steps holds 3 distinct starts for context 5 and horizon 5, not 500.
     closed_loop_scorer(context=5, horizon=5, n_starts=500)(model, Y[:12])
     assert len(starts) == 3
+
+
+def test_simulate_warns_when_dt_means_a_huge_number_of_substeps():
+    # dt=1e6 for Lorenz-63 ran 1e8 substeps per sample without a word.
+    with pytest.warns(UserWarning, match=r"dt=1000 is 100000 accurate integration steps of "
+                                         r"Lorenz63 per sample.*check dt's unit"):
+        Lorenz63().simulate(1, dt=1e3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Lorenz63().simulate(2, dt=0.25)  # 25 substeps: nothing to say
+        Lorenz63().simulate(1, dt=1e3, substeps=10)  # chosen by the user

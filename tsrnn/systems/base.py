@@ -34,8 +34,12 @@ from .._validation import (
     check_in_range,
     check_option,
     check_positive,
+    warn,
 )
 from . import integrators
+
+# Automatic fixed-step substeps per sample above which simulate warns (see _resolve_integration).
+_MANY_SUBSTEPS = 10_000
 
 
 def _to_tensor(x: Any, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
@@ -372,6 +376,11 @@ class Flow(DynamicalSystem):
         if substeps is None:
             substeps = (self._default_substeps(dt) if method in integrators.FIXED_STEPPERS
                         else self.default_substeps)
+            if substeps > _MANY_SUBSTEPS:
+                # A dt in the wrong unit (1e6 for 0.01) would otherwise run for hours silently.
+                warn(f"dt={dt:g} is {substeps} accurate integration steps of "
+                     f"{type(self).__name__} per sample; pass substeps= to take fewer (less "
+                     "accurate), or check dt's unit")
         substeps = check_positive(substeps, "substeps", integer=True)
         return method, substeps
 
