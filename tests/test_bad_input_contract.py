@@ -1049,3 +1049,26 @@ def test_simulate_warns_when_dt_means_a_huge_number_of_substeps():
         warnings.simplefilter("error")
         Lorenz63().simulate(2, dt=0.25)  # 25 substeps: nothing to say
         Lorenz63().simulate(1, dt=1e3, substeps=10)  # chosen by the user
+
+
+def test_data_helpers_read_their_arguments_as_documented(tmp_path):
+    from tsrnn.datasets import load_csv, simulate_splits, train_test_split_series
+
+    split = simulate_splits(Lorenz63(), 50, n_validation=10, n_test=10, seed=0)
+    with pytest.raises(ValueError, match=r"column True is not a name or an index"):
+        split.inverse_transform(np.zeros((2, 1)), columns=[True])  # was read as column 1
+    path = tmp_path / "s.csv"
+    path.write_text("time,x,y\n0,1,2\n1,3,4\n2,5,6\n")
+    with pytest.raises(TypeError, match=r"columns must be a list of column names, got the "
+                                        r"string 'xy' \(for one column: columns=\['xy'\]\)"):
+        load_csv(path, columns="xy")  # was split into ['x', 'y']
+    with pytest.raises(ValueError, match=r"data must be a series"):
+        train_test_split_series(3.0)  # was "object of type 'float' has no len()"
+
+
+def test_trajectories_with_columns_in_another_order_name_the_reference_at_fit():
+    # Said "but ESN was fitted on", during the fit, naming the last trajectory's order.
+    frame = pd.DataFrame(Y, columns=["a", "b"])
+    with pytest.raises(ValueError, match=r"trajectory 0 of y has columns \['b', 'a'\], but the "
+                                         r"last trajectory has \['a', 'b'\]"):
+        ESTIMATORS["ESN"]().fit([frame[["b", "a"]], frame])

@@ -115,6 +115,9 @@ def load_csv(path: str | os.PathLike, time_column: str | None = "date",
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {os.fspath(path)!r}")
+    if isinstance(columns, str):  # a string is a sequence of its letters
+        raise TypeError(f"columns must be a list of column names, got the string {columns!r} "
+                        f"(for one column: columns=[{columns!r}])")
     if freq is not None and (time_column is None or not parse_dates):
         raise ValueError("freq needs a time column parsed as dates "
                          "(time_column set and parse_dates=True)")

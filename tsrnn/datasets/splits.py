@@ -111,7 +111,8 @@ class SeriesSplit:
                     known = ", ".join(repr(c) for c in self.columns or ())
                     raise ValueError(f"unknown column {column!r}; known columns: {known or 'none'}")
                 positions.append(self.columns.index(column))
-            elif isinstance(column, numbers.Integral) and -len(mean) <= column < len(mean):
+            elif (isinstance(column, numbers.Integral) and not isinstance(column, bool | np.bool_)
+                  and -len(mean) <= column < len(mean)):  # True would read as column 1
                 positions.append(int(column))
             else:
                 raise ValueError(f"column {column!r} is not a name or an index below {len(mean)}")
@@ -325,6 +326,8 @@ def train_test_split_series(data: Any, test_size: int | float = 0.2,
     """
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
+    if np.ndim(data) == 0:  # len() of a number was Python's TypeError
+        raise ValueError(f"data must be a series (T,) or (T, dim), got {data!r}")
     n_rows = len(data)
     n_test = _part_size(test_size, n_rows, "test_size")
     n_validation = _part_size(validation_size, n_rows, "validation_size")

@@ -215,12 +215,14 @@ class BaseForecaster(BaseEstimator):
         if isinstance(last, pd.DataFrame):
             self.feature_names_in_ = np.asarray([str(c) for c in last.columns], dtype=object)
             for i, frame in enumerate(y[:-1] if collection else []):
-                self._check_column_names(frame, f"trajectory {i} of y")
+                self._check_column_names(frame, f"trajectory {i} of y",
+                                         reference="the last trajectory has")
         frames = (list(X) if collection and isinstance(X, list | tuple) else [X])
         if isinstance(frames[0], pd.DataFrame):
             self.exog_names_in_ = np.asarray([str(c) for c in frames[0].columns], dtype=object)
             for i, frame in enumerate(frames[1:], start=1):
-                self._check_column_names(frame, f"series {i} of X", "exog_names_in_")
+                self._check_column_names(frame, f"series {i} of X", "exog_names_in_",
+                                         reference="series 0 of X has")
         self.index_info_ = index_info(last)
         if not self._reads_times:
             _warn_irregular_dates(y if collection else [y], type(self).__name__)
@@ -352,11 +354,12 @@ class BaseForecaster(BaseEstimator):
                                          "exog_names_in_")
 
     def _check_column_names(self, frame: Any, name: str,
-                            attribute: str = "feature_names_in_") -> None:
+                            attribute: str = "feature_names_in_",
+                            reference: str | None = None) -> None:
         """A DataFrame whose columns are not those of the training frame, in their order, is
         refused: its columns would be read by position, and the forecast labelled with names
         that do not match its values (``attribute``: where those names are kept,
-        ``exog_names_in_`` for X)."""
+        ``exog_names_in_`` for X; ``reference``: what holds them, for the message)."""
         expected = getattr(self, attribute, None)
         if expected is None or not isinstance(frame, pd.DataFrame):
             return
@@ -364,8 +367,9 @@ class BaseForecaster(BaseEstimator):
         if given != list(expected):
             hint = (f"select {name}[{list(expected)}]" if sorted(given) == sorted(expected)
                     else "rename its columns or pass an array")
-            raise ValueError(f"{name} has columns {given}, but {type(self).__name__} was "
-                             f"fitted on {list(expected)} (in this order); {hint}")
+            reference = reference or f"{type(self).__name__} was fitted on"
+            raise ValueError(f"{name} has columns {given}, but {reference} "
+                             f"{list(expected)} (in this order); {hint}")
 
     def _check_future_x(self, X: Any, n_steps: int, n_context: int) -> np.ndarray | None:
         if self.n_exog_ == 0:
