@@ -1072,3 +1072,11 @@ def test_trajectories_with_columns_in_another_order_name_the_reference_at_fit():
     with pytest.raises(ValueError, match=r"trajectory 0 of y has columns \['b', 'a'\], but the "
                                          r"last trajectory has \['a', 'b'\]"):
         ESTIMATORS["ESN"]().fit([frame[["b", "a"]], frame])
+
+
+def test_warp_names_a_context_shorter_than_its_hypernetwork_reads():
+    # Said "x has 2 steps", naming the module's argument rather than the user's context.
+    model = ESTIMATORS["WARPForecaster"](init_window=4).fit(Y)
+    with pytest.raises(ValueError, match=r"context has 2 rows; the hypernetwork reads the "
+                                         r"first init_window=4"):
+        model.predict(3, context=Y[:2])

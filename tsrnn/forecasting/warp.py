@@ -217,6 +217,9 @@ class WARPForecaster(NeuralForecaster):
         return int(self.sequence_length)
 
     def _predict(self, n_steps, context_y, context_x, future_x):
+        if len(context_y) < int(self.init_window):  # the module's message would name "x"
+            raise ValueError(f"context has {len(context_y)} rows; the hypernetwork reads the "
+                             f"first init_window={self.init_window}: give at least that many")
         module = self.module_.eval()
         y = self._tensor(context_y)[None]
         if context_x is None:
