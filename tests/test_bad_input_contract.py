@@ -781,6 +781,9 @@ def test_region_codes_beyond_62_relus_are_the_same_in_every_call():
     whole, part = model.symbolic_codes(Y[:60])[30:], model.symbolic_codes(Y[30:60])
     assert whole.dtype == object and list(whole) == list(part)
     assert max(whole) >= 2**62  # the codes are the patterns read as binary numbers
+    from tsrnn.analysis import plot_symbolic_sequence
+
+    assert len(plot_symbolic_sequence(whole).axes) == 3  # the plot takes them as codes
 
 
 def test_plots_refuse_to_overwrite_a_file(tmp_path):

@@ -15,6 +15,7 @@ called, so ``import tsrnn`` does not pay for it.
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Any
 
@@ -233,6 +234,9 @@ def plot_symbolic_sequence(codes: Any, *, max_steps: int | None = 500, dt: float
             np.unique(raw, axis=0, return_inverse=True)[1].reshape(-1)
     elif raw.ndim == 1 and raw.dtype != object and np.issubdtype(raw.dtype, np.integer):
         patterns, labels = None, raw.astype(np.int64)
+    elif raw.ndim == 1 and raw.dtype == object and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in raw):
+        patterns, labels = None, raw  # the Python-integer codes of models beyond 62 ReLUs
     else:
         raise ValueError(f"codes must be integer codes (T,) or boolean sign patterns (T, R), "
                          f"got dtype {raw.dtype} and shape {raw.shape}")
