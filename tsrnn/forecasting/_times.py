@@ -409,10 +409,11 @@ class TimedForecaster(NeuralForecaster):
                              f"a scalar {context!r}")
         n_context = len(self.context_y_) if context is None else len(context)
         if times is not None:
-            if _date_zone(times)[0] != bool(getattr(self, "date_times_", False)):
+            dated = _date_zone(times)[0]
+            if dated != self.date_times_:
                 fitted = ("dates" if self.date_times_ else
                           "numbers" if self.last_time_ is not None else "rows one unit apart")
-                given = "dates" if _date_zone(times)[0] else "numbers"
+                given = "dates" if dated else "numbers"
                 raise ValueError(f"times are {given}, but the model was fitted on {fitted}: "
                                  "give the horizon's times in the unit of the training times")
             t = as_times(times, "times")
