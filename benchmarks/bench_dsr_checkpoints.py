@@ -19,6 +19,8 @@ measures those (stop 18). ``evaluate --forecast-skill`` adds each candidate's va
 prediction times on the training data (400 forecasts of 800 steps, each from a state
 synchronised on the 100 steps before it; threshold 0.4), a data-based signal tried as a
 proxy for lambda_1 (stop 19; its correlations are printed at the end).
+``train --force-unobserved`` forces every latent at each forcing step, the unobserved ones to
+L x (the state a window starts from), instead of the observed ones only (stop 20).
 
     python benchmarks/bench_dsr_checkpoints.py train --seed 3 --learning-rate 2e-3 \\
         --forcing-interval 10 --max-epochs 1450 --device cuda --output runs/seed3
@@ -43,6 +45,7 @@ import torch
 from bench_dsr_lorenz63 import SYSTEMS, _level, build, data, evaluate
 
 from tsrnn.dsr import ALRNN
+from tsrnn.dsr.teacher_forcing import IdentityObservation
 from tsrnn.exceptions import DivergenceError
 
 
@@ -64,6 +67,13 @@ def train(args: argparse.Namespace) -> None:
     # The estimator keeps only its best checkpoint; the study needs every one, so the
     # scoring method is wrapped for this process (a script, not the library).
     ALRNN._validation_loss = recording
+    if args.force_unobserved:
+        # The experiment of stop 20: zhat = [x; L x] for all M latents (no gradient, as
+        # forcing signals are targets). Patched for this process only.
+        def forcing_signal(self, x):
+            with torch.no_grad():
+                return torch.cat([x, x @ self.L.T], dim=-1)
+        IdentityObservation.forcing_signal = forcing_signal
     train_data, _, _, _ = data(args.system)
     estimator = build("alrnn", 60.0 * args.minutes, args.max_epochs, args.seed, "sparse",
                       args.noise, system=args.system, learning_rate=args.learning_rate,
@@ -280,6 +290,8 @@ def main() -> None:
     sub.add_argument("--system", choices=sorted(SYSTEMS), default="lorenz63")
     sub.add_argument("--noise", type=float, default=0.0)
     sub.add_argument("--max-epochs", type=int, default=1450)
+    sub.add_argument("--force-unobserved", action="store_true",
+                     help="force all latents, the unobserved ones to L x (stop 20)")
     sub.add_argument("--minutes", type=float, default=15.0)
     sub.add_argument("--device", default="cpu")
     sub.add_argument("--output", required=True,
