@@ -78,7 +78,8 @@ def train(args: argparse.Namespace) -> None:
     estimator = build("alrnn", 60.0 * args.minutes, args.max_epochs, args.seed, "sparse",
                       args.noise, system=args.system, learning_rate=args.learning_rate,
                       learning_rate_final=args.learning_rate_final,
-                      forcing_interval=args.forcing_interval, device=args.device)
+                      forcing_interval=args.forcing_interval, device=args.device,
+                      sequence_length=args.sequence_length, batch_size=args.batch_size)
     started = time.perf_counter()
     estimator.fit(train_data)
     wall = time.perf_counter() - started
@@ -86,6 +87,7 @@ def train(args: argparse.Namespace) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"checkpoints": kept, "seed": args.seed, "learning_rate": args.learning_rate,
                 "forcing_interval": args.forcing_interval, "noise": args.noise,
+                "sequence_length": args.sequence_length, "batch_size": args.batch_size,
                 "system": args.system,
                 "epochs_run": estimator.n_epochs_, "best_epoch": estimator.best_epoch_,
                 "wall_s": wall}, f"{output}.ckpts.pt")
@@ -290,6 +292,8 @@ def main() -> None:
     sub.add_argument("--system", choices=sorted(SYSTEMS), default="lorenz63")
     sub.add_argument("--noise", type=float, default=0.0)
     sub.add_argument("--max-epochs", type=int, default=1450)
+    sub.add_argument("--sequence-length", type=int, default=200)
+    sub.add_argument("--batch-size", type=int, default=16)
     sub.add_argument("--force-unobserved", action="store_true",
                      help="force all latents, the unobserved ones to L x (stop 20)")
     sub.add_argument("--minutes", type=float, default=15.0)
