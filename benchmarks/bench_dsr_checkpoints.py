@@ -20,7 +20,8 @@ prediction times on the training data (400 forecasts of 800 steps, each from a s
 synchronised on the 100 steps before it; threshold 0.4), a data-based signal tried as a
 proxy for lambda_1 (stop 19; its correlations are printed at the end).
 ``train --force-unobserved`` forces every latent at each forcing step, the unobserved ones to
-L x (the state a window starts from), instead of the observed ones only (stop 20).
+L x (the state a window starts from), instead of the observed ones only, and
+``--sequence-length`` with ``--batch-size`` change the training windows (stop 20).
 
     python benchmarks/bench_dsr_checkpoints.py train --seed 3 --learning-rate 2e-3 \\
         --forcing-interval 10 --max-epochs 1450 --device cuda --output runs/seed3
