@@ -75,3 +75,52 @@ def test_stable_fixed_point_of_a_contracting_module_is_found_by_autodiff():
 def test_find_cycles_rejects_flows():
     with pytest.raises(ValueError, match="periodic orbits"):
         find_cycles(Lorenz63(), 2)
+
+
+class _HenonModule(torch.nn.Module):
+    """The Henon map as a module with trainable parameters, in float32 (torch's default)."""
+
+    dim = 2
+
+    def __init__(self, a: float = 1.4, b: float = 0.3):
+        super().__init__()
+        self.ab = torch.nn.Parameter(torch.tensor([a, b]))
+
+    def forward(self, x):
+        a, b = self.ab
+        return torch.stack([1 - a * x[:, 0] ** 2 + x[:, 1], b * x[:, 0]], -1)
+
+
+def test_a_float32_module_loses_no_roots():
+    # float32 residuals stall near 1e-7, above the default tolerance 1e-9: the search runs
+    # on a float64 copy, so both fixed points and the 2-cycle are found, to float64 accuracy.
+    module = _HenonModule()
+    x0 = np.random.default_rng(0).uniform(-1, 1, (128, 2)) * [1.2, 0.35]
+    a, b = 1.4, 0.3
+    x = (-(1 - b) + np.array([-1.0, 1.0]) * np.sqrt((1 - b) ** 2 + 4 * a)) / (2 * a)
+    points = fixed_points(module, x0=x0)
+    # The parameters were rounded to float32, so the roots are those of the rounded map.
+    np.testing.assert_allclose([p.location for p in points], np.stack([x, b * x], 1),
+                               atol=1e-6)
+    assert all(p.residual < 1e-12 for p in points)
+    (cycle,) = find_cycles(module, 2, x0=x0)
+    np.testing.assert_allclose(np.sort(cycle.points[:, 0]),
+                               ((1 - b) + np.array([-1, 1]) * np.sqrt(4 * a - 3 * (1 - b) ** 2))
+                               / (2 * a), atol=1e-6)
+    assert module.ab.dtype == torch.float32  # the caller's module is not converted
+
+
+def test_a_module_runs_in_the_dtype_asked_for():
+    module = _HenonModule()
+    points = fixed_points(module, x0=np.zeros((4, 2)), dtype=torch.float32, tolerance=1e-5)
+    assert points and all(p.residual > 0 for p in points)
+    linear = torch.nn.Linear(3, 3)
+    from tsrnn.analysis import lyapunov_spectrum
+
+    with torch.no_grad():
+        linear.weight.copy_(torch.diag(torch.tensor([0.5, 0.25, 0.125])))
+    options = dict(x0=np.ones((4, 3)), n_steps=50, transient=10)
+    spectrum = lyapunov_spectrum(linear, dtype=torch.float64, **options)
+    assert linear.weight.dtype == torch.float32  # converted as a copy
+    np.testing.assert_array_equal(spectrum, lyapunov_spectrum(linear.double(), **options))
+    np.testing.assert_allclose(spectrum, np.log([0.5, 0.25, 0.125]), rtol=1e-4)

@@ -252,6 +252,20 @@ def _scyfi_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in ("dim", "device", "dtype")}
 
 
+def _search_map(obj: Any, dt: float | None, x0: Any, options: dict) -> DiscreteMap:
+    """The map the Newton search runs on: a module's state size read off x0, and a torch
+    module searched in float64 unless ``dtype`` says otherwise (through a converted copy):
+    float32 residuals stall near 1e-7, above the default tolerance, and roots would be
+    dropped without a word."""
+    options = dict(options)
+    if not hasattr(obj, "as_discrete_map") and not isinstance(obj, DiscreteMap):
+        if "dim" not in options and x0 is not None:
+            options["dim"] = int(np.shape(x0)[-1])
+        if "dtype" not in options and isinstance(obj, torch.nn.Module):
+            options["dtype"] = torch.float64
+    return as_discrete_map(obj, dt=dt, **options)
+
+
 def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: Any = None,
                  seed: int = 0,
                  learning_rate: float = 0.05, max_iterations: int = 2000,
@@ -283,7 +297,9 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
     dedupe_tolerance : float
         Roots closer than this are one.
     dt, options
-        Passed to :func:`as_discrete_map` (for modules: ``dim``).
+        Passed to :func:`as_discrete_map` (for modules: ``dim``, ``device``, ``dtype``). A
+        torch module is searched in float64, on a converted copy, unless ``dtype`` is
+        given: in float32 the residuals stop near 1e-7, above ``tolerance``.
 
     Returns
     -------
@@ -296,9 +312,7 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
     seed = _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps,
                          tolerance, dedupe_tolerance)
     flow = _is_flow(obj)
-    if "dim" not in options and x0 is not None and not hasattr(obj, "as_discrete_map"):
-        options["dim"] = int(np.shape(x0)[-1])
-    dmap = as_discrete_map(obj, dt=dt, **options)
+    dmap = _search_map(obj, dt, x0, options)
     if flow:
         residual, jacobian = _flow_functions(obj)
     else:
@@ -354,9 +368,7 @@ def find_cycles(obj: Any, order: int, *, method: str = "auto", n_initial: int = 
             "find_cycles applies to maps and discrete-time models; a flow's periodic orbits "
             "are not k-cycles (use fixed_points for its equilibria)"
         )
-    if "dim" not in options and x0 is not None and not hasattr(obj, "as_discrete_map"):
-        options["dim"] = int(np.shape(x0)[-1])
-    dmap = as_discrete_map(obj, dt=dt, **options)
+    dmap = _search_map(obj, dt, x0, options)
     residual, jacobian = _map_functions(dmap, order)
     states = _sample_states(obj, dmap, n_initial, x0, seed)
     roots, norms = _solve(residual, jacobian, states, learning_rate=learning_rate,

@@ -103,6 +103,12 @@ def _module_map(module, *, dt, dim, device, dtype) -> DiscreteMap:
     if parameters:
         device = parameters[0].device if device is None else resolve_device(device)
         dtype = parameters[0].dtype if dtype is None else resolve_dtype(dtype)
+        if (parameters[0].device, parameters[0].dtype) != (device, dtype):
+            # A converted copy runs the states' dtype and device; the caller's module is
+            # left as it is (module.to() would convert it in place).
+            import copy
+
+            module = copy.deepcopy(module).to(device=device, dtype=dtype)
     else:
         device = resolve_device("cpu" if device is None else device)
         dtype = resolve_dtype(dtype, torch.float64)
