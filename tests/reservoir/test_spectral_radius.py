@@ -34,11 +34,20 @@ def test_sparse_spectral_radius_equals_the_dense_one(seed, n, connectivity, dist
 
 
 def test_the_start_vector_matters_only_for_speed(monkeypatch):
-    # Without the power steps (ARPACK from ones, as before) the radius is the same.
+    # Without the power steps (ARPACK from the random start itself) the radius is the same.
     matrix = random_sparse(5, 500, 0.02, "normal")
     prepared = spectral_radius(matrix)
     monkeypatch.setattr(matrices, "_POWER_STEPS", 0)
     assert spectral_radius(matrix) == pytest.approx(prepared, rel=1e-10)
+
+
+def test_a_dominant_eigenvector_orthogonal_to_ones_is_found():
+    # [[1, -1], [-1, 1]] has eigenvalue 2 on (1, -1), which a start from ones never sees:
+    # the radius read 0.61 (the rest's) before the start vector became a random one.
+    block = sparse.csr_array(np.array([[1.0, -1.0], [-1.0, 1.0]]))
+    rest = random_sparse(2, 398, 0.01, "normal") * 0.05
+    matrix = sparse.block_diag([block, rest], format="csr")
+    assert spectral_radius(matrix) == pytest.approx(2.0, rel=1e-10)
 
 
 def test_nilpotent_matrix_has_radius_zero():

@@ -87,10 +87,12 @@ def spectral_radius(matrix) -> float:
     if (sparse.issparse(matrix) and n > _DENSE_EIGEN_MAX
             and not np.iscomplexobj(matrix.data)):
         matvec, csr = _fast_matvec(matrix)
-        # The start vector: ones after power steps, which shrink the components along the
-        # inner eigenvalues (by (|lambda| / rho)^steps) and so leave ARPACK the outer ones
-        # to resolve: 2-3x fewer restarts. The largest is the one never shrunk.
-        start = np.ones(n)
+        # The start vector: a fixed random one after power steps, which shrink the
+        # components along the inner eigenvalues (by (|lambda| / rho)^steps) and so leave
+        # ARPACK the outer ones to resolve: 2-3x fewer restarts. The largest is the one
+        # never shrunk. Random, not ones: a structured W can have its dominant eigenvector
+        # orthogonal to ones (as [[1, -1], [-1, 1]] has), and then it would never be seen.
+        start = np.random.default_rng(0).standard_normal(n)
         for _ in range(_POWER_STEPS):
             start = matvec(start)
             norm = np.linalg.norm(start)
