@@ -639,7 +639,8 @@ def test_a_hyperparameter_changed_after_fit_is_refused_by_predict_save_and_parti
     saved = model.save(tmp_path / "m.pt")
     np.testing.assert_array_equal(type(model).load(saved).predict(3), model.predict(3))
     neural = ESTIMATORS["ALRNN"]().fit(Y)
-    neural.set_params(max_epochs=2, learning_rate=1e-4).partial_fit(Y)  # training settings
+    # Training settings; a DSR model's windows too (its predict runs free from a context).
+    neural.set_params(max_epochs=2, learning_rate=1e-4, sequence_length=9).partial_fit(Y)
     neural.set_params(n_latent=6)
     with pytest.raises(ValueError, match=r"n_latent=6 \(fitted with 4\)"):
         neural.partial_fit(Y)

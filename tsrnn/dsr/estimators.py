@@ -203,11 +203,13 @@ class DSREstimator(NeuralForecaster):
     """
 
     _coupling_names: tuple[str, ...] = ("W",)
-    # How the model is trained and its checkpoint chosen (may change before a partial_fit),
-    # and dt, the time one step stands for in analyses (set it to None for per-step exponents).
+    # How the model is trained and its checkpoint chosen (may change before a partial_fit,
+    # e.g. shorter windows to refine a model), and dt, the time one step stands for in
+    # analyses (set it to None for per-step exponents). Predict free-runs from a context,
+    # so the window length is not part of the fitted model.
     _training_params = NeuralForecaster._training_params | {
         "teacher_forcing", "alpha", "forcing_interval", "noise", "regularization",
-        "selection", "selection_noise", "dt"}
+        "selection", "selection_noise", "dt", "sequence_length"}
     # The forced loss changes with the forcing (adaptive alpha falls from 1): epochs' losses
     # are not comparable with the first batch's, and checkpoints are chosen by D_stsp.
     _fixed_objective = False
