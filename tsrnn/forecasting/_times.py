@@ -284,6 +284,8 @@ class TimedForecaster(NeuralForecaster):
         augmented = [np.column_stack([x if x_list is not None else np.empty((len(g), 0)), g])
                      for x, g in zip(x_list if x_list is not None else [None] * len(gaps),
                                      gaps)]
+        # Set before training too: a checkpoint written during it stores the context's gaps.
+        self.context_gaps_ = gaps[-1]
         try:
             super()._fit(y_list, augmented)
         finally:
