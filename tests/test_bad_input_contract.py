@@ -1084,3 +1084,102 @@ def test_warp_names_a_context_shorter_than_its_hypernetwork_reads():
     with pytest.raises(ValueError, match=r"context has 2 rows; the hypernetwork reads the "
                                          r"first init_window=4"):
         model.predict(3, context=Y[:2])
+
+
+# ====================================================================== round 4 (stop 20)
+# An audit of reproducibility, quietness and persistence; each test failed before its fix.
+@pytest.mark.parametrize("name", ["CfCForecaster", "LSSLForecaster"])
+def test_time_aware_forecasters_write_checkpoints(tmp_path, name):
+    # Was: AttributeError 'context_gaps_' at the first checkpoint, for every time-aware one.
+    path = tmp_path / "best.pt"
+    model = ESTIMATORS[name](checkpoint_path=str(path), max_epochs=2).fit(Y)
+    np.testing.assert_array_equal(type(model).load(path).predict(3), model.predict(3))
+
+
+def test_fit_leaves_the_callers_random_generators_as_they_were():
+    # Was: every fit reseeded random, numpy and torch from random_state.
+    import random
+
+    for name in ("ESN", "GRUForecaster"):
+        random.seed(1)
+        np.random.seed(1)  # noqa: NPY002 (the legacy global state is what is checked)
+        torch.manual_seed(1)
+        expected = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
+        random.seed(1)
+        np.random.seed(1)  # noqa: NPY002
+        torch.manual_seed(1)
+        ESTIMATORS[name]().fit(Y)
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected  # noqa: NPY002
+
+
+def test_partial_fits_do_not_depend_on_what_the_caller_draws_in_between():
+    # Was: partial_fit drew its dropout masks from the unseeded global generator.
+    def trained(draw: bool):
+        model = ESTIMATORS["GRUForecaster"](num_layers=2, dropout=0.5).fit(Y)
+        if draw:
+            torch.rand(3)
+        return model.partial_fit(Y).partial_fit(Y).predict(4)
+
+    np.testing.assert_array_equal(trained(False), trained(True))
+
+
+def test_a_loaded_esn_is_its_saved_weights_without_drawing_a_reservoir(tmp_path, monkeypatch):
+    # Was: load drew a new random reservoir (random_state=None: at times a nilpotent one,
+    # refused) and solved for its radius, only to overwrite it with the saved weights.
+    import copy
+
+    from tsrnn.reservoir import esn as esn_module
+
+    model = ESTIMATORS["ESN"](random_state=None).fit(Y)
+    path = model.save(tmp_path / "m.pt")
+    monkeypatch.setattr(esn_module, "recurrent_matrix", None)  # any draw would fail
+    loaded = type(model).load(path)
+    np.testing.assert_array_equal(loaded.predict(5), model.predict(5))
+    np.testing.assert_array_equal(copy.deepcopy(loaded).predict(5), model.predict(5))
+
+
+def test_save_writes_readable_files_and_never_overwrites_by_a_race(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    model = ESTIMATORS["NVAR"]().fit(Y)
+    previous = os.umask(0o022)
+    try:
+        path = model.save(tmp_path / "m.pt")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # was 0600 whatever the umask
+    path.chmod(0o664)
+    model.save(path, overwrite=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o664  # a replaced file keeps its mode
+    # A file that appears while save writes (another process's save) is not replaced.
+    target = tmp_path / "race.pt"
+    save = torch.save
+
+    def racing(payload, file):
+        target.write_bytes(b"the other save")
+        save(payload, file)
+
+    monkeypatch.setattr(torch, "save", racing)
+    with pytest.raises(FileExistsError, match=r"race\.pt exists"):
+        model.save(target)
+    assert target.read_bytes() == b"the other save"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "race.pt"]
+
+
+def test_a_refit_refused_for_its_checkpoint_file_keeps_the_fitted_model(tmp_path):
+    # Was: the fitted model was cleared first, then the refit refused.
+    model = ESTIMATORS["GRUForecaster"](checkpoint_path=str(tmp_path / "best.pt")).fit(Y)
+    forecast = model.predict(3)
+    with pytest.raises(FileExistsError, match=r"best\.pt exists"):
+        model.fit(Y)
+    np.testing.assert_array_equal(model.predict(3), forecast)
+
+
+@pytest.mark.parametrize("name", RESERVOIRS)
+def test_verbose_reservoirs_show_their_bar_for_one_series(name, capsys):
+    # Was: no bar unless the trajectories came in two batches or more.
+    ESTIMATORS[name](verbose=True).fit(Y)
+    assert name in capsys.readouterr().err
+    ESTIMATORS[name]().fit(Y)
+    assert capsys.readouterr().err == ""

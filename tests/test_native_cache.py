@@ -10,6 +10,14 @@ from tsrnn import _native
 SOURCE = "void answer(double *x) { x[0] = 42.0; }\n"
 
 
+def _plant(path) -> None:
+    """Replace ``path`` by a file that is not a library, as a new file: the loaded library
+    stays mapped (writing into it in place would crash this process)."""
+    planted = path.with_name("planted")
+    planted.write_bytes(b"planted, not a library")
+    os.replace(planted, path)
+
+
 def _answer(library) -> float:
     value = ctypes.c_double(0.0)
     library.answer(ctypes.byref(value))
@@ -44,7 +52,7 @@ def test_a_folder_others_can_write_to_is_not_trusted(cache):
     if first is None:
         pytest.skip("no C compiler")
     (built,) = cache.glob("answer_*.so")
-    built.write_bytes(b"planted, not a library")
+    _plant(built)
     os.chmod(cache, 0o777)
     _native._LOADED.pop("answer")
     library = _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))
@@ -58,7 +66,7 @@ def test_a_file_others_can_write_to_is_not_loaded(cache):
     if first is None:
         pytest.skip("no C compiler")
     (built,) = cache.glob("answer_*.so")
-    built.write_bytes(b"planted, not a library")
+    _plant(built)
     os.chmod(built, 0o666)
     _native._LOADED.pop("answer")
     library = _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))

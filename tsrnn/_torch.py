@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -76,6 +77,28 @@ def seed_everything(seed: int | None) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (code outside tsrnn may use the legacy API)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_generators(seed: int | None, device: torch.device | None = None):
+    """Run a block with Python's, numpy's and torch's global generators seeded from ``seed``
+    (as they are when it is None), and give the caller's generator states back afterwards.
+
+    torch modules draw their initial weights and dropout masks from torch's global
+    generator, so a fit seeds it to be reproducible; restoring the states keeps that from
+    reaching the caller (scikit-learn's estimators never reseed the caller's generators).
+    ``device``: a CUDA device whose generator is forked too.
+    """
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()  # noqa: NPY002 (the legacy global state)
+    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            seed_everything(seed)
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)  # noqa: NPY002
 
 
 @functools.cache

@@ -309,6 +309,7 @@ class DSREstimator(NeuralForecaster):
     def _fit_restarts(self, y: Any, X: Any):
         """``n_init`` trainings with seeds random_state + k; keep the best by the selection
         score (D_stsp, or D_stsp + D_H of the long run with selection="dstsp+dh")."""
+        self._check_files()
         self._clear_learned_state()
         if self.random_state is None:
             seeds = [int(s) for s in np.random.SeedSequence().generate_state(self.n_init)]
@@ -319,13 +320,6 @@ class DSREstimator(NeuralForecaster):
         workers = min(self.n_init, available)
         threads = max(1, torch.get_num_threads() // workers)
         trainings = [self._restart_parameters(k, seed) for k, seed in enumerate(seeds)]
-        # Every training's file checked before any trains (one found later would leave the
-        # earlier trainings' files behind, and their time spent, for nothing).
-        taken = [p["checkpoint_path"] for p in trainings
-                 if p["checkpoint_path"] is not None and Path(p["checkpoint_path"]).exists()]
-        if taken:
-            raise FileExistsError(f"checkpoint files {taken} exist; choose a new "
-                                  "checkpoint_path so that no saved model is overwritten")
         # One progress bar over the trainings (each training's own bar stays off).
         bar = tqdm(total=self.n_init, disable=not self._verbose,
                    desc=f"{type(self).__name__} trainings")
@@ -356,6 +350,19 @@ class DSREstimator(NeuralForecaster):
         self.init_scores_ = scores
         self.best_init_ = best
         return self
+
+    def _check_files(self) -> None:
+        if self.n_init == 1:
+            return super()._check_files()
+        super()._check_files()  # the type of checkpoint_path
+        # Every training's file checked before any trains (one found later would leave the
+        # earlier trainings' files behind, and their time spent, for nothing).
+        taken = [p["checkpoint_path"] for p in (self._restart_parameters(k, 0)
+                                                for k in range(int(self.n_init)))
+                 if p["checkpoint_path"] is not None and Path(p["checkpoint_path"]).exists()]
+        if taken:
+            raise FileExistsError(f"checkpoint files {taken} exist; choose a new "
+                                  "checkpoint_path so that no saved model is overwritten")
 
     def _restart_parameters(self, k: int, seed: int) -> dict:
         params = self.get_params()

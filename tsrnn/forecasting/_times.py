@@ -291,6 +291,17 @@ class TimedForecaster(NeuralForecaster):
         finally:
             self.context_gaps_ = gaps[-1]
 
+    def _checkpoint_snapshot(self):
+        # The context a checkpoint keeps is the training data's, whose x carries the gaps
+        # as its last column (see _fit): the gaps are context_gaps_, the rest is X.
+        y, x = self._checkpoint_context_
+        exogenous = None if x is None or x.shape[1] == 1 else x[:, :-1]
+        self._checkpoint_context_ = (y, exogenous)
+        try:
+            return super()._checkpoint_snapshot()
+        finally:
+            self._checkpoint_context_ = (y, x)
+
     def _set_state(self, state: dict) -> None:
         super()._set_state(state)
         if not hasattr(self, "context_gaps_"):
@@ -442,6 +453,93 @@ class TimedForecaster(NeuralForecaster):
             own = check_increasing(t, "the index of context") / self.time_scale_
             return np.concatenate([own, np.ones(n_steps)])
         return np.ones(n_context + n_steps - 1)
+
+    # ------------------------------------------------------------------ analysis
+    def as_discrete_map(self, dt: float | None = None, **options):
+        """The fitted model in closed loop, one sample per step, as a map on
+        [y_t (scaled), the core's state(s) flattened].
+
+        For Lyapunov spectra and fixed points of the learned dynamics (``tsrnn.analysis``);
+        ``dt`` is the time one step stands for (exponents per time unit), None for per-step
+        exponents. The map runs a float64 copy of the module. The HiPPO-RNN's state holds
+        the elapsed time, which grows by one unit per step: its map has a zero exponent along
+        it and no fixed points or cycles.
+        """
+        import copy
+
+        from torch.utils._pytree import tree_flatten, tree_unflatten
+
+        from .._protocol import DiscreteMap, jittered_copies
+
+        if options:
+            raise ValueError(f"unknown options {sorted(options)}")
+        self._check_fitted()
+        if self.n_exog_:
+            raise ValueError("the closed loop of a model with exogenous inputs is not "
+                             "autonomous; no discrete map can be formed")
+        module = copy.deepcopy(self.module_).double().eval()
+        d = self.n_features_in_
+        device = self.device_
+
+        def unit_steps(batch: int, length: int):
+            ones = torch.ones((batch, length), dtype=torch.float64, device=device)
+            return self._module_steps(ones)
+
+        def context_run(batch: int):
+            y = torch.as_tensor(self.context_y_, dtype=torch.float64, device=device)
+            with torch.no_grad():
+                return module(y[None].expand(batch, -1, -1), None, None,
+                              unit_steps(batch, y.shape[0]))
+
+        # The state's structure (a tensor or nested tuples of them) and each leaf's batch
+        # dimension: the one whose size follows the batch (2 rows against 3).
+        _, state2 = context_run(2)
+        leaves2, spec = tree_flatten(state2)
+        leaves3 = tree_flatten(context_run(3)[1])[0]
+        batch_dims = []
+        for a, b in zip(leaves2, leaves3):
+            dims = [k for k in range(a.dim()) if a.shape[k] == 2 and b.shape[k] == 3]
+            if len(dims) != 1:  # pragma: no cover (every core here is batch-major)
+                raise ValueError(f"cannot find the batch dimension of {type(self).__name__}'s "
+                                 "state")
+            batch_dims.append(dims[0])
+        shapes = [tuple(leaf.movedim(k, 0).shape[1:]) for leaf, k in zip(leaves2, batch_dims)]
+        sizes = [int(np.prod(shape)) for shape in shapes]
+
+        def flatten(prediction, state):
+            leaves = tree_flatten(state)[0]
+            parts = [prediction] + [leaf.movedim(k, 0).reshape(prediction.shape[0], -1)
+                                    for leaf, k in zip(leaves, batch_dims)]
+            return torch.cat(parts, dim=1)
+
+        def step(z):
+            z = z.to(torch.float64)
+            pieces = torch.split(z[:, d:], sizes, dim=1)
+            leaves = [piece.reshape(z.shape[0], *shape).movedim(0, k).contiguous()
+                      for piece, shape, k in zip(pieces, shapes, batch_dims)]
+            prediction, state = module(z[:, None, :d], None, tree_unflatten(leaves, spec),
+                                       unit_steps(z.shape[0], 1))
+            return flatten(prediction[:, 0], state)
+
+        def jacobian(z):
+            # By reverse mode, one pass per output: the compiled cells (CfC, LTC, LEM) are
+            # autograd Functions with a backward but no forward-mode rule.
+            z = z.detach().to(torch.float64).requires_grad_(True)
+            with torch.enable_grad():
+                out = step(z)
+                rows = [torch.autograd.grad(out[:, i].sum(), z, retain_graph=True)[0]
+                        for i in range(out.shape[1])]
+            return torch.stack(rows, dim=1)
+
+        def initial_states(n, seed=None):
+            prediction, state = context_run(1)
+            # The state reached at the end of the training data, perturbed slightly so that
+            # the trajectories separate on the learned attractor during the transient.
+            return jittered_copies(flatten(prediction[:, -1], state), n, seed, 1e-3)
+
+        return DiscreteMap(step=step, dim=d + sum(sizes), time_step=dt, jacobian=jacobian,
+                           initial_states=initial_states, dtype=torch.float64, device=device,
+                           name=type(self).__name__)
 
     def _predict(self, n_steps, context_y, context_x, future_x):
         module = self.module_.eval()

@@ -29,7 +29,8 @@ import importlib
 import inspect
 import math
 import os
-import tempfile
+import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._torch import resolve_device, resolve_dtype, seed_everything, torch_generator
+from .._torch import resolve_device, resolve_dtype, seeded_generators, torch_generator
 from .._validation import (
     as_float_array,
     check_bool,
@@ -70,6 +71,20 @@ def store_hyperparameters(estimator: Any, arguments: dict) -> None:
     for name, value in arguments.items():
         if name != "self" and not name.startswith("__"):
             setattr(estimator, name, value)
+
+
+def _link_new(temporary: Path, path: Path) -> None:
+    """Give ``temporary`` the name ``path`` only if no file has it, atomically: a file that
+    appeared since save checked (another process's save) is never replaced."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
+    except OSError:  # a file system without hard links: check once more, then rename
+        if path.exists():
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") \
+                from None
+        os.replace(temporary, path)
 
 
 class BaseForecaster(BaseEstimator):
@@ -116,6 +131,9 @@ class BaseForecaster(BaseEstimator):
     def _min_length(self) -> int:
         return 2
 
+    def _check_files(self) -> None:
+        """Refuse, before a fit changes anything, files the fit would have to overwrite."""
+
     def _min_length_reason(self) -> str:
         """What sets :meth:`_min_length`, for the error about a series too short."""
         return ""
@@ -125,13 +143,15 @@ class BaseForecaster(BaseEstimator):
         return None
 
     # ------------------------------------------------------------------ runtime
-    def _resolve_runtime(self, seed: bool = True) -> None:
-        """Set ``device_`` and ``dtype_`` from the hyperparameters and (``seed``) seed the
-        global generators, as fit does."""
+    def _resolve_runtime(self) -> None:
+        """Set ``device_`` and ``dtype_`` from the hyperparameters."""
         self.device_ = resolve_device(getattr(self, "device", None))
         self.dtype_ = resolve_dtype(getattr(self, "dtype", None), self._default_dtype)
-        if seed:
-            seed_everything(getattr(self, "random_state", None))
+
+    def _seeded(self, seed: int | None):
+        """A context in which the global generators are seeded from ``seed`` (fit: the
+        ``random_state``), the caller's generator states given back at its end."""
+        return seeded_generators(seed, resolve_device(getattr(self, "device", None)))
 
     def _generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator derived from ``random_state`` (fresh entropy when it is None)."""
@@ -164,11 +184,14 @@ class BaseForecaster(BaseEstimator):
         self
         """
         y_list, x_list, collection = self._validated_lists(y, X)
+        # Before anything is cleared: a refit refused for its files keeps the fitted model.
+        self._check_files()
         # A refit starts from nothing, and a failed fit leaves nothing behind: no mix of an
         # old model with new data.
         self._clear_learned_state()
         try:
-            self._fit_validated(y, y_list, x_list, collection, X)
+            with self._seeded(getattr(self, "random_state", None)):
+                self._fit_validated(y, y_list, x_list, collection, X)
         except BaseException:
             self._clear_learned_state()
             raise
@@ -421,7 +444,7 @@ class BaseForecaster(BaseEstimator):
 
     def _set_state(self, state: dict) -> None:
         # Loading trains nothing: the caller's global generators are left as they are.
-        self._resolve_runtime(seed=False)
+        self._resolve_runtime()
         for name, value in state["attributes"].items():
             setattr(self, name, value)
         for name, weights in state["modules"].items():
@@ -467,14 +490,21 @@ class BaseForecaster(BaseEstimator):
             "state": _encode(self._get_state(), "state"),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        # Created as open() creates files (mode 0666 less the umask; mkstemp would give
+        # 0600, which other accounts cannot read), under a name of this call alone.
+        temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}"
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(handle, "wb") as file:
                 torch.save(payload, file)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            if overwrite:
+                if path.exists():  # a replaced file keeps its permissions
+                    os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
+                os.replace(temporary, path)
+            else:
+                _link_new(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -707,10 +737,18 @@ class NeuralForecaster(BaseForecaster):
         before = {name: copy.deepcopy(value) for name, value in vars(self).items()
                   if name.endswith("_") and not name.startswith("__")}
         self._continue_training = True
+        # Each call draws (dropout masks, batch order) from its own seed, derived from
+        # random_state and the number of calls so far: a sequence of partial fits is
+        # reproducible, whatever the caller's code draws in between.
+        calls = getattr(self, "n_partial_fits_", 0)
+        seed = getattr(self, "random_state", None)
         try:
-            self._fit(y_scaled, x_scaled)
+            with self._seeded(None if seed is None else (int(seed) + 7919 * (calls + 1))
+                              % 2**63):
+                self._fit(y_scaled, x_scaled)
             self._store_context(y_scaled[-1], None if x_scaled is None else x_scaled[-1])
             self.index_info_ = index_info(y[-1] if collection else y)
+            self.n_partial_fits_ = calls + 1
         except BaseException:
             self._clear_learned_state()
             for name, value in before.items():
@@ -836,8 +874,7 @@ class NeuralForecaster(BaseForecaster):
         return OPTIMIZERS[self.optimizer](module.parameters(), lr=self.learning_rate,
                                           weight_decay=self.weight_decay)
 
-    def _fit(self, y_list, x_list) -> None:
-        self._check_hyperparameters()
+    def _check_files(self) -> None:
         if self.checkpoint_path is not None and not isinstance(self.checkpoint_path,
                                                                str | os.PathLike):
             raise TypeError(f"checkpoint_path must be a path (str or path-like) or None, got "
@@ -847,6 +884,10 @@ class NeuralForecaster(BaseForecaster):
                 f"checkpoint_path {self.checkpoint_path} exists; choose a new path so that "
                 "no saved model is overwritten"
             )
+
+    def _fit(self, y_list, x_list) -> None:
+        self._check_hyperparameters()
+        self._check_files()  # again for partial_fit, which reaches here directly
         if not getattr(self, "_continue_training", False):
             self.module_ = self._build_module().to(device=self.device_, dtype=self.dtype_)
         # What a checkpoint file needs to be a complete estimator (_write_checkpoint).

@@ -297,6 +297,17 @@ class ChimeraForecaster(NeuralForecaster):
     def _context_length(self) -> int:
         return int(self.sequence_length)
 
+    def as_discrete_map(self, dt: float | None = None, **options):
+        """Not available: Chimera forecasts the next ``horizon`` steps directly from a window
+        of ``sequence_length`` rows and carries no state from step to step; the map it
+        defines acts on whole windows, not on states of the system."""
+        raise TypeError(
+            "ChimeraForecaster forecasts from a window of sequence_length rows and carries no "
+            "state between steps, so it has no state-space map to take a Lyapunov spectrum or "
+            "fixed points of; analyse a state-space model (ESN, the tsrnn.dsr models, or the "
+            "GRU, LSTM, CfC, LTC, LEM, HiPPO and LSSL forecasters)"
+        )
+
     def _predict(self, n_steps, context_y, context_x, future_x):
         module = self.module_.eval()
         length, horizon = int(self.sequence_length), int(self.horizon)

@@ -229,6 +229,18 @@ class WARPForecaster(NeuralForecaster):
         inputs = torch.cat([y, exogenous[:, :steps]], dim=-1)
         return module.rollout(inputs, n_steps, exogenous[:, steps:])[0].double().cpu().numpy()
 
+    def as_discrete_map(self, dt: float | None = None, **options):
+        """Not available: the closed loop is not an autonomous map. Each step reads the time
+        coordinate τ = t / sequence_length as an input, so the same state maps to another
+        next state at another step (and τ leaves the range [0, 1] the model was trained on).
+        """
+        raise TypeError(
+            "WARPForecaster's closed loop is not an autonomous map (every step reads its time "
+            "coordinate tau = t / sequence_length), so it has no Lyapunov spectrum or fixed "
+            "points; analyse a state-space model (ESN, the tsrnn.dsr models, or the GRU, LSTM, "
+            "CfC, LTC, LEM, HiPPO and LSSL forecasters)"
+        )
+
     def predict_batch(self, n_steps: int, contexts) -> np.ndarray:
         """Closed-loop forecasts after several contexts at once (no exogenous inputs).
 

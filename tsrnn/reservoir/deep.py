@@ -649,6 +649,13 @@ class _ResidualESN(ESN):
         self._check_fitted()
         return self.reservoir_.echo_state_diagnostics()
 
+    def _module_from_state(self, buffers: dict) -> torch.nn.Module:
+        # Built from the hyperparameters (dense weights, shapes fixed by them) and then given
+        # the saved weights.
+        module = self._build_module()
+        module.load_state_dict(buffers)
+        return module
+
     def _check_reservoir(self) -> None:
         effective = self.reservoir_.echo_state_diagnostics(effective_only=True)[
             "effective_spectral_radius"]

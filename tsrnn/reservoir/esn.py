@@ -136,7 +136,7 @@ class ESN(BaseForecaster):
         Standardise each column with the training statistics.
     random_state, device, dtype, verbose
         Reproducibility, where the reservoir runs, its precision (float64 by default),
-        progress bar over trajectories.
+        progress bar over the batches of trajectories (one batch for one series).
 
     Attributes
     ----------
@@ -336,13 +336,17 @@ class ESN(BaseForecaster):
         return LeakyReservoir(recurrent, weights_in, bias, self.leak_rate, dtype=self.dtype_)
 
     def _set_state(self, state: dict) -> None:
-        # The reservoir is rebuilt from the hyperparameters and then given the saved weights.
         state = dict(state)
         modules = state.pop("modules")
         super()._set_state({"attributes": state["attributes"], "modules": {}})
-        reservoir = self._build_module()
-        reservoir.load_state_dict(modules["reservoir_"])
-        self.reservoir_ = reservoir.to(self.device_)
+        self.reservoir_ = self._module_from_state(modules["reservoir_"]).to(self.device_)
+
+    def _module_from_state(self, buffers: dict) -> torch.nn.Module:
+        """The reservoir module holding the saved ``buffers``. The plain reservoir is built
+        from them directly: rebuilding it from the hyperparameters would draw a new random
+        W (with random_state=None, one that can fail the nilpotency check) and pay the
+        eigen-solve of its radius, only to overwrite both."""
+        return LeakyReservoir.from_state_dict(buffers, self.leak_rate, dtype=self.dtype_)
 
     def _inputs(self, y: np.ndarray, x: np.ndarray | None) -> np.ndarray:
         """u_t = [y_t, X_{t+1}] for t = 0 .. T-2 (the input that predicts y_{t+1})."""
@@ -382,7 +386,7 @@ class ESN(BaseForecaster):
             by_length.setdefault(y.shape[0], []).append(i)
         batches = [members[k:k + _BATCH] for members in by_length.values()
                    for k in range(0, len(members), _BATCH)]
-        for members in tqdm(batches, disable=not self._verbose or len(batches) < 2,
+        for members in tqdm(batches, disable=not self._verbose,
                             desc=type(self).__name__, leave=False):
             inputs = np.stack([self._inputs(y_list[i], None if x_list is None else x_list[i])
                                for i in members])

@@ -79,6 +79,31 @@ class LeakyReservoir(nn.Module):
         self._input_csr = None
         self._kernel_csr = None
 
+    @classmethod
+    def from_state_dict(cls, state: dict, leak_rate: float,
+                        dtype: torch.dtype = torch.float64) -> LeakyReservoir:
+        """The reservoir whose buffers ``state`` holds (a ``state_dict()``): what loading a
+        saved model needs, without drawing (and scaling) a random W only to overwrite it."""
+        def array(name: str) -> np.ndarray:
+            return state[name].detach().cpu().numpy()
+
+        n_units = int(state["input_weights"].shape[0])
+        if "recurrent_indptr" in state:
+            recurrent = sparse.csr_array(
+                (array("recurrent_values"), array("recurrent_indices"),
+                 array("recurrent_indptr")), shape=(n_units, n_units))
+        else:
+            recurrent = array("recurrent_dense")
+        return cls(recurrent, array("input_weights"), array("bias"), leak_rate, dtype=dtype)
+
+    def __getstate__(self) -> dict:
+        # The operator views are derived from the buffers and rebuilt on demand; a torch
+        # sparse CSR tensor cannot be deep-copied (copy.deepcopy of a fitted ESN failed).
+        state = self.__dict__.copy()
+        state.update(_cache_key=None, _scipy=None, _torch_sparse=None, _input_csr=None,
+                     _kernel_csr=None)
+        return state
+
     # ------------------------------------------------------------------ the operator W
     def _refresh(self) -> None:
         """(Re)build the operator views when the buffers moved or changed dtype."""

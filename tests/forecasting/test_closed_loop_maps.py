@@ -1,0 +1,91 @@
+"""The fitted forecasters as maps for tsrnn.analysis: the closed loop of the CfC, LTC, LEM,
+HiPPO and LSSL forecasters on [y, state], against predict and finite differences."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tsrnn import forecasting
+from tsrnn.analysis import fixed_points, lyapunov_spectrum
+from tsrnn.analysis.lyapunov import as_discrete_map
+from tsrnn.systems import Lorenz63
+
+SETTINGS = {
+    "CfCForecaster": dict(hidden_size=6, backbone_units=8),
+    "LTCForecaster": dict(hidden_size=5, ode_unfolds=2),
+    "LEMForecaster": dict(hidden_size=5),
+    "HiPPOForecaster": dict(hidden_size=5, state_size=4),
+    "LSSLForecaster": dict(hidden_size=5, state_size=4),
+}
+
+
+@pytest.fixture(scope="module")
+def series():
+    return Lorenz63().simulate(400, seed=0)
+
+
+@pytest.fixture(scope="module", params=list(SETTINGS))
+def fitted(request, series):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too few rows for a validation split
+        return getattr(forecasting, request.param)(
+            max_epochs=2, sequence_length=16, random_state=0, **SETTINGS[request.param]
+        ).fit(series)
+
+
+def test_the_map_steps_as_predict_does(fitted):
+    dmap = as_discrete_map(fitted)
+    start = dmap.initial_states(1, seed=0)  # the context's end state, moved by 1e-3
+    with torch.no_grad():
+        z = start
+        outputs = []
+        for _ in range(3):
+            z = dmap.step(z)
+            outputs.append(z[0, : fitted.n_features_in_].numpy())
+    forecast = fitted.y_scaler_.transform(fitted.predict(4))
+    # predict's first value is the context run's own prediction (the map's y at the start);
+    # the next ones are the map's steps, up to the 1e-3 jitter of the start.
+    np.testing.assert_allclose(start[0, : fitted.n_features_in_].numpy(), forecast[0],
+                               atol=1e-2)
+    np.testing.assert_allclose(np.array(outputs), forecast[1:], atol=2e-2)
+
+
+def test_the_map_jacobian_matches_finite_differences(fitted):
+    dmap = as_discrete_map(fitted)
+    z = dmap.initial_states(2, seed=1)
+    jacobian = dmap.jacobian(z)
+    eps = 1e-6
+    with torch.no_grad():
+        for i in range(0, dmap.dim, max(1, dmap.dim // 6)):
+            dz = torch.zeros_like(z)
+            dz[:, i] = eps
+            column = (dmap.step(z + dz) - dmap.step(z - dz)) / (2 * eps)
+            torch.testing.assert_close(jacobian[:, :, i], column, rtol=1e-5, atol=1e-7)
+
+
+def test_spectra_and_fixed_points_of_fitted_forecasters(fitted):
+    spectrum = lyapunov_spectrum(fitted, n_exponents=2, n_steps=60, transient=20,
+                                 n_trajectories=2)
+    assert spectrum.shape == (2,) and np.all(np.isfinite(spectrum))
+    assert spectrum[0] >= spectrum[1]
+    if isinstance(fitted, forecasting.HiPPOForecaster):
+        return  # its state holds the elapsed time, which grows: no fixed points
+    for point in fixed_points(fitted, n_initial=4, max_iterations=50, tolerance=1e-6):
+        assert point.residual < 1e-6
+
+
+@pytest.mark.parametrize("name, settings, match", [
+    ("ChimeraForecaster", dict(horizon=2, d_model=4, d_state=4, n_layers=1),
+     "carries no state between steps"),
+    ("WARPForecaster", dict(root_width=4, hyper_width=4), "not an autonomous map"),
+])
+def test_window_and_time_coordinate_models_say_why_they_have_no_map(series, name, settings,
+                                                                    match):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = getattr(forecasting, name)(max_epochs=1, sequence_length=16, random_state=0,
+                                           **settings).fit(series)
+    with pytest.raises(TypeError, match=match):
+        lyapunov_spectrum(model)
