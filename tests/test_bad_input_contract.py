@@ -1183,3 +1183,20 @@ def test_verbose_reservoirs_show_their_bar_for_one_series(name, capsys):
     assert name in capsys.readouterr().err
     ESTIMATORS[name]().fit(Y)
     assert capsys.readouterr().err == ""
+
+
+def test_tuple_labels_and_time_indexes_survive_save_and_load(tmp_path):
+    # Were: tuple labels (a MultiIndex) came back as text, and a TimedeltaIndex or a float
+    # time index was not continued (0, 1, 2, ...).
+    columns = pd.MultiIndex.from_tuples([("pos", "x"), ("pos", "y")])
+    for index, expected in [
+        (pd.timedelta_range("0s", periods=80, freq="1s", name=("site", 1)),
+         pd.timedelta_range("80s", periods=3, freq="1s", name=("site", 1))),
+        (pd.Index(np.arange(80) * 0.01, name="t"), pd.Index([0.80, 0.81, 0.82], name="t")),
+    ]:
+        model = ESTIMATORS["NVAR"]().fit(pd.DataFrame(Y, index=index, columns=columns))
+        for forecaster in (model, type(model).load(model.save(tmp_path / f"{id(index)}.pt"))):
+            forecast = forecaster.predict(3)
+            assert list(forecast.columns) == [("pos", "x"), ("pos", "y")]
+            pd.testing.assert_index_equal(forecast.index, expected, exact=False,
+                                          check_exact=False, rtol=1e-12)

@@ -23,7 +23,7 @@ from .._validation import as_float_array
 class IndexInfo:
     """What is needed to continue a pandas index after its last entry."""
 
-    kind: str  # "none", "range", "datetime" or "period"
+    kind: str  # "none", "range", "datetime", "timedelta", "float" or "period"
     columns: list | None = None
     name: Any = None
     last: Any = None
@@ -35,12 +35,19 @@ class IndexInfo:
         step = self.step
         if isinstance(step, pd.offsets.BaseOffset):
             step = step.freqstr
+        if self.kind == "timedelta":
+            last, step = int(self.last.value), int(self.step.value)  # nanoseconds
+        elif self.kind == "float":
+            last = self.last
+        else:
+            last = None if self.last is None else str(self.last)
+            step = None if step is None else str(step)
         return {
             "kind": self.kind,
             "columns": None if self.columns is None else [_label(c) for c in self.columns],
             "name": _label(self.name),
-            "last": None if self.last is None else str(self.last),
-            "step": None if step is None else str(step),
+            "last": last,
+            "step": step,
             "series": self.series,
             # The zone by name: the text of a zoned timestamp keeps only its UTC offset, and
             # a fixed offset would continue the index wrongly across a daylight-saving change.
@@ -50,7 +57,9 @@ class IndexInfo:
     @classmethod
     def from_state(cls, state: dict) -> IndexInfo:
         kind, last, step = state["kind"], state["last"], state["step"]
-        if kind == "range":
+        if kind == "timedelta":
+            last, step = pd.Timedelta(last, unit="ns"), pd.Timedelta(step, unit="ns")
+        elif kind == "range":
             last, step = int(last), int(step)
         elif kind == "datetime":
             last = pd.Timestamp(last)
@@ -59,8 +68,9 @@ class IndexInfo:
             step = pd.tseries.frequencies.to_offset(step)
         elif kind == "period":
             last = pd.Period(last, freq=step)
-        return cls(kind=kind, columns=state["columns"], name=state["name"], last=last,
-                   step=step, series=state["series"])
+        columns = state["columns"]
+        return cls(kind=kind, columns=None if columns is None else [_unlabel(c) for c in columns],
+                   name=_unlabel(state["name"]), last=last, step=step, series=state["series"])
 
     def continuation(self, n_steps: int):
         """The index of the ``n_steps`` entries that follow the last one."""
@@ -72,16 +82,31 @@ class IndexInfo:
                                  name=self.name)
         if self.kind == "period":
             return pd.period_range(self.last + 1, periods=n_steps, name=self.name)
+        if self.kind == "timedelta":
+            return pd.timedelta_range(self.last + self.step, periods=n_steps, freq=self.step,
+                                      name=self.name)
+        if self.kind == "float":
+            return pd.Index(self.last + self.step * np.arange(1, n_steps + 1), name=self.name)
         return None
 
 
 def _label(value: Any) -> Any:
-    """Column labels and names as saved: numbers and strings kept, anything else as text."""
+    """Column labels and names as saved: numbers and strings kept, tuples (a MultiIndex's
+    labels) as {"tuple": [...]}, anything else as text."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, tuple):
+        return {"tuple": [_label(v) for v in value]}
     return str(value)
+
+
+def _unlabel(value: Any) -> Any:
+    """The inverse of :func:`_label` (text stays text)."""
+    if isinstance(value, dict) and set(value) == {"tuple"}:
+        return tuple(_unlabel(v) for v in value["tuple"])
+    return value
 
 
 def index_info(data: Any) -> IndexInfo:
@@ -107,11 +132,23 @@ def index_info(data: Any) -> IndexInfo:
             return IndexInfo("datetime", columns, index.name, index[-1], offset, series)
     if isinstance(index, pd.PeriodIndex):
         return IndexInfo("period", columns, index.name, index[-1], index.freqstr, series)
+    if isinstance(index, pd.TimedeltaIndex) and len(index) >= 2:
+        steps = np.diff(index.as_unit("ns").asi8)  # pandas 3 builds microsecond indexes
+        if np.all(steps == steps[0]) and steps[0] > 0:
+            return IndexInfo("timedelta", columns, index.name, index[-1],
+                             pd.Timedelta(int(steps[0]), unit="ns"), series)
     if pd.api.types.is_integer_dtype(index) and len(index) >= 2:
         steps = np.diff(np.asarray(index))
         if np.all(steps == steps[0]) and steps[0] > 0:
             return IndexInfo("range", columns, index.name, int(index[-1]), int(steps[0]),
                              series)
+    if pd.api.types.is_float_dtype(index) and len(index) >= 2:
+        # Times in float units (0.00, 0.01, ...): regular up to their round-off.
+        values = np.asarray(index, dtype=float)
+        steps = np.diff(values)
+        step = float(np.median(steps))
+        if step > 0 and np.all(np.abs(steps - step) <= 1e-9 * max(step, np.abs(values).max())):
+            return IndexInfo("float", columns, index.name, float(values[-1]), step, series)
     # An irregular index: forecasts are returned with a plain range index (the name is kept
     # for the forecasters that label a horizon with times of their own).
     return IndexInfo("none", columns, index.name, series=series)
