@@ -95,6 +95,8 @@ def test_n_init_keeps_the_training_with_the_best_checkpoint(lorenz):
     assert best.checkpoint_scores_ == kept.checkpoint_scores_
     assert best.best_epoch_ == kept.best_epoch_ and best.alpha_ == kept.alpha_
     assert len(set(scores)) > 1  # the seeds differ, so the choice means something
+    # What the fit used is recorded, not the kept training's settings (n_init=1, its seed).
+    assert best.fit_params_ == best.get_params(deep=False)
 
 
 def test_n_init_in_worker_processes_equals_the_sequential_run(lorenz):

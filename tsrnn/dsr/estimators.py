@@ -347,6 +347,7 @@ class DSREstimator(NeuralForecaster):
             raise RuntimeError(f"none of the {self.n_init} trainings of {type(self).__name__} "
                                "produced a checkpoint with a finite selection score")
         self._set_state(results[best][1])
+        self.fit_params_ = self.get_params(deep=False)  # this fit's, not the kept training's
         self.init_scores_ = scores
         self.best_init_ = best
         return self
