@@ -7,6 +7,7 @@ import functools
 import importlib
 import os
 import random
+import threading
 
 import numpy as np
 import torch
@@ -87,11 +88,15 @@ def seeded_generators(seed: int | None, device: torch.device | None = None):
     torch modules draw their initial weights and dropout masks from torch's global
     generator, so a fit seeds it to be reproducible; restoring the states keeps that from
     reaching the caller (scikit-learn's estimators never reseed the caller's generators).
-    ``device``: a CUDA device whose generator is forked too.
+    ``device``: a CUDA device whose generator is forked too, from the main thread only:
+    the device's generator is one for all threads, and trainings that share a GPU as
+    threads (DSR ``n_init``) capture CUDA graphs while others would reset its state; their
+    caller forks it around them all.
     """
     python_state = random.getstate()
     numpy_state = np.random.get_state()  # noqa: NPY002 (the legacy global state)
-    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
+    cuda = device is not None and torch.device(device).type == "cuda"
+    devices = [device] if cuda and threading.current_thread() is threading.main_thread() else []
     with torch.random.fork_rng(devices=devices):
         try:
             seed_everything(seed)

@@ -311,6 +311,11 @@ class DSREstimator(NeuralForecaster):
         score (D_stsp, or D_stsp + D_H of the long run with selection="dstsp+dh")."""
         self._check_files()
         self._clear_learned_state()
+        # The trainings seed the global generators; the caller's states come back at the end.
+        with self._seeded(None):
+            return self._run_restarts(y, X)
+
+    def _run_restarts(self, y: Any, X: Any):
         if self.random_state is None:
             seeds = [int(s) for s in np.random.SeedSequence().generate_state(self.n_init)]
         else:
