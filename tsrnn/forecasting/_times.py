@@ -465,19 +465,11 @@ class TimedForecaster(NeuralForecaster):
         the elapsed time, which grows by one unit per step: its map has a zero exponent along
         it and no fixed points or cycles.
         """
-        import copy
-
         from torch.utils._pytree import tree_flatten, tree_unflatten
 
         from .._protocol import DiscreteMap, jittered_copies
 
-        if options:
-            raise ValueError(f"unknown options {sorted(options)}")
-        self._check_fitted()
-        if self.n_exog_:
-            raise ValueError("the closed loop of a model with exogenous inputs is not "
-                             "autonomous; no discrete map can be formed")
-        module = copy.deepcopy(self.module_).double().eval()
+        module = self._closed_loop_module(options)
         d = self.n_features_in_
         device = self.device_
 

@@ -869,6 +869,18 @@ class NeuralForecaster(BaseForecaster):
             batches.append(self._windows(pairs, per_series))
         return batches
 
+    # ------------------------------------------------------------------ analysis
+    def _closed_loop_module(self, options: dict) -> torch.nn.Module:
+        """A float64 copy of the fitted module for a closed-loop map (``as_discrete_map``
+        of the recurrent forecasters), after the checks every such map needs."""
+        if options:
+            raise ValueError(f"unknown options {sorted(options)}")
+        self._check_fitted()
+        if self.n_exog_:
+            raise ValueError("the closed loop of a model with exogenous inputs is not "
+                             "autonomous; no discrete map can be formed")
+        return copy.deepcopy(self.module_).double().eval()
+
     # ------------------------------------------------------------------ training loop
     def _make_optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
         return OPTIMIZERS[self.optimizer](module.parameters(), lr=self.learning_rate,

@@ -7,8 +7,6 @@ These are the baselines that every other model of tsrnn is compared with.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -88,15 +86,9 @@ class _RecurrentForecaster(NeuralForecaster):
         """
         from .._protocol import DiscreteMap, jittered_copies
 
-        if options:
-            raise ValueError(f"unknown options {sorted(options)}")
-        self._check_fitted()
-        if self.n_exog_:
-            raise ValueError("the closed loop of a model with exogenous inputs is not "
-                             "autonomous; no discrete map can be formed")
         # A float64 copy: exponents come out more accurately, and torch's oneDNN float32 LSTM
         # kernel on the CPU has no forward-mode derivative for the tangents.
-        module = copy.deepcopy(self.module_).double().eval()
+        module = self._closed_loop_module(options)
         d = self.n_features_in_
         layers, hidden = int(self.num_layers), int(self.hidden_size)
         lstm = self._cell == "lstm"
