@@ -35,8 +35,23 @@ def cache(tmp_path, monkeypatch):
     _native._LOADED.pop("answer", None)
 
 
+def _load():
+    return _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))
+
+
+@pytest.fixture
+def planted(cache):
+    """The cached library, replaced by a planted file (after one build and load)."""
+    if _load() is None:
+        pytest.skip("no C compiler")
+    (built,) = cache.glob("answer_*.so")
+    _plant(built)
+    _native._LOADED.pop("answer")  # loaded again on the next call
+    return built
+
+
 def test_kernels_are_cached_in_a_folder_only_this_user_can_write(cache):
-    library = _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))
+    library = _load()
     if library is None:
         pytest.skip("no C compiler")
     assert _answer(library) == 42.0
@@ -45,29 +60,17 @@ def test_kernels_are_cached_in_a_folder_only_this_user_can_write(cache):
     assert not built.stat().st_mode & 0o022
 
 
-def test_a_folder_others_can_write_to_is_not_trusted(cache):
+def test_a_folder_others_can_write_to_is_not_trusted(cache, planted):
     # Was: a world-writable folder at the cache's name was used, and a library planted in
     # it ran in the process.
-    first = _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))
-    if first is None:
-        pytest.skip("no C compiler")
-    (built,) = cache.glob("answer_*.so")
-    _plant(built)
     os.chmod(cache, 0o777)
-    _native._LOADED.pop("answer")
-    library = _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))
+    library = _load()
     assert library is not None and _answer(library) == 42.0  # built in a private folder
     assert _native._PRIVATE and _native._PRIVATE[0] != cache
-    assert built.read_bytes() == b"planted, not a library"
+    assert planted.read_bytes() == b"planted, not a library"
 
 
-def test_a_file_others_can_write_to_is_not_loaded(cache):
-    first = _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))
-    if first is None:
-        pytest.skip("no C compiler")
-    (built,) = cache.glob("answer_*.so")
-    _plant(built)
-    os.chmod(built, 0o666)
-    _native._LOADED.pop("answer")
-    library = _native.load_library("answer", SOURCE, ["answer"], (_native.PLAIN_FLAGS,))
+def test_a_file_others_can_write_to_is_not_loaded(planted):
+    os.chmod(planted, 0o666)
+    library = _load()
     assert library is not None and _answer(library) == 42.0
