@@ -74,11 +74,11 @@ def _private_folder() -> Path:
 
 def _build_folder() -> Path:
     """The cache folder if it is (or can be made) this user's own, else a private one."""
-    folder = cache_folder()
     try:
+        folder = cache_folder()  # (no home directory at all raises RuntimeError)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError:
-        pass
+    except (OSError, RuntimeError):
+        return _private_folder()
     return folder if _owned_privately(folder, directory=True) else _private_folder()
 
 
