@@ -505,3 +505,14 @@ def test_ltc_kernel_weight_gradients_are_the_same_bits_on_every_run(two_threads)
     torch.set_num_threads(1)  # the same bits with any number of threads
     for got, expected in zip(gradients(), first):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hyperparameters_are_keyword_only(name):
+    # API.md: "hyperparameters as __init__ keywords only" (as scikit-learn's own since 1.0).
+    import inspect
+
+    parameters = list(inspect.signature(SPECS[name].cls.__init__).parameters.values())[1:]
+    assert parameters and all(p.kind is p.KEYWORD_ONLY for p in parameters)
+    with pytest.raises(TypeError):
+        SPECS[name].cls(1)

@@ -57,6 +57,7 @@ def test_logistic_two_cycle_matches_closed_form():
     (cycle,) = find_cycles(Logistic(), 2, n_initial=64)
     np.testing.assert_allclose(np.sort(cycle.points[:, 0]),
                                [(5 - np.sqrt(5)) / 8, (5 + np.sqrt(5)) / 8], atol=1e-12)
+    assert cycle.location is cycle.points  # API.md: every result has a location
 
 
 def test_stable_fixed_point_of_a_contracting_module_is_found_by_autodiff():

@@ -76,7 +76,8 @@ class Cycle:
 
     Attributes
     ----------
-    points : array (k, dim), in the order the map visits them
+    points : array (k, dim), in the order the map visits them (also as ``location``, the
+        name a :class:`FixedPoint`'s place has)
     eigenvalues : complex array (dim,), of the Jacobian of F^k along the cycle (multipliers)
     stable : bool, all multipliers inside the unit circle
     residual : float, ||F^k(points[0]) - points[0]||
@@ -90,6 +91,11 @@ class Cycle:
 
     def __post_init__(self) -> None:
         self.period = int(self.points.shape[0])
+
+    @property
+    def location(self) -> np.ndarray:
+        """The cycle's points (k, dim): where it lies, as ``FixedPoint.location``."""
+        return self.points
 
 
 # ---------------------------------------------------------------------- residual functions

@@ -1098,7 +1098,7 @@ class PLRNN(DSREstimator):
 
     _coupling_names = ("W",)
 
-    def __init__(self, n_latent: int | None = 20, *, observation: str = "identity",
+    def __init__(self, *, n_latent: int | None = 20, observation: str = "identity",
                  teacher_forcing: str = "gtf", alpha: float | str = "adaptive",
                  forcing_interval: int = 16, noise: float = 0.0, regularization: float = 0.0,
                  sequence_length: int = 200, batch_size: int = 16, max_epochs: int = 100,
@@ -1138,8 +1138,8 @@ class ShallowPLRNN(DSREstimator):
 
     _coupling_names = ("W1", "W2")
 
-    def __init__(self, n_latent: int | None = None, n_hidden: int = 50, clipped: bool = True,
-                 *, observation: str = "identity", teacher_forcing: str = "gtf",
+    def __init__(self, *, n_latent: int | None = None, n_hidden: int = 50,
+                 clipped: bool = True, observation: str = "identity", teacher_forcing: str = "gtf",
                  alpha: float | str = "adaptive", forcing_interval: int = 16,
                  noise: float = 0.0, regularization: float = 0.0, sequence_length: int = 200,
                  batch_size: int = 16, max_epochs: int = 100,
@@ -1183,7 +1183,7 @@ class ALRNN(DSREstimator):
 
     _coupling_names = ("W",)
 
-    def __init__(self, n_latent: int | None = 20, n_pwl: int = 2, *,
+    def __init__(self, *, n_latent: int | None = 20, n_pwl: int = 2,
                  observation: str = "identity", teacher_forcing: str = "sparse",
                  alpha: float | str = "adaptive", forcing_interval: int = 16,
                  noise: float = 0.0, regularization: float = 0.0, sequence_length: int = 200,

@@ -192,7 +192,7 @@ class ChimeraForecaster(NeuralForecaster):
     (30, 2)
     """
 
-    def __init__(self, horizon: int = 24, d_model: int = 16, d_state: int = 8,
+    def __init__(self, *, horizon: int = 24, d_model: int = 16, d_state: int = 8,
                  n_layers: int = 2, heads: tuple[str, ...] = ("trend", "seasonal"),
                  season: int | None = None, bidirectional: bool = True, dropout: float = 0.0,
                  residual: bool = True, linear_lags: int = 0, instance_norm: bool = False,

@@ -130,7 +130,7 @@ class CfCForecaster(_ContinuousForecaster):
     (5, 2)
     """
 
-    def __init__(self, hidden_size: int = 64, mode: str = "default", backbone_units: int = 64,
+    def __init__(self, *, hidden_size: int = 64, mode: str = "default", backbone_units: int = 64,
                  backbone_layers: int = 1, backbone_dropout: float = 0.0,
                  mixed_memory: bool = False, wiring: str | None = None, sparsity: float = 0.5,
                  rank: int | None = None, time_scale: float | None = None,
@@ -196,7 +196,7 @@ class LTCForecaster(_ContinuousForecaster):
     sparsity, rank, time_scale, residual : as :class:`CfCForecaster`.
 """ + _TRAINING_DOC
 
-    def __init__(self, hidden_size: int = 32, ode_unfolds: int = 6, solver: str = "fused",
+    def __init__(self, *, hidden_size: int = 32, ode_unfolds: int = 6, solver: str = "fused",
                  mixed_memory: bool = False, wiring: str | None = None, sparsity: float = 0.5,
                  rank: int | None = None, time_scale: float | None = None,
                  residual: bool = True, sequence_length: int = 64, batch_size: int = 32,

@@ -112,7 +112,7 @@ class LEMForecaster(_MemoryForecaster):
     (5, 2)
     """
 
-    def __init__(self, hidden_size: int = 64, dt: float = 1.0, residual: bool = True,
+    def __init__(self, *, hidden_size: int = 64, dt: float = 1.0, residual: bool = True,
                  time_scale: float | None = None, sequence_length: int = 64,
                  batch_size: int = 32, max_epochs: int = 50, learning_rate: float = 1e-3,
                  learning_rate_final: float | None = None, optimizer: str = "adam",
@@ -169,7 +169,7 @@ class HiPPOForecaster(_MemoryForecaster):
         Reproducibility, where to compute, precision, one progress bar.
     """
 
-    def __init__(self, hidden_size: int = 64, state_size: int = 32, measure: str = "legs",
+    def __init__(self, *, hidden_size: int = 64, state_size: int = 32, measure: str = "legs",
                  method: str = "bilinear", alpha: float | None = None, timescale: float = 1.0,
                  memory_size: int = 1, theta: float = 1.0, residual: bool = True,
                  time_scale: float | None = None, sequence_length: int = 64,
@@ -235,7 +235,7 @@ class LSSLForecaster(_MemoryForecaster):
         Reproducibility, where to compute, precision, one progress bar.
     """
 
-    def __init__(self, hidden_size: int = 64, state_size: int = 64, channels: int = 1,
+    def __init__(self, *, hidden_size: int = 64, state_size: int = 64, channels: int = 1,
                  measure: str = "legs", trainable_A: str = "fixed", method: str = "bilinear",
                  alpha: float | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
                  learn_dt: bool = True, residual: bool = True, time_scale: float | None = None,

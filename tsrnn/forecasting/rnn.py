@@ -22,7 +22,7 @@ class _RecurrentForecaster(NeuralForecaster):
 
     _cell = "gru"
 
-    def __init__(self, hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0,
+    def __init__(self, *, hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0,
                  residual: bool = True, sequence_length: int = 64, batch_size: int = 32,
                  max_epochs: int = 50, learning_rate: float = 1e-3,
                  learning_rate_final: float | None = None, optimizer: str = "adam",

@@ -74,7 +74,7 @@ class WARPForecaster(NeuralForecaster):
     (10, 2)
     """
 
-    def __init__(self, root="mlp", root_options: dict | None = None, root_width: int = 16,
+    def __init__(self, *, root="mlp", root_options: dict | None = None, root_width: int = 16,
                  root_depth: int = 2, root_activation: str = "relu",
                  transition: str = "dense", rank: int = 4, init: str = "hypernetwork",
                  init_window: int = 1, hyper_width: int = 32, init_normalize: bool = False,

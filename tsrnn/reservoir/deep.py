@@ -716,7 +716,7 @@ class DeepResESN(_ResidualESN):
     weights are drawn differently: W dense U(-1, 1) by the circular law, V dense).
     """
 
-    def __init__(self, n_layers: int = 4, units_per_layer: int = 250, alpha=0.3, beta=0.7,
+    def __init__(self, *, n_layers: int = 4, units_per_layer: int = 250, alpha=0.3, beta=0.7,
                  spectral_radius=0.9, orthogonal="random", input_scaling: float = 0.1,
                  inter_scaling=1.0, bias_scaling=0.5, readout_states: str = "all",
                  ridge: float = 1e-6, warmup: int = 100, solver: str = "cholesky",
@@ -817,7 +817,7 @@ class ResRMN(_ResidualESN):
     readout_intercept_ : array (d,)
     """
 
-    def __init__(self, n_units: int = 500, n_memory_units: int = 500, alpha: float = 0.3,
+    def __init__(self, *, n_units: int = 500, n_memory_units: int = 500, alpha: float = 0.3,
                  beta: float = 0.7, spectral_radius: float = 0.9, orthogonal: str = "random",
                  input_scaling: float = 0.1, memory_input_scaling: float = 0.1,
                  memory_scaling: float = 0.05, bias_scaling: float = 0.5,

@@ -180,7 +180,7 @@ class ESN(BaseForecaster):
     _training_params = BaseForecaster._training_params | {
         "ridge", "solver", "training_noise", "online_learning_rate", "forgetting"}
 
-    def __init__(self, n_units: int = 1000, spectral_radius: float = 0.9,
+    def __init__(self, *, n_units: int = 1000, spectral_radius: float = 0.9,
                  leak_rate: float = 1.0, input_scaling: float = 0.1,
                  bias_scaling: float = 0.5, connectivity: float = 0.02,
                  input_connectivity: float = 1.0, ridge: float = 1e-6, warmup: int = 100,

@@ -79,7 +79,7 @@ class NVAR(BaseForecaster):
     _default_dtype = torch.float64
     _training_params = BaseForecaster._training_params | {"ridge", "solver"}
 
-    def __init__(self, delays: int = 2, stride: int = 1, order: int = 2,
+    def __init__(self, *, delays: int = 2, stride: int = 1, order: int = 2,
                  constant: bool = True, increment: bool = True, ridge: float = 2.5e-6,
                  solver: str = "cholesky", scale: bool = True,
                  random_state: int | None = None, device: str | None = "cpu",
