@@ -170,8 +170,11 @@ def test_reconstruct_prints_the_report_and_writes_json(tmp_path, capsys):
                  "Lyapunov spectrum, true system:", f"report written to {path}"):
         assert line in out
     report = json.loads(path.read_text())
-    assert set(report) == REPORT_KEYS
+    assert set(report) == REPORT_KEYS | {"settings"}
     assert REPORT_KEYS == {field.name for field in dataclasses.fields(ReconstructionReport)}
+    # What ran: files of a sweep can be told apart (the repr rounds parameters).
+    assert report["settings"]["max_epochs"] == 1 and report["settings"]["seed"] == 0
+    assert "tsrnn_version" in report["settings"]
     assert (report["n_train"], report["n_test"]) == (600, 300)
     assert report["model"] == "GRUForecaster"
     assert len(report["lyapunov_learned"]) == 3
@@ -251,3 +254,35 @@ def test_simulators_analyses_and_the_parser_load_without_scikit_learn():
               "assert issubclass(NotFittedError, sklearn.exceptions.NotFittedError)\n"
               "assert type(pickle.loads(pickle.dumps(NotFittedError('x')))) is NotFittedError\n")
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_a_system_with_other_parameters_gets_no_literature_spectrum(capsys):
+    # Was: Henon(b=0) and Lorenz63(rho=10) were reported against the canonical systems'
+    # published spectra (and reconstruct counted Lyapunov times with 0.9056).
+    assert main(["lyapunov", "henon", "--param", "b=0", "--n-steps", "300",
+                 "--n-trajectories", "2", "--json"]) == 0
+    text = capsys.readouterr().out
+    result = json.loads(text)  # strict JSON: the -inf exponent of b = 0 is null
+    assert result["reference"] is None
+    assert result["exponents"][1] is None and "Infinity" not in text
+
+
+def test_an_output_directory_that_cannot_be_written_is_refused_before_running(monkeypatch):
+    def fake_run(config):
+        raise AssertionError("the reconstruction ran although its report cannot be written")
+
+    monkeypatch.setattr(tsrnn.reconstruct, "run_reconstruction", fake_run)
+    unwritable = Path("/proc/tsrnn-report.json")  # /proc takes no new files, even for root
+    if not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    with pytest.raises(SystemExit, match="cannot write to /proc"):
+        main(["reconstruct", "-q", "-o", str(unwritable)])
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    script = ("import sys\nfrom tsrnn.cli import console_main\n"
+              "sys.exit(console_main(['simulate', 'lorenz63', '--n-steps', '20000']))\n")
+    result = subprocess.run(f"{sys.executable} -c \"{script}\" | head -n 2", shell=True,
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.stdout.splitlines()[0].startswith("time,")
+    assert "Broken pipe" not in result.stderr and "error" not in result.stderr

@@ -16,13 +16,18 @@ arguments. :func:`main`, for callers from Python, raises those errors instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import __version__
 
 DESCRIPTION = """\
 tsrnn: recurrent models, reservoirs and dynamical-systems reconstruction.
@@ -89,7 +94,32 @@ def _check_output(output: str | None, overwrite: bool) -> Path | None:
         raise FileNotFoundError(f"the directory {path.parent} of {path} does not exist")
     if path.exists() and not overwrite:
         raise SystemExit(f"error: {path} exists; pass --overwrite to replace it")
+    # Whether files can be made there at all (a read-only mount, /proc): a probe file,
+    # removed at once, rather than os.access, which answers for the user, not the mount.
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise SystemExit(f"error: cannot write to {path.parent} ({error.strerror or error}); "
+                         "choose another output path") from None
     return path
+
+
+def _json_text(value: Any) -> str:
+    """Strict JSON: NaN and infinities (a diverged run, a -inf exponent) become null, which
+    every parser reads, where Python's default writes tokens that JSON does not have."""
+    def finite(item):
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(v) for v in item]
+        if isinstance(item, float | np.floating) and not np.isfinite(item):
+            return None
+        if isinstance(item, np.generic):
+            return item.item()
+        return item
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)
 
 
 def _check_format(path: Path | None, batched: bool) -> None:
@@ -117,7 +147,7 @@ def _write(path: Path, array: np.ndarray, dt: float, columns: list[str], overwri
     suffix = path.suffix.lower()
     if suffix == ".npz":
         with _open_output(path, overwrite, binary=True) as file:
-            np.savez_compressed(file, states=array, dt=dt, metadata=json.dumps(metadata))
+            np.savez_compressed(file, states=array, dt=dt, metadata=_json_text(metadata))
     elif suffix == ".csv":
         if array.ndim == 3:
             raise SystemExit("error: a batch of trajectories needs an .npz file, not .csv")
@@ -161,8 +191,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                              substeps=args.substeps, max_steps=args.max_steps)
     dt = system.default_dt if args.dt is None else args.dt
     columns = [f"x{i}" for i in range(system.dim)]
-    metadata = {"system": repr(system), "dt": dt, "transient": args.transient,
-                "seed": args.seed, "noise": args.noise}
+    # The parameters by name and value (the system's repr rounds them to 6 digits).
+    metadata = {"system": repr(system), "system_class": type(system).__name__,
+                "parameters": system.get_params(), "dt": dt, "transient": args.transient,
+                "seed": args.seed, "noise": args.noise, "tsrnn_version": __version__}
     if path is None:
         if states.ndim == 3:
             raise SystemExit("error: a batch of trajectories needs -o FILE.npz")
@@ -205,7 +237,7 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
         "reference": None if reference is None else list(reference), "seconds": elapsed,
     }
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(_json_text(result))
         return 0
     print(f"Lyapunov spectrum of {system!r} ({unit}), {elapsed:.2f} s")
     for i, (value, error) in enumerate(zip(spectrum, stderr), 1):
@@ -245,8 +277,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     report = run_reconstruction(config)
     print(report.text())
     if path is not None:
+        # What ran, so that the files of a sweep can be told apart and rerun.
+        settings = {**dataclasses.asdict(config), "tsrnn_version": __version__}
         with _open_output(path, args.overwrite) as file:
-            file.write(json.dumps(report.as_dict(), indent=2))
+            file.write(_json_text({**report.as_dict(), "settings": settings}))
         print(f"report written to {path}")
     return 0
 
@@ -255,8 +289,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tsrnn", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"tsrnn {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="verb")
 
@@ -364,6 +396,11 @@ def console_main(argv: list[str] | None = None) -> int:
     user_errors = (ValueError, TypeError, OSError, DivergenceError)
     try:
         return main(argv)
+    except BrokenPipeError:
+        # The reader stopped early (`tsrnn simulate ... | head`): nothing to report. Later
+        # writes to the closed pipe (at exit) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as refusal:
         if not isinstance(refusal.code, str):  # argparse's exits and --help: as they are
             raise

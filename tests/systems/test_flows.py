@@ -343,3 +343,10 @@ def test_flow_reference_spectrum_sums_to_the_constant_divergence(name, divergenc
     state = generic_states(cls(), 1)[0]
     assert np.trace(cls().jacobian(state)) == pytest.approx(divergence, abs=1e-12)
     assert sum(cls.lyapunov_reference) == pytest.approx(divergence, abs=1e-4)
+
+
+def test_the_literature_spectrum_belongs_to_the_canonical_parameters_only():
+    assert Lorenz63().lyapunov_reference == (0.9056, 0.0, -14.5723)
+    assert Lorenz63.lyapunov_reference == (0.9056, 0.0, -14.5723)  # on the class: as published
+    assert Lorenz63(rho=10.0).lyapunov_reference is None  # a stable fixed point there
+    assert Lorenz63(rho=28.0).lyapunov_reference is not None

@@ -63,6 +63,20 @@ def _stack_rows(rows, like: torch.Tensor) -> torch.Tensor:
     return torch.stack(entries, -2)
 
 
+class _LiteratureSpectrum:
+    """The published Lyapunov spectrum of a system class: read on the class, as published;
+    read on a system, only when its parameters are the canonical ones the literature used
+    (None otherwise: Lorenz63(rho=10) has a stable fixed point, not 0.9056)."""
+
+    def __init__(self, value: tuple[float, ...] | None):
+        self.value = value
+
+    def __get__(self, system, owner=None):
+        if system is None or self.value is None:
+            return self.value
+        return self.value if system._has_canonical_parameters() else None
+
+
 class DynamicalSystem:
     """What every simulator shares: parameters, dimension, initial states, simulation.
 
@@ -74,13 +88,14 @@ class DynamicalSystem:
     default_dt : float
         Sampling step used when ``simulate`` is given ``dt=None`` (1 for maps).
     lyapunov_reference : tuple of float or None
-        Lyapunov spectrum from the literature (per time unit for flows, per step for maps).
+        Lyapunov spectrum from the literature (per time unit for flows, per step for maps),
+        for the canonical parameters: None for a system built with other values.
     is_map : bool
         True for discrete-time systems.
     """
 
     default_dt: float = 1.0
-    lyapunov_reference: tuple[float, ...] | None = None
+    lyapunov_reference = _LiteratureSpectrum(None)
     is_map: bool = False
     # Scale of the random perturbation added to the default initial state for a given seed.
     initial_perturbation: float = 0.1
@@ -90,6 +105,27 @@ class DynamicalSystem:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _checked_init(cls.__init__)
+        reference = cls.__dict__.get("lyapunov_reference")
+        if reference is None or isinstance(reference, tuple):
+            if "lyapunov_reference" in cls.__dict__:
+                cls.lyapunov_reference = _LiteratureSpectrum(reference)
+
+    def _has_canonical_parameters(self) -> bool:
+        """Whether every parameter has its default (canonical) value."""
+        signature = inspect.signature(type(self).__init__)
+        for name, value in self.get_params().items():
+            default = signature.parameters[name].default
+            if isinstance(default, numbers.Real) and not isinstance(default, bool):
+                try:
+                    if not math.isclose(float(value), float(default), rel_tol=1e-12,
+                                        abs_tol=1e-15):
+                        return False
+                except (TypeError, ValueError):
+                    return False
+            elif not np.array_equal(np.asarray(value, dtype=object),
+                                    np.asarray(default, dtype=object)):
+                return False
+        return True
 
     @classmethod
     def _param_names(cls) -> list[str]:
