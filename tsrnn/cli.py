@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "models; the esn, fitted in one pass, ignores it)")
     sub.add_argument("--n-init", type=int, default=1,
                      help="DSR models: independent trainings at once (one process per core), "
-                          "the best by state-space divergence kept")
-    sub.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+                          "the best by state-space divergence kept (default 1)")
+    sub.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     sub.add_argument("-o", "--output", default=None, help="write the report as JSON here")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing report")
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -344,11 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "dop853")
     sub.add_argument("--n-steps", type=int, default=10_000,
                      help="recorded steps (default 10000)")
-    sub.add_argument("--transient", type=int, default=0, help="steps discarded first")
+    sub.add_argument("--transient", type=int, default=0,
+                     help="steps discarded first (default 0)")
     sub.add_argument("--noise", type=float, default=0.0,
-                     help="relative observation noise (0.05 = 5%% of each std)")
+                     help="relative observation noise (0.05 = 5%% of each std; default 0)")
     sub.add_argument("--batch", type=int, default=1,
-                     help="number of trajectories from random initial states (npz only)")
+                     help="number of trajectories from random initial states (npz only; "
+                          "default 1)")
     sub.add_argument("--max-steps", type=int, default=None,
                      help="step limit of the adaptive methods (default: 100 per default_dt "
                           "of simulated time, at least 10 per dt, plus 10000)")
@@ -364,7 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     # (Flow.as_discrete_map), not simulate's rk8.
     add_system_arguments(sub, "fixed-step integrator for flows: euler, rk4 (default), rk8")
     sub.add_argument("--n-exponents", type=int, default=None, help="how many (default all)")
-    sub.add_argument("--n-steps", type=int, default=None, help="measured steps per trajectory")
+    sub.add_argument("--n-steps", type=int, default=None,
+                     help="measured steps per trajectory (default: the system's own: 50 "
+                          "time units for most flows, 200 for Rossler, 500 for Thomas; "
+                          "10000 steps for maps)")
     sub.add_argument("--n-trajectories", type=int, default=32,
                      help="independent trajectories (default 32)")
     sub.add_argument("--json", action="store_true", help="print JSON")
