@@ -465,8 +465,6 @@ class TimedForecaster(NeuralForecaster):
         the elapsed time, which grows by one unit per step: its map has a zero exponent along
         it and no fixed points or cycles.
         """
-        from torch.utils._pytree import tree_flatten, tree_unflatten
-
         from .._protocol import DiscreteMap, jittered_copies
 
         module = self._closed_loop_module(options)
@@ -485,9 +483,8 @@ class TimedForecaster(NeuralForecaster):
 
         # The state's structure (a tensor or nested tuples of them) and each leaf's batch
         # dimension: the one whose size follows the batch (2 rows against 3).
-        _, state2 = context_run(2)
-        leaves2, spec = tree_flatten(state2)
-        leaves3 = tree_flatten(context_run(3)[1])[0]
+        _, template = context_run(2)
+        leaves2, leaves3 = _leaves(template), _leaves(context_run(3)[1])
         batch_dims = []
         for a, b in zip(leaves2, leaves3):
             dims = [k for k in range(a.dim()) if a.shape[k] == 2 and b.shape[k] == 3]
@@ -499,7 +496,7 @@ class TimedForecaster(NeuralForecaster):
         sizes = [int(np.prod(shape)) for shape in shapes]
 
         def flatten(prediction, state):
-            leaves = tree_flatten(state)[0]
+            leaves = _leaves(state)
             parts = [prediction] + [leaf.movedim(k, 0).reshape(prediction.shape[0], -1)
                                     for leaf, k in zip(leaves, batch_dims)]
             return torch.cat(parts, dim=1)
@@ -509,7 +506,8 @@ class TimedForecaster(NeuralForecaster):
             pieces = torch.split(z[:, d:], sizes, dim=1)
             leaves = [piece.reshape(z.shape[0], *shape).movedim(0, k).contiguous()
                       for piece, shape, k in zip(pieces, shapes, batch_dims)]
-            prediction, state = module(z[:, None, :d], None, tree_unflatten(leaves, spec),
+            prediction, state = module(z[:, None, :d], None,
+                                       _rebuild(template, iter(leaves)),
                                        unit_steps(z.shape[0], 1))
             return flatten(prediction[:, 0], state)
 
@@ -540,6 +538,20 @@ class TimedForecaster(NeuralForecaster):
         cx = None if context_x is None else self._tensor(context_x)[None]
         fx = None if future_x is None else self._tensor(future_x)[None]
         return module.rollout(y, cx, fx, n_steps, gaps)[0].double().cpu().numpy()
+
+
+def _leaves(state) -> list[torch.Tensor]:
+    """The tensors of a recurrent state (a tensor, or nested tuples or lists of them)."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [leaf for part in state for leaf in _leaves(part)]
+
+
+def _rebuild(template, leaves):
+    """A state shaped as ``template`` from an iterator over its tensors (see _leaves)."""
+    if isinstance(template, torch.Tensor):
+        return next(leaves)
+    return type(template)(_rebuild(part, leaves) for part in template)
 
 
 __all__ = ["TimedForecaster", "TimedNextStepPredictor", "as_times", "check_increasing"]
