@@ -17,6 +17,7 @@ cheap: the per-step cost of B trajectories is close to that of one.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -106,8 +107,6 @@ def _module_map(module, *, dt, dim, device, dtype) -> DiscreteMap:
         if (parameters[0].device, parameters[0].dtype) != (device, dtype):
             # A converted copy runs the states' dtype and device; the caller's module is
             # left as it is (module.to() would convert it in place).
-            import copy
-
             module = copy.deepcopy(module).to(device=device, dtype=dtype)
     else:
         device = resolve_device("cpu" if device is None else device)
