@@ -286,3 +286,24 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.stdout.splitlines()[0].startswith("time,")
     assert "Broken pipe" not in result.stderr and "error" not in result.stderr
+
+
+def test_a_forecast_valid_over_the_whole_test_stretch_is_reported_as_a_lower_bound():
+    report = dict(system="Lorenz63()", model="ESN", dt=0.01, n_train=1000, n_test=500,
+                  fit_seconds=0.1, valid_prediction_unit="Lyapunov times",
+                  state_space_divergence=0.1, power_spectrum_distance=0.1,
+                  lyapunov_learned=[0.9], lyapunov_learned_stderr=[0.01],
+                  lyapunov_true=[0.9056], lyapunov_true_source="literature")
+    whole = 500 * 0.01 * 0.9056  # the held-out stretch in Lyapunov times
+    text = ReconstructionReport(valid_prediction_time=whole, **report).text()
+    assert "valid prediction time: at least 4.528 Lyapunov times" in text
+    assert "the whole held-out stretch" in text
+    text = ReconstructionReport(valid_prediction_time=whole / 2, **report).text()
+    assert "valid prediction time: 2.264 Lyapunov times (threshold 0.4)" in text
+
+
+def test_integrator_options_given_for_a_map_are_named_as_such():
+    # Was: "unknown Henon option 'method'; expected one of 'device', 'dtype'", options the
+    # command line does not have.
+    with pytest.raises(SystemExit, match="henon is a map"):
+        main(["lyapunov", "henon", "--method", "rk4"])

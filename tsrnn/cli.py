@@ -210,6 +210,11 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
     from .analysis import kaplan_yorke_dimension, lyapunov_spectrum
 
     system = _system(args.system, args.param)
+    if system.is_map and (args.method is not None or args.substeps is not None):
+        # (the analysis would name the map's own options, device and dtype, which this
+        # command does not have)
+        raise SystemExit(f"error: --method and --substeps integrate flows; {args.system} is a "
+                         "map, stepped exactly")
     options = {}
     if args.method is not None:
         options["method"] = args.method
