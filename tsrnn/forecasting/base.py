@@ -153,6 +153,15 @@ class BaseForecaster(BaseEstimator):
         ``random_state``), the caller's generator states given back at its end."""
         return seeded_generators(seed, resolve_device(getattr(self, "device", None)))
 
+    def _check_autonomous(self, options: dict) -> None:
+        """What every ``as_discrete_map`` of a fitted model checks: no options it does not
+        take, and no exogenous inputs (their closed loop is not an autonomous map)."""
+        if options:
+            raise ValueError(f"unknown options {sorted(options)}")
+        if self.n_exog_:
+            raise ValueError("the closed loop of a model with exogenous inputs is not "
+                             "autonomous; no discrete map can be formed")
+
     def _generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator derived from ``random_state`` (fresh entropy when it is None)."""
         seed = getattr(self, "random_state", None)
@@ -873,12 +882,8 @@ class NeuralForecaster(BaseForecaster):
     def _closed_loop_module(self, options: dict) -> torch.nn.Module:
         """A float64 copy of the fitted module for a closed-loop map (``as_discrete_map``
         of the recurrent forecasters), after the checks every such map needs."""
-        if options:
-            raise ValueError(f"unknown options {sorted(options)}")
         self._check_fitted()
-        if self.n_exog_:
-            raise ValueError("the closed loop of a model with exogenous inputs is not "
-                             "autonomous; no discrete map can be formed")
+        self._check_autonomous(options)
         return copy.deepcopy(self.module_).double().eval()
 
     # ------------------------------------------------------------------ training loop

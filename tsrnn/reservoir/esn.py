@@ -829,12 +829,8 @@ class ESN(BaseForecaster):
         tangent map is analytic: with h = tanh(...) and D = diag(1 - h^2),
         dx' = (1 - a) dx + a D (W dx + W_in dy),  dy' = W_out^T dphi(x', u).
         """
-        if options:
-            raise ValueError(f"unknown options {sorted(options)}")
         self._check_readout()
-        if self.n_exog_:
-            raise ValueError("the closed loop of a model with exogenous inputs is not "
-                             "autonomous; no discrete map can be formed")
+        self._check_autonomous(options)
         reservoir = self.reservoir_
         if not isinstance(reservoir, LeakyReservoir):
             return self._generic_discrete_map(dt)
