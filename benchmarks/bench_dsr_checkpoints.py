@@ -22,6 +22,8 @@ proxy for lambda_1 (stop 19; its correlations are printed at the end).
 ``train --force-unobserved`` forces every latent at each forcing step, the unobserved ones to
 L x (the state a window starts from), instead of the observed ones only, and
 ``--sequence-length`` with ``--batch-size`` change the training windows (stop 20).
+``train --refine-from RUN`` trains a saved run's kept model on with other windows
+(``partial_fit``), every checkpoint of that further training kept (stop 21).
 
     python benchmarks/bench_dsr_checkpoints.py train --seed 3 --learning-rate 2e-3 \\
         --forcing-interval 10 --max-epochs 1450 --device cuda --output runs/seed3
@@ -76,13 +78,25 @@ def train(args: argparse.Namespace) -> None:
                 return torch.cat([x, x @ self.L.T], dim=-1)
         IdentityObservation.forcing_signal = forcing_signal
     train_data, _, _, _ = data(args.system)
-    estimator = build("alrnn", 60.0 * args.minutes, args.max_epochs, args.seed, "sparse",
-                      args.noise, system=args.system, learning_rate=args.learning_rate,
-                      learning_rate_final=args.learning_rate_final,
-                      forcing_interval=args.forcing_interval, device=args.device,
-                      sequence_length=args.sequence_length, batch_size=args.batch_size)
     started = time.perf_counter()
-    estimator.fit(train_data)
+    if args.refine_from is None:
+        estimator = build("alrnn", 60.0 * args.minutes, args.max_epochs, args.seed, "sparse",
+                          args.noise, system=args.system, learning_rate=args.learning_rate,
+                          learning_rate_final=args.learning_rate_final,
+                          forcing_interval=args.forcing_interval, device=args.device,
+                          sequence_length=args.sequence_length, batch_size=args.batch_size)
+        estimator.fit(train_data)
+    else:
+        # Stop 21: a model trained with one window length trained on with another
+        # (partial_fit: a fresh optimizer and schedule, the best checkpoint of this call kept).
+        estimator = _loaded(args.refine_from)
+        estimator.set_params(
+            sequence_length=args.sequence_length, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, max_epochs=args.max_epochs,
+            learning_rate_final=args.learning_rate_final or args.learning_rate,
+            forcing_interval=args.forcing_interval, max_time=60.0 * args.minutes,
+            device=args.device, random_state=args.seed)
+        estimator.partial_fit(train_data)
     wall = time.perf_counter() - started
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -299,6 +313,10 @@ def main() -> None:
                      help="force all latents, the unobserved ones to L x (stop 20)")
     sub.add_argument("--minutes", type=float, default=15.0)
     sub.add_argument("--device", default="cpu")
+    sub.add_argument("--refine-from", default=None,
+                     help="path prefix of a saved run: train its model on (partial_fit) with "
+                          "these windows and learning rate, constant unless --learning-rate-"
+                          "final is given (stop 21)")
     sub.add_argument("--output", required=True,
                      help="path prefix of the .ckpts.pt and .est.pt files")
     sub.set_defaults(func=train)
