@@ -983,8 +983,10 @@ def test_modules_take_dt_as_a_number_or_a_list(module):
     as_tensor, _ = layer(x, dt=torch.full((2, 5), 0.5))
     as_list, _ = layer(x, dt=[[0.5] * 5] * 2)
     torch.testing.assert_close(as_list, as_tensor, rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"dt must have shape \(B, L\)"):
-        layer(x, dt=0.5)
+    as_number, _ = layer(x, dt=0.5)
+    torch.testing.assert_close(as_number, as_tensor, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"dt must be a number or have shape \(B, L\)"):
+        layer(x, dt=[0.5, 0.5])
 
 
 def test_a_generated_run_that_diverged_is_named_as_such():
@@ -1201,3 +1203,106 @@ def test_tuple_labels_and_time_indexes_survive_save_and_load(tmp_path):
             assert list(forecast.columns) == [("pos", "x"), ("pos", "y")]
             pd.testing.assert_index_equal(forecast.index, expected, exact=False,
                                           check_exact=False, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- round 5 (stop 21)
+def test_dtype_float_is_refused_as_ambiguous():
+    # Was: "float" meant torch.float (float32), where numpy's "float" is float64.
+    with pytest.raises(ValueError, match="ambiguous"):
+        ESTIMATORS["ESN"](dtype="float").fit(Y)
+    fitted = ESTIMATORS["ESN"](dtype="f8").fit(Y)
+    assert {b.dtype for b in fitted.reservoir_.buffers() if b.is_floating_point()} == {
+        torch.float64}
+
+
+def test_a_simulation_that_grows_without_bound_but_stays_finite_is_a_divergence():
+    # Was: Lorenz-63 by Euler at dt 0.5 returned states of 1e95 as data.
+    with pytest.raises(DivergenceError, match=r"exploding values\) at t = "):
+        Lorenz63().simulate(10, dt=0.5, method="euler", substeps=1)
+    assert np.isfinite(Lorenz63().simulate(10, dt=0.01)).all()
+
+
+def test_a_transposed_series_is_named_in_a_warning_or_in_the_error():
+    # Was: a (variables, time) array was learned as a short series of many variables.
+    wide = np.random.default_rng(0).standard_normal((60, 120))
+    with pytest.warns(UserWarning, match="pass its transpose"):
+        ESTIMATORS["NVAR"](order=1).fit(wide)
+    with pytest.raises(ValueError, match="pass its transpose"):
+        ESTIMATORS["ESN"]().fit(wide[:5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ESTIMATORS["NVAR"](order=1).fit(wide.T)
+
+
+def test_cells_take_one_number_as_the_time_step_of_every_sample_and_step():
+    x = torch.randn(4, 7, 3)
+    for cell in (tnn.CfC(3, 5), tnn.LTC(3, 5)):
+        expected, _ = cell(x, dt=torch.full((4, 7), 0.5))
+        scalar, _ = cell(x, dt=0.5)
+        torch.testing.assert_close(scalar, expected)
+        with pytest.raises(ValueError, match="a number or have shape"):
+            cell(x, dt=torch.full((4,), 0.5))
+
+
+def test_exogenous_rows_for_the_horizon_must_carry_the_forecast_dates():
+    # Was: predict took X of any dates by position (fit refused misdated X, predict did not).
+    index = pd.date_range("2024-01-01", periods=130, freq="h")
+    rng = np.random.default_rng(0)
+    y = pd.DataFrame(rng.standard_normal((130, 2)), index=index, columns=["a", "b"])
+    X = pd.DataFrame(rng.standard_normal((130, 1)), index=index, columns=["u"])
+    model = ESTIMATORS["ESN"]().fit(y.iloc[:100], X.iloc[:100])
+    right = model.predict(10, X=X.iloc[100:110])
+    pd.testing.assert_index_equal(right.index, X.index[100:110], check_names=False)
+    with pytest.raises(ValueError, match="dated otherwise than the forecast"):
+        model.predict(10, X=X.iloc[112:122])
+    model.predict(5, context=y.iloc[80:100], X=X.iloc[80:105])
+    with pytest.raises(ValueError, match="its row 20 is"):
+        model.predict(5, context=y.iloc[80:100], X=pd.concat([X.iloc[80:100], X.iloc[110:115]]))
+    model.predict(10, X=X.iloc[112:122].to_numpy())  # undated rows: the caller's choice
+
+
+def test_a_float_index_continues_without_binary_fractions():
+    # Was: 20.020000000000003 after an index of 0.00, 0.01, ..., 19.99.
+    model = ESTIMATORS["NVAR"]().fit(pd.DataFrame(
+        np.random.default_rng(0).standard_normal((2000, 2)), index=np.arange(2000) * 0.01))
+    assert model.predict(3).index.tolist() == [20.0, 20.01, 20.02]
+
+
+def test_a_forecaster_closed_loop_gives_as_many_exponents_as_the_data_has_variables():
+    # Was: all 1 + n_units + d exponents of an ESN's closed loop by default (70 s for 1000
+    # units), where users want the leading ones.
+    model = ESTIMATORS["ESN"]().fit(Y)
+    spectrum = lyapunov_spectrum(model, n_steps=50, n_trajectories=2)
+    assert spectrum.shape == (Y.shape[1],)
+    more = lyapunov_spectrum(model, n_exponents=4, n_steps=50, n_trajectories=2)
+    np.testing.assert_allclose(more[:Y.shape[1]], spectrum, rtol=1e-9)
+
+
+def test_nvar_sums_its_features_block_by_block_as_in_one_piece(monkeypatch):
+    # Was: one feature matrix per whole series (11 GB for 1M steps at delays=4, order=3).
+    series = np.random.default_rng(0).standard_normal((3000, 3))
+    whole = ESTIMATORS["NVAR"](order=2).fit(series)
+    rows, original = [], reservoir.NVAR.features
+
+    def counting(self, window):
+        rows.append(window.shape[0])
+        return original(self, window)
+
+    monkeypatch.setattr(reservoir.NVAR, "features", counting)
+    monkeypatch.setattr("tsrnn.reservoir.nvar._BLOCK_ROWS", 700)
+    blocked = ESTIMATORS["NVAR"](order=2).fit(series)
+    assert rows == [700, 700, 700, 700, 198]  # the 2998 windows of the series
+    np.testing.assert_allclose(blocked.readout_weights_, whole.readout_weights_, rtol=1e-9,
+                               atol=1e-12)
+
+
+def test_a_long_context_runs_in_blocks_to_the_same_last_state(monkeypatch):
+    # Was: predict(context=...) kept every state of the context run off the compiled kernel
+    # (+770 MB for 200,000 steps of a DeepResESN).
+    for name in ("ESN", "DeepResESN"):
+        model = ESTIMATORS[name](dtype="float32").fit(Y)
+        expected = model.predict(5, context=Y[:150])
+        monkeypatch.setattr("tsrnn.reservoir.esn._CONTEXT_BLOCK", 32)
+        np.testing.assert_allclose(model.predict(5, context=Y[:150]), expected, rtol=1e-6,
+                                   atol=1e-6)
+        monkeypatch.undo()

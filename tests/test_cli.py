@@ -214,6 +214,10 @@ def test_reconstruct_with_an_alrnn_reports_learned_and_true_fixed_points(tmp_pat
     # Lorenz-63's equilibria: the origin (one unstable direction) and C+- (two each).
     assert sorted(p["unstable_dimension"] for p in report["fixed_points_true"]) == [1, 2, 2]
     assert all(len(p["location"]) == 3 for p in report["fixed_points_learned"])
+    # In the system's coordinates, not the standardised ones the model learned in (was).
+    r = np.sqrt(8.0 / 3.0 * 27.0)
+    np.testing.assert_allclose(sorted(p["location"] for p in report["fixed_points_true"]),
+                               [[-r, -r, 27.0], [0.0, 0.0, 0.0], [r, r, 27.0]], atol=1e-8)
     # The DSR model knows its sampling step: exponents per time unit, finite.
     assert np.isfinite(report["lyapunov_learned"]).all()
 

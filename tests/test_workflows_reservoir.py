@@ -347,12 +347,12 @@ def test_nvar_context_shorter_than_its_span_is_an_error(lorenz):
 def test_nvar_refuses_more_features_than_memory_allows_before_allocating():
     # 64 columns (Kuramoto-Sivashinsky size), k = 2, p = 3: 357,888 features, whose Gram
     # matrix alone would be 954 GiB (numpy's MemoryError before the check).
-    series = np.random.default_rng(0).standard_normal((50, 64))
+    series = np.random.default_rng(0).standard_normal((80, 64))
     with pytest.raises(ValueError, match=r"357,888 features.*lower the order"):
         NVAR(order=3).fit(series)
     # Below the limit the count is the one NVAR builds (3 columns: 1 + 6 linear + 56 cubic).
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # 50 noise rows, cubic features: ill-conditioned
+        warnings.simplefilter("ignore")  # 80 noise rows, cubic features: ill-conditioned
         assert NVAR(order=3).fit(series[:, :3]).n_output_features_ == 63
 
 

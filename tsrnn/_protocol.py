@@ -49,6 +49,12 @@ class DiscreteMap:
         mean); the default number of Lyapunov exponents.
     default_steps : int, optional
         A run length (steps per trajectory) that gives converged exponents for this map.
+    default_exponents : int, optional
+        How many exponents :func:`tsrnn.analysis.lyapunov_spectrum` computes unless told
+        (None: the whole tangent space). A forecaster's closed loop sets the number of
+        observed variables: its state holds a reservoir or hidden state of hundreds of
+        strongly contracting directions, whose exponents cost a QR factorisation of that
+        size at every step.
 
     ``step`` must be plain differentiable tensor code without data-dependent Python control
     flow (no ``bool(tensor)``), so that forward-mode autodiff can push tangents through it.
@@ -65,6 +71,7 @@ class DiscreteMap:
     name: str = "map"
     tangent_dim: int | None = None
     default_steps: int | None = None
+    default_exponents: int | None = None
 
     def advance(self, x: Tensor, frame: Tensor) -> tuple[Tensor, Tensor]:
         """Advance ``x`` (B, dim) and the tangent frame (B, dim, k) by one step."""

@@ -18,7 +18,6 @@ _DTYPES = {
     "float64": torch.float64,
     "double": torch.float64,
     "float32": torch.float32,
-    "float": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
@@ -51,9 +50,19 @@ def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point type, got {dtype}")
         return dtype
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if isinstance(dtype, str) and dtype.strip().lower() in ("float", "float_"):
+        # numpy reads "float" as float64 and torch.float is float32: refuse to guess.
+        raise ValueError(f"dtype {dtype!r} is ambiguous (numpy reads it as float64, torch as "
+                         "float32); give 'float32' or 'float64'")
+    name = dtype if isinstance(dtype, str) and dtype in _DTYPES else None
+    if name is None:
+        try:  # numpy's spellings: np.float64, "f8", "<f4", ...
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
     if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)} "
+                         "(or a torch or numpy floating-point dtype)")
     return _DTYPES[name]
 
 

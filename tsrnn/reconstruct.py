@@ -137,8 +137,9 @@ class ReconstructionReport:
     lyapunov_learned_stderr: list[float]
     lyapunov_true: list[float]
     lyapunov_true_source: str
-    # Fixed points in the standardised data coordinates, for models that find their own
-    # (the PLRNN family): {"location", "kind", "unstable_dimension"} per point.
+    # Fixed points in the system's own coordinates (the data before standardisation), for
+    # models that find their own (the PLRNN family): {"location", "kind",
+    # "unstable_dimension"} per point.
     fixed_points_learned: list[dict[str, Any]] | None = None
     fixed_points_true: list[dict[str, Any]] | None = None
     total_seconds: float = 0.0
@@ -172,7 +173,7 @@ class ReconstructionReport:
         for label, points in (("learned model", self.fixed_points_learned),
                               ("true system", self.fixed_points_true)):
             if points is not None:
-                lines.append(f"  fixed points, {label}: {len(points)}")
+                lines.append(f"  fixed points, {label}: {len(points)} (system coordinates)")
                 lines.extend(f"    ({', '.join(f'{v:+.3f}' for v in p['location'])}) "
                              f"{p['kind']}" for p in points)
         lines.append(f"  total: {self.total_seconds:.1f} s")
@@ -236,9 +237,11 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
         seed=config.seed, return_stderr=True)
     learned_points = true_points = None
     if hasattr(model, "fixed_points") and hasattr(model, "latent_to_data"):
-        learned_points = [_describe_point(model.latent_to_data(p.location), p)
-                          for p in model.fixed_points(seed=config.seed)]
-        true_points = [_describe_point(split.transform(p.location), p)
+        # The model learned standardised data; its points are shown as the system's.
+        learned_points = [
+            _describe_point(split.inverse_transform(model.latent_to_data(p.location)), p)
+            for p in model.fixed_points(seed=config.seed)]
+        true_points = [_describe_point(p.location, p)
                        for p in fixed_points(system, seed=config.seed)]
     return ReconstructionReport(
         system=repr(system), model=type(model).__name__, dt=dt, n_train=config.n_train,

@@ -125,3 +125,21 @@ def test_a_module_runs_in_the_dtype_asked_for():
     assert linear.weight.dtype == torch.float32  # converted as a copy
     np.testing.assert_array_equal(spectrum, lyapunov_spectrum(linear.double(), **options))
     np.testing.assert_allclose(spectrum, np.log([0.5, 0.25, 0.125]), rtol=1e-4)
+
+
+def test_newton_settings_for_a_scyfi_model_are_refused_not_ignored():
+    # An AL-RNN is searched exactly by SCYFI: Adam/Newton settings would have been dropped
+    # without a word (even invalid ones), while tolerance is SCYFI's own residual bound.
+    from tsrnn.nn import ALRNN
+
+    module = ALRNN(6, 2, generator=torch.Generator().manual_seed(0))
+    for setting in (dict(n_initial=32), dict(max_iterations=-5), dict(learning_rate=1.0)):
+        with pytest.raises(ValueError, match="method='newton'"):
+            fixed_points(module, **setting)
+        with pytest.raises(ValueError, match="method='newton'"):
+            find_cycles(module, 2, **setting)
+    with pytest.raises(ValueError, match="tolerance"):  # reaches SCYFI, which checks it
+        fixed_points(module, tolerance=-1.0)
+    loose = fixed_points(module, tolerance=1e-3)
+    assert [p.location.tolist() for p in loose] == [p.location.tolist()
+                                                    for p in fixed_points(module)]

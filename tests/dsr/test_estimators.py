@@ -361,7 +361,7 @@ def test_discrete_map_uses_dt_and_gives_lyapunov_exponents_per_time_unit(lorenz)
 
 def test_fixed_points_of_the_fitted_model_are_true_fixed_points(lorenz):
     model = tiny(ALRNN).fit(lorenz)
-    points = model.fixed_points(n_initial=32)
+    points = model.fixed_points()
     assert points, "an AL-RNN with invertible linear parts has a fixed point"
     dmap = model.as_discrete_map()
     for point in points:

@@ -207,7 +207,7 @@ def test_chimera_rejects_bad_input():
         model(bad)
     with pytest.raises(ValueError, match="dt must be positive"):
         model(_x(), dt=-torch.ones((2, 11), dtype=torch.float64))
-    with pytest.raises(ValueError, match="dt must have shape"):
+    with pytest.raises(ValueError, match="dt must be a number or have shape"):
         model(_x(), dt=torch.ones((2, 11, 2), dtype=torch.float64))
     with pytest.raises(ValueError, match="h0 must be the list of 8"):
         model(_x(), h0=[torch.zeros(1)])

@@ -335,7 +335,7 @@ def test_hippo_rnn_unit_dt_equals_regular_sampling_and_gradients_flow():
 def test_hippo_rnn_rejects_bad_inputs():
     model = HiPPORNN(2, 4, state_size=3)
     x = torch.randn(3, 5, 2)
-    with pytest.raises(ValueError, match=r"dt must have shape \(B, L\) = \(3, 5\)"):
+    with pytest.raises(ValueError, match=r"dt must be a number or have shape \(B, L\) = \(3, 5\)"):
         model(x, dt=torch.ones(3))
     with pytest.raises(ValueError, match="dt contains NaN"):
         model(x, dt=torch.full((3, 5), float("nan")))

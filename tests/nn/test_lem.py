@@ -152,7 +152,7 @@ def test_lem_rejects_bad_inputs_and_options():
         model(x, dt=torch.full((2, 6), float("nan"), dtype=torch.float64))
     with pytest.raises(ValueError, match="dt must be >= 0"):
         model(x, dt=-torch.ones(2, 6, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"dt must have shape \(B, L\) = \(2, 6\)"):
+    with pytest.raises(ValueError, match=r"dt must be a number or have shape \(B, L\) = \(2, 6\)"):
         model(x, dt=torch.ones(2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"x must have shape \(B, L, 3\)"):
         model(randn(2, 6, 4))

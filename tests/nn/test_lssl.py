@@ -265,7 +265,7 @@ def test_lssl_rejects_bad_inputs_and_options():
         model(x, dt=torch.full((2, 10), float("nan"), dtype=torch.float64))
     with pytest.raises(ValueError, match="dt must be >= 0"):
         model(x, dt=-torch.ones(2, 10, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"dt must have shape \(B, L\) = \(2, 10\)"):
+    with pytest.raises(ValueError, match=r"dt must be a number or have shape \(B, L\) = \(2, 10\)"):
         model(x, dt=torch.ones(2, 10, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="irregular sampling"):
         run(model, "convolution", x, dt=torch.ones(2, 10, dtype=torch.float64))

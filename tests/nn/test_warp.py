@@ -228,7 +228,7 @@ def test_bad_input_gets_clear_errors():
         model(torch.where(torch.arange(10)[None, :, None] == 3, torch.nan, x))
     with pytest.raises(ValueError, match="init_window=4"):
         model(x[:, :3])
-    with pytest.raises(ValueError, match="dt must have shape"):
+    with pytest.raises(ValueError, match="dt must be a number or have shape"):
         model(x, dt=torch.ones(2, 9))
     with pytest.raises(ValueError, match="non-negative"):
         model(x, dt=-torch.ones(2, 10))

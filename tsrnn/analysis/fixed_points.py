@@ -242,6 +242,22 @@ def _scyfi_applies(obj: Any, method: str) -> bool:
     return False
 
 
+# The Newton search's settings, at their defaults; SCYFI has no use for them.
+_NEWTON_DEFAULTS = dict(n_initial=256, learning_rate=0.05, max_iterations=2000, newton_steps=25,
+                        dedupe_tolerance=1e-3, dt=None)
+
+
+def _refuse_newton_settings(given: dict) -> None:
+    """A setting of the Adam + Newton search given for a model that SCYFI searches would be
+    ignored without a word: refuse it, naming the way to use it."""
+    changed = sorted(name for name, value in given.items() if value != _NEWTON_DEFAULTS[name])
+    if changed:
+        raise ValueError(f"{', '.join(changed)} set the Adam + Newton search, but this "
+                         "piecewise-linear model is searched exactly by SCYFI (method='auto'); "
+                         "pass method='newton' to use them, or SCYFI's own options (e.g. "
+                         "n_chains, tolerance)")
+
+
 def _scyfi_options(options: dict) -> dict:
     """The options meant for SCYFI: those of the Newton path's map (dim, device, dtype)
     do not apply to it; others SCYFI does not take are refused, naming those it does."""
@@ -287,8 +303,9 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
         next states (see :func:`tsrnn.analysis.as_discrete_map`).
     method : {"auto", "scyfi", "newton"}
         "auto": SCYFI (exact, :func:`tsrnn.analysis.scyfi`) for piecewise-linear models,
-        Adam + Newton otherwise. With SCYFI, ``x0`` and ``seed`` seed its search and
-        ``options`` are SCYFI's own; the Adam/Newton settings below do not apply.
+        Adam + Newton otherwise. With SCYFI, ``x0`` and ``seed`` seed its search, a
+        ``tolerance`` given bounds its residuals and ``options`` are SCYFI's own; the
+        other Adam/Newton settings below do not apply, and giving one is an error.
     n_initial : int
         Starting states, sampled along the object's own trajectories (or taken from x0).
     x0 : array (dim,), (B, dim) or a trajectory (T, dim), optional
@@ -314,6 +331,11 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
     if _scyfi_applies(obj, method):
         from .scyfi import scyfi
 
+        _refuse_newton_settings(dict(n_initial=n_initial, learning_rate=learning_rate,
+                                     max_iterations=max_iterations, newton_steps=newton_steps,
+                                     dedupe_tolerance=dedupe_tolerance, dt=dt))
+        if tolerance != 1e-9:  # the Newton default; SCYFI's own residual bound otherwise
+            options = {"tolerance": tolerance, **options}
         return scyfi(obj, 1, x0=x0, seed=seed, **_scyfi_options(options))
     seed = _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps,
                          tolerance, dedupe_tolerance)
@@ -366,6 +388,11 @@ def find_cycles(obj: Any, order: int, *, method: str = "auto", n_initial: int = 
     if _scyfi_applies(obj, method):
         from .scyfi import scyfi
 
+        _refuse_newton_settings(dict(n_initial=n_initial, learning_rate=learning_rate,
+                                     max_iterations=max_iterations, newton_steps=newton_steps,
+                                     dedupe_tolerance=dedupe_tolerance, dt=dt))
+        if tolerance != 1e-9:  # the Newton default; SCYFI's own residual bound otherwise
+            options = {"tolerance": tolerance, **options}
         return scyfi(obj, order, cycles=True, x0=x0, seed=seed, **_scyfi_options(options))
     seed = _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps,
                          tolerance, dedupe_tolerance)

@@ -183,11 +183,17 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     obj : system, fitted estimator, torch module, callable or DiscreteMap
         See :func:`as_discrete_map`.
     n_exponents : int, optional
-        How many of the largest exponents to compute (by default as many as the tangent
-        space has dimensions).
+        How many of the largest exponents to compute. Default: as many as the tangent space
+        has dimensions, except for the closed loop of a fitted forecaster (ESN, NVAR, GRU,
+        CfC, ...): as many as the data has variables, since its reservoir or hidden state
+        adds hundreds of strongly contracting directions that cost a QR factorisation of
+        that size at every step. The DSR estimators give their whole latent spectrum.
     dt : float, optional
         Step of the map: for flows the integration step of state and variational equation
-        (default: the system's ``default_dt``); for modules the time one step stands for.
+        (default: the system's ``default_dt``); for modules and fitted estimators the time
+        one step stands for (the data's sampling step). Without it a forecaster's exponents
+        are per step: an ESN fitted on Lorenz-63 sampled at 0.01 reads 0.009 per step, 0.9
+        per time unit with ``dt=0.01``. The DSR estimators know their ``dt``.
     n_steps : int, optional
         Measured steps per trajectory. Default: what the object recommends (flows: their
         ``lyapunov_duration``, 50 time units, 200 for Rossler and 500 for Thomas, whose
@@ -227,8 +233,8 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     return_stderr = check_bool(return_stderr, "return_stderr")
     dmap = as_discrete_map(obj, dt=dt, dim=dim, device=device, dtype=dtype, **options)
     space = dmap.tangent_dim or dmap.dim
-    k = space if n_exponents is None else check_positive(n_exponents, "n_exponents",
-                                                         integer=True)
+    k = (min(dmap.default_exponents or space, space) if n_exponents is None
+         else check_positive(n_exponents, "n_exponents", integer=True))
     if k > space:
         raise ValueError(f"n_exponents={k} exceeds the dimension {space} of the tangent space "
                          f"of {dmap.name}")

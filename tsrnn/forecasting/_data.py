@@ -86,7 +86,13 @@ class IndexInfo:
             return pd.timedelta_range(self.last + self.step, periods=n_steps, freq=self.step,
                                       name=self.name)
         if self.kind == "float":
-            return pd.Index(self.last + self.step * np.arange(1, n_steps + 1), name=self.name)
+            values = self.last + self.step * np.arange(1, n_steps + 1)
+            if self.step != 0:
+                # 19.99 + 0.03 is 20.020000000000003 in binary: round ten digits below the
+                # step, far below any difference the index can mean.
+                digits = int(np.clip(10 - np.floor(np.log10(abs(self.step))), 0, 15))
+                values = np.round(values, digits)
+            return pd.Index(values, name=self.name)
         return None
 
 
@@ -258,6 +264,25 @@ def check_aligned_dates(y: Any, X: Any, collection: bool, what: str = "y") -> No
                 f"{exogenous.index[mismatch]} but of {what} {series.index[mismatch]}; rows are "
                 "matched by position, so select the rows of X with the same dates"
             )
+
+
+def check_horizon_dates(X: Any, n_context: int, expected: pd.Index | None) -> None:
+    """Refuse exogenous rows for the forecast horizon dated otherwise than the forecast.
+
+    The rows of ``X`` after its first ``n_context`` go with the forecast steps, by position;
+    when ``X`` carries dates and the forecast's index (``expected``) is dates too, a
+    disagreement means inputs from another period.
+    """
+    if not _dated(X) or not isinstance(expected, pd.DatetimeIndex | pd.PeriodIndex):
+        return
+    horizon = X.index[n_context:]
+    if len(horizon) == len(expected) and not horizon.equals(expected):
+        mismatch = int(np.argmax(np.asarray(horizon != expected)))
+        raise ValueError(
+            f"the rows of X for the forecast horizon are dated otherwise than the forecast: "
+            f"its row {n_context + mismatch} is {horizon[mismatch]} but forecast step "
+            f"{mismatch} is {expected[mismatch]}; rows are matched by position, so select "
+            "the rows of X with the forecast's dates")
 
 
 class StandardScaler:

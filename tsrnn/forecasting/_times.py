@@ -381,10 +381,11 @@ class TimedForecaster(NeuralForecaster):
         self._check_fitted()
         n_steps = check_positive(n_steps, "n_steps", integer=True)
         self._pending_gaps = self._predict_gaps(n_steps, context, times)
+        self._pending_times = times
         try:
             forecast = super().predict(n_steps, context, X)
         finally:
-            del self._pending_gaps
+            del self._pending_gaps, self._pending_times
         if isinstance(forecast, pd.DataFrame | pd.Series):
             if times is not None:
                 index = times if isinstance(times, pd.Index) else pd.Index(np.asarray(times))
@@ -394,6 +395,14 @@ class TimedForecaster(NeuralForecaster):
                 if index is not None:
                     forecast.index = index
         return forecast
+
+    def _horizon_index(self, info, n_steps: int) -> pd.Index | None:
+        # The horizon's own times when given, as the forecast will be indexed by them.
+        times = getattr(self, "_pending_times", None)
+        if times is not None:
+            return (times if isinstance(times, pd.Index) else pd.Index(np.asarray(times))
+                    )[-n_steps:]
+        return super()._horizon_index(info, n_steps)
 
     def _default_horizon_dates(self, n_steps: int, context: Any) -> pd.DatetimeIndex | None:
         """The dates of a horizon that continues one time unit (``time_scale_``) per step
@@ -529,7 +538,7 @@ class TimedForecaster(NeuralForecaster):
 
         return DiscreteMap(step=step, dim=d + sum(sizes), time_step=dt, jacobian=jacobian,
                            initial_states=initial_states, dtype=torch.float64, device=device,
-                           name=type(self).__name__)
+                           name=type(self).__name__, default_exponents=d)
 
     def _predict(self, n_steps, context_y, context_x, future_x):
         module = self.module_.eval()

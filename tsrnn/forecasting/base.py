@@ -57,6 +57,7 @@ from ._data import (
     as_series_list,
     check_aligned_dates,
     check_exogenous,
+    check_horizon_dates,
     index_info,
 )
 
@@ -212,12 +213,20 @@ class BaseForecaster(BaseEstimator):
         y_list, collection = as_series_list(y, "y", allow_nan=self._allow_nan)
         minimum = self._min_length()
         for i, series in enumerate(y_list):
+            where = f"trajectory {i} of y" if collection else "y"
+            # Rows are time steps; an array given as (variables, time) has more columns than
+            # rows and would otherwise be learned as a short series of many variables.
+            transposed = (f" (rows are time steps and columns variables: if {where} is "
+                          f"(variables, time), pass its transpose)"
+                          if series.shape[1] > series.shape[0] else "")
             if series.shape[0] < minimum:
-                where = f"trajectory {i} of y" if collection else "y"
                 raise ValueError(
                     f"{where} has {series.shape[0]} time steps; {type(self).__name__} with "
                     f"these settings needs at least {minimum}{self._min_length_reason()}"
-                )
+                    f"{transposed}")
+            if transposed and i == 0:
+                warn(f"{where} has {series.shape[1]} columns and only {series.shape[0]} "
+                     f"rows{transposed}")
             if self._allow_nan and np.isnan(series).all(axis=0).any():
                 raise ValueError("y has a column with no observed value")
         x_list = check_exogenous(X, y_list, collection)
@@ -330,6 +339,8 @@ class BaseForecaster(BaseEstimator):
             context_y, context_x = self.context_y_, self.context_x_
             info = self.index_info_
             future_x = self._check_future_x(X, n_steps, 0)
+            if future_x is not None:
+                check_horizon_dates(X, 0, self._horizon_index(info, n_steps))
         else:
             raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan)
             raw = raw[:, None] if raw.ndim == 1 else raw
@@ -352,6 +363,8 @@ class BaseForecaster(BaseEstimator):
             if isinstance(X, pd.DataFrame | pd.Series) and len(X) > raw.shape[0]:
                 check_aligned_dates(context, X.iloc[: raw.shape[0]], False, "context")
             rows = self._check_future_x(X, n_steps, raw.shape[0])
+            if rows is not None:
+                check_horizon_dates(X, raw.shape[0], self._horizon_index(info, n_steps))
             if rows is None:
                 context_x = future_x = None
             else:
@@ -365,6 +378,10 @@ class BaseForecaster(BaseEstimator):
                  f"step {first}: the learned dynamics diverge from this state", RuntimeWarning)
         forecast = self.y_scaler_.inverse_transform(forecast)
         return self._format_output(forecast, info, context is None)
+
+    def _horizon_index(self, info: IndexInfo, n_steps: int) -> pd.Index | None:
+        """The index the forecast will carry (None where the data had none to continue)."""
+        return info.continuation(n_steps)
 
     def _check_like_first_fit(self, y: Any, y_list: list, x_list: list | None,
                               collection: bool, first: str = "the first fit",

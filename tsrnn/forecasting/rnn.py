@@ -120,7 +120,8 @@ class _RecurrentForecaster(NeuralForecaster):
 
         dim = d + layers * hidden * (2 if lstm else 1)
         return DiscreteMap(step=step, dim=dim, time_step=dt, initial_states=initial_states,
-                           dtype=torch.float64, device=self.device_, name=type(self).__name__)
+                           dtype=torch.float64, device=self.device_, name=type(self).__name__,
+                           default_exponents=d)
 
 
 class GRUForecaster(_RecurrentForecaster):

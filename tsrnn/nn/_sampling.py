@@ -90,7 +90,8 @@ def check_state(value: torch.Tensor, like: torch.Tensor, name: str = "h0",
 
 
 def check_time_steps(dt, batch: int, length: int, like: torch.Tensor) -> torch.Tensor | None:
-    """Return ``dt`` as a (B, L) tensor of ``like``'s dtype and device (None stays None).
+    """Return ``dt`` as a (B, L) tensor of ``like``'s dtype and device (None stays None);
+    a number (or 0-d tensor) is one step for every sample and step.
 
     Raises a ValueError naming the problem for a wrong shape, NaN/inf or a negative step.
     """
@@ -100,13 +101,17 @@ def check_time_steps(dt, batch: int, length: int, like: torch.Tensor) -> torch.T
         try:
             dt = torch.as_tensor(dt)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise TypeError(f"dt must be a tensor of shape (B, L) or (B, L, 1): {error}"
+            raise TypeError(f"dt must be a number or a tensor of shape (B, L) or (B, L, 1): "
+                            f"{error}"
                             ) from error
+    if dt.ndim == 0:
+        dt = dt.expand(batch, length)
     if dt.ndim == 3 and dt.shape[-1] == 1:
         dt = dt[..., 0]
     if tuple(dt.shape) != (batch, length):
-        raise ValueError(f"dt must have shape (B, L) = ({batch}, {length}) or (B, L, 1), one "
-                         f"elapsed time per sample and step; got {tuple(dt.shape)}")
+        raise ValueError(f"dt must be a number or have shape (B, L) = ({batch}, {length}) or "
+                         f"(B, L, 1), one elapsed time per sample and step; got "
+                         f"{tuple(dt.shape)}")
     dt = dt.to(dtype=like.dtype, device=like.device)
     if not bool(torch.isfinite(dt).all()):
         index = tuple(int(i) for i in torch.nonzero(~torch.isfinite(dt))[0])

@@ -372,10 +372,13 @@ class Chimera(nn.Module):
         if dt is not None:
             if not isinstance(dt, torch.Tensor):  # a float or a (nested) list
                 dt = torch.as_tensor(dt, dtype=x.dtype, device=x.device)
+            if dt.ndim == 0:  # one step for every sample and step
+                dt = dt.expand(*x.shape[:2])
             if dt.ndim == 3 and dt.shape[-1] == 1:
                 dt = dt[..., 0]
             if tuple(dt.shape) != tuple(x.shape[:2]):
-                raise ValueError(f"dt must have shape (B, L) = {tuple(x.shape[:2])} or "
+                raise ValueError(f"dt must be a number or have shape (B, L) = "
+                                 f"{tuple(x.shape[:2])} or "
                                  f"(B, L, 1), got {tuple(dt.shape)}")
             check_finite(dt, "dt")
             if bool((dt <= 0).any()):

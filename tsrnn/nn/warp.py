@@ -490,10 +490,13 @@ class WARP(nn.Module):
         if dt is not None:
             if not isinstance(dt, torch.Tensor):  # a float or a (nested) list
                 dt = torch.as_tensor(dt, dtype=x.dtype, device=x.device)
+            if dt.ndim == 0:  # one step for every sample and step
+                dt = dt.expand(*x.shape[:2])
             if dt.ndim == 3 and dt.shape[-1] == 1:
                 dt = dt[..., 0]
             if tuple(dt.shape) != tuple(x.shape[:2]):
-                raise ValueError(f"dt must have shape (B, L) or (B, L, 1) = {tuple(x.shape[:2])}"
+                raise ValueError(f"dt must be a number or have shape (B, L) or (B, L, 1) = "
+                                 f"{tuple(x.shape[:2])}"
                                  f", got {tuple(dt.shape)}")
             if not bool(torch.isfinite(dt).all()) or bool((dt < 0).any()):
                 raise ValueError("dt must be finite and non-negative")

@@ -62,8 +62,10 @@ _BATCH = 64
 # chunk of states (~33 MB for 1000 units).
 _TILE = 8
 _CHUNK_ROWS = 4096
-# Steps per call of the reservoir when measuring how fast it forgets its start.
+# Steps per call of the reservoir when measuring how fast it forgets its start, and when
+# running a context up to its last state.
 _FORGETTING_BLOCK = 1024
+_CONTEXT_BLOCK = 4096
 # Most rows of a stream that partial_fit keeps for predict(), for a reservoir that does
 # not forget its start within them.
 _MAX_STREAM_CONTEXT = 100_000
@@ -722,10 +724,20 @@ class ESN(BaseForecaster):
         inputs = context_y if exogenous is None else np.concatenate(
             [context_y, exogenous[: context_y.shape[0]]], axis=1)
         u = self._tensor(inputs)[None]
-        states, state = self.reservoir_(u)
-        first = self._readout(self.features(states[:, -1], u[:, -1]))
+        state = self._final_state(u)
+        first = self._readout(self.features(state, u[:, -1]))
         future = None if exogenous is None else exogenous[context_y.shape[0]:]
         return self._closed_loop(first[0], state[0], n_steps, future)
+
+    def _final_state(self, u: torch.Tensor) -> torch.Tensor:
+        """The reservoir state (B, n_units) after the inputs u (B, T, n_inputs) from zero,
+        run block by block: the states on the way are not kept, so a long context costs no
+        memory beyond one block."""
+        state = None
+        for start in range(0, u.shape[1], _CONTEXT_BLOCK):
+            _, state = self.reservoir_(u[:, start:start + _CONTEXT_BLOCK], state)
+            state = state.clone()  # not a view that keeps the block's states alive
+        return state
 
     def _readout(self, phi: torch.Tensor) -> torch.Tensor:
         weights = torch.as_tensor(self.readout_weights_, dtype=phi.dtype, device=phi.device)
@@ -890,13 +902,13 @@ class ESN(BaseForecaster):
 
         return DiscreteMap(step=step, dim=n_units + d, time_step=dt, tangent=tangent,
                            initial_states=self._closed_loop_starts, dtype=dtype,
-                           device=device, name=type(self).__name__)
+                           device=device, name=type(self).__name__, default_exponents=d)
 
     def _closed_loop_starts(self, n: int, seed: int | None = None) -> torch.Tensor:
         """[state, first forecast] after the end of the training data, jittered by 1e-6."""
         u = self._tensor(self.context_y_)[None]
-        states, state = self.reservoir_(u)
-        y = self._readout(self.features(states[:, -1], u[:, -1]))
+        state = self._final_state(u)
+        y = self._readout(self.features(state, u[:, -1]))
         return jittered_copies(torch.cat([state, y], 1), n, seed, 1e-6)
 
     def _generic_discrete_map(self, dt: float | None) -> DiscreteMap:
@@ -913,4 +925,4 @@ class ESN(BaseForecaster):
 
         return DiscreteMap(step=step, dim=n_units + d, time_step=dt,
                            initial_states=self._closed_loop_starts, dtype=self.dtype_,
-                           device=self.device_, name=type(self).__name__)
+                           device=self.device_, name=type(self).__name__, default_exponents=d)

@@ -32,10 +32,12 @@ from .._validation import check_bool, check_option, check_positive, warn
 from ..forecasting.base import BaseForecaster
 from .readout import SOLVERS, RidgeAccumulator
 
-# Most features NVAR builds: the Gram matrix of 20,000 features takes 3.2 GB (and each
-# block of feature rows as much again per 20,000 rows); a KS-size input (64 columns, k = 2,
-# p = 3) would ask for 358,000 and a numpy MemoryError of 955 GiB.
+# Most features NVAR builds: the Gram matrix of 20,000 features takes 3.2 GB; a KS-size
+# input (64 columns, k = 2, p = 3) would ask for 358,000 and a numpy MemoryError of 955 GiB.
 MAX_FEATURES = 20_000
+# Feature rows built at a time during fit: at most this many, and this many bytes.
+_BLOCK_ROWS = 20_000
+_BLOCK_BYTES = 2**26
 
 
 class NVAR(BaseForecaster):
@@ -163,13 +165,18 @@ class NVAR(BaseForecaster):
                 f"alone would take {n_phi ** 2 * 8 / 2 ** 30:,.0f} GiB; lower the order or "
                 "the delays, or reduce the dimension first")
         accumulator = RidgeAccumulator(n_phi, d)
+        # Feature rows are built and summed block by block, so memory does not grow with the
+        # series' length.
+        block = max(1, min(_BLOCK_ROWS, _BLOCK_BYTES // (8 * n_phi)))
         for y in y_list:
-            windows = self._windows(y)
-            phi = self.features(windows)
-            targets = self._tensor(y[self._span:])
-            if self.increment:
-                targets = targets - windows[:, -1]
-            accumulator.update(phi, targets)
+            windows = self._windows(y)  # a view of the series, not a copy
+            all_targets = self._tensor(y[self._span:])
+            for start in range(0, windows.shape[0], block):
+                window = windows[start:start + block]
+                targets = all_targets[start:start + block]
+                if self.increment:
+                    targets = targets - window[:, -1]
+                accumulator.update(self.features(window), targets)
         mean = accumulator.feature_sum / accumulator.count
         gram = accumulator.gram - accumulator.count * np.outer(mean, mean)
         eigenvalues = np.linalg.eigvalsh(gram + self.ridge * np.eye(n_phi))
@@ -231,4 +238,5 @@ class NVAR(BaseForecaster):
 
         return DiscreteMap(step=step, dim=span * d, time_step=dt, initial_states=initial_states,
                            dtype=self.dtype_, device=self.device_, name="NVAR",
-                           default_steps=None if dt is None else math.ceil(50.0 / dt))
+                           default_steps=None if dt is None else math.ceil(50.0 / dt),
+                           default_exponents=d)

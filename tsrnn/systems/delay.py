@@ -54,7 +54,6 @@ _DEFAULT_INNER_STEP = 0.1
 # analysis: some 30 delays, enough to forget the artificial constant history.
 _SETTLE_TIME = 500.0
 
-_BLOWUP_MAGNITUDE = 1e150  # as in integrators.check_state
 
 
 def rk4_linear_weights(decay: float, h: float) -> tuple[float, float, float, float]:
@@ -406,11 +405,11 @@ def _check_block(x_end, t_start: float, h: float) -> None:
     """Raise :class:`DivergenceError` naming the first inner step of a block (values
     (..., n) at t_start + h, t_start + 2h, ...) where x is non-finite or explodes."""
     if isinstance(x_end, np.ndarray):
-        bad = ~(np.abs(x_end) < _BLOWUP_MAGNITUDE)  # NaN compares False: counted as bad
+        bad = ~(np.abs(x_end) < integrators.blowup_limit())  # NaN compares False: counted as bad
         flags = bad.reshape(-1, bad.shape[-1]).any(0)
         first_bad = int(np.argmax(flags)) if flags.any() else None
     else:
-        bad = ~(x_end.abs() < _BLOWUP_MAGNITUDE)
+        bad = ~(x_end.abs() < integrators.blowup_limit())
         flags = bad.reshape(-1, bad.shape[-1]).any(0)
         first_bad = int(torch.nonzero(flags)[0, 0]) if bool(flags.any()) else None
     if first_bad is not None:

@@ -26,6 +26,8 @@ coefficients inlined; it is 10-30 times faster than the batched path for B = 1.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from collections.abc import Callable, Sequence
 
@@ -41,8 +43,26 @@ FIXED_STEP_METHODS = ("euler", "rk4", "rk8")
 ADAPTIVE_METHODS = ("dopri5", "dop853")
 METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 
-# Values beyond this magnitude are treated as a blow-up even while still finite.
+# Values beyond this magnitude are treated as a blow-up even while still finite; a
+# simulation lowers it for its run to a bound relative to its initial state
+# (DynamicalSystem.simulate), so that a too-long step is caught where it first explodes.
 _BLOWUP_MAGNITUDE = 1e150
+_blowup_limit = contextvars.ContextVar("tsrnn_blowup_limit", default=_BLOWUP_MAGNITUDE)
+
+
+def blowup_limit() -> float:
+    """The magnitude beyond which the running simulation counts as diverged."""
+    return _blowup_limit.get()
+
+
+@contextlib.contextmanager
+def limited_to(limit: float):
+    """Count states beyond ``limit`` in magnitude as a blow-up within this block."""
+    token = _blowup_limit.set(min(float(limit), _BLOWUP_MAGNITUDE))
+    try:
+        yield
+    finally:
+        _blowup_limit.reset(token)
 
 
 _ADVICE = ("try a smaller dt, more substeps, a tighter tolerance or another initial state")
@@ -54,7 +74,7 @@ def _diverged(what: str, when: str, advice: str) -> DivergenceError:
 
 def _bad_rows(states: torch.Tensor) -> torch.Tensor:
     """Per time index (dim 1 of (B, n, d)), whether any batch member is non-finite/huge."""
-    good = torch.isfinite(states) & (states.abs() < _BLOWUP_MAGNITUDE)
+    good = torch.isfinite(states) & (states.abs() < blowup_limit())
     return ~good.all(-1).all(0)
 
 
@@ -62,7 +82,7 @@ def check_state(y: torch.Tensor, t: float, what: str = "simulation", *,
                 since: float | None = None, advice: str = _ADVICE) -> None:
     """Raise :class:`DivergenceError` if ``y`` is not finite: at time ``t``, or between
     ``since`` and ``t`` when the state was not recorded in between."""
-    finite = torch.isfinite(y).all() & (y.abs() < _BLOWUP_MAGNITUDE).all()
+    finite = torch.isfinite(y).all() & (y.abs() < blowup_limit()).all()
     if not bool(finite):
         when = f"at t = {t:.6g}" if since is None else f"between t = {since:.6g} and t = {t:.6g}"
         raise _diverged(what, when, advice)
@@ -201,6 +221,7 @@ def solve_scalar(field: Callable[..., Sequence[float]], y0: Sequence[float], dt:
     intervals = n_steps - 1 if record else n_steps
     rows = [y] if record else None
     checked = 0
+    limit = blowup_limit()
     for i in range(intervals):
         try:
             for _ in range(substeps):
@@ -210,7 +231,7 @@ def solve_scalar(field: Callable[..., Sequence[float]], y0: Sequence[float], dt:
             y = (float("nan"),) * len(y)
         if record:
             rows.append(y)
-        exploded = not all(abs(v) < _BLOWUP_MAGNITUDE for v in y)  # NaN fails the test too
+        exploded = not all(abs(v) < limit for v in y)  # NaN fails the test too
         if exploded or (i + 1) % 1024 == 0 or i == intervals - 1:
             if record:
                 check_recorded(torch.as_tensor(np.array(rows[checked + 1:]))[None], 0,

@@ -76,7 +76,6 @@ _DENSE_FAST_PATH_MAX_GRID = 256
 # Blow-up is tested every this many steps (a device synchronisation on GPUs); recorded
 # states are then searched for the first bad one, so the error names its time exactly.
 _CHECK_EVERY = 256
-_BLOWUP_MAGNITUDE = 1e150  # as in integrators.check_state
 _GRAPH_STEPS = 64  # steps per captured CUDA graph
 
 
@@ -501,7 +500,7 @@ def _check_transient(state, n_done: int, dt: float) -> None:
     """During a transient only the current state is kept: name the interval since the last
     check in which the blow-up happened."""
     magnitude = np.abs(state) if isinstance(state, np.ndarray) else state.abs()
-    if not bool((magnitude < _BLOWUP_MAGNITUDE).all()):
+    if not bool((magnitude < integrators.blowup_limit()).all()):
         start = max(0, n_done - _CHECK_EVERY)
         raise DivergenceError(
             f"simulation diverged (non-finite or exploding values) during the transient, "
@@ -517,11 +516,11 @@ def _check_rows(rows, first_row: int, transient: int, dt: float) -> None:
     ``transient`` unrecorded steps of length ``dt`` (numpy array or tensor, real or complex).
     """
     if isinstance(rows, np.ndarray):
-        bad = ~(np.abs(rows) < _BLOWUP_MAGNITUDE)  # NaN compares False: counted as bad
+        bad = ~(np.abs(rows) < integrators.blowup_limit())  # NaN compares False: counted as bad
         bad_rows = np.nonzero(bad.reshape(bad.shape[0], -1).any(1))[0]
         first_bad = int(bad_rows[0]) if bad_rows.size else None
     else:
-        bad = ~(rows.abs() < _BLOWUP_MAGNITUDE)
+        bad = ~(rows.abs() < integrators.blowup_limit())
         flags = bad.reshape(bad.shape[0], -1).any(1)
         first_bad = int(torch.nonzero(flags)[0, 0]) if bool(flags.any()) else None
     if first_bad is not None:
