@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 import re
 import shutil
@@ -1306,3 +1307,39 @@ def test_a_long_context_runs_in_blocks_to_the_same_last_state(monkeypatch):
         np.testing.assert_allclose(model.predict(5, context=Y[:150]), expected, rtol=1e-6,
                                    atol=1e-6)
         monkeypatch.undo()
+
+
+def test_quiet_fits_start_no_progress_thread():
+    # Was: a disabled tqdm bar still started tqdm's monitor thread in the caller's process
+    # (a fresh process: a verbose test here may have started it already).
+    code = ("import threading, numpy as np\n"
+            "from tsrnn.reservoir import ESN\n"
+            "from tsrnn.forecasting import GRUForecaster\n"
+            "y = np.random.default_rng(0).standard_normal((300, 2))\n"
+            "ESN(n_units=50, connectivity=0.2, random_state=0).fit(y)\n"
+            "GRUForecaster(hidden_size=4, max_epochs=1, sequence_length=8).fit(y)\n"
+            "print(sorted(t.name for t in threading.enumerate()))\n")
+    # Without the compiled kernels: no compiler run, nothing but the thread question.
+    environment = {**os.environ, "TSRNN_NO_NATIVE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=environment)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['MainThread']"
+    from tsrnn._progress import progress_bar
+
+    bar = progress_bar(range(3), verbose=False)
+    assert list(bar) == [0, 1, 2] and bar.update(1) is None and bar.close() is None
+
+
+def test_dataset_and_system_names_are_taken_as_the_command_line_takes_them():
+    # Were: load_dataset("Sunspots") refused (system names ignore case), and
+    # simulate_splits("lorenz63") refused the name the command line accepts.
+    from tsrnn.datasets import dataset_provenance, load_dataset, simulate_splits
+
+    assert load_dataset("Sunspots").equals(load_dataset("sunspots"))
+    assert dataset_provenance("NILE")["rows"] == 100
+    with pytest.raises(ValueError, match="dataset name"):
+        load_dataset("sunspot")
+    split = simulate_splits("Lorenz63", n_train=50, n_test=20, seed=0)
+    np.testing.assert_array_equal(
+        split.train, simulate_splits(Lorenz63(), n_train=50, n_test=20, seed=0).train)

@@ -311,3 +311,19 @@ def test_integrator_options_given_for_a_map_are_named_as_such():
     # command line does not have.
     with pytest.raises(SystemExit, match="henon is a map"):
         main(["lyapunov", "henon", "--method", "rk4"])
+
+
+def test_reconstruct_reports_the_leading_exponents_asked_for(tmp_path, capsys):
+    # Kuramoto-Sivashinsky reported all 64 + 63 exponents (209 s): --n-exponents limits them.
+    path = tmp_path / "report.json"
+    code = main(["reconstruct", "--n-train", "1000", "--n-test", "500", "--n-exponents", "2",
+                 "-q", "-o", str(path)])
+    assert code == 0
+    report = json.loads(path.read_text())
+    assert len(report["lyapunov_learned"]) == 2 and len(report["lyapunov_true"]) == 2
+    assert report["settings"]["n_exponents"] == 2
+    with pytest.raises(SystemExit, match="--n-exponents must be >= 1"):
+        main(["reconstruct", "--n-exponents", "0"])
+    with pytest.raises(ValueError, match="n_exponents must be an integer from 1"):
+        from tsrnn.reconstruct import ReconstructionConfig, run_reconstruction
+        run_reconstruction(ReconstructionConfig(n_exponents=4, n_train=500, n_test=200))

@@ -117,6 +117,7 @@ class ReconstructionConfig:
     device: str = "cpu"
     verbose: bool = False
     lyapunov_trajectories: int = 8
+    n_exponents: int | None = None  # leading Lyapunov exponents reported (None: all, dim)
 
 
 @dataclass
@@ -201,6 +202,10 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
         raise ValueError(f"n_init applies to the DSR models {sorted(_RESTARTABLE)}, not to "
                          f"{name!r}")
     system = get_system(config.system, **config.system_params)
+    n_exponents = system.dim if config.n_exponents is None else config.n_exponents
+    if not isinstance(n_exponents, int) or not 1 <= n_exponents <= system.dim:
+        raise ValueError(f"n_exponents must be an integer from 1 to the system's dimension "
+                         f"{system.dim}, got {config.n_exponents!r}")
     split = simulate_splits(system, n_train=config.n_train, n_test=config.n_test,
                             transient=config.transient, noise=config.noise,
                             standardize=True, seed=config.seed)
@@ -215,10 +220,14 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
     test = np.asarray(split.test)
 
     if system.lyapunov_reference is not None:
-        true_spectrum = list(system.lyapunov_reference)
+        true_spectrum = list(system.lyapunov_reference)[:n_exponents]
         source = "literature"
     else:
-        true_spectrum = lyapunov_spectrum(system, seed=config.seed).tolist()
+        # All of them by default: the tangent space may be smaller than the state
+        # (Kuramoto-Sivashinsky's perturbations keep zero mean).
+        true_spectrum = lyapunov_spectrum(
+            system, n_exponents=None if n_exponents == system.dim else n_exponents,
+            seed=config.seed).tolist()
         source = "computed by tsrnn"
     lambda_max = true_spectrum[0]
     time_unit = 1.0 if system.is_map else dt
@@ -232,7 +241,7 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
     d_stsp = state_space_divergence(test, generated) if finite else float("inf")
     d_h = power_spectrum_distance(test, generated) if finite else 1.0
     learned, learned_stderr = lyapunov_spectrum(
-        model, n_exponents=system.dim, dt=None if system.is_map else dt,
+        model, n_exponents=n_exponents, dt=None if system.is_map else dt,
         n_steps=2_000, transient=500, n_trajectories=config.lyapunov_trajectories,
         seed=config.seed, return_stderr=True)
     learned_points = true_points = None

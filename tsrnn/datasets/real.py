@@ -259,8 +259,17 @@ def load_dataset(name: str, **options: Any) -> pd.DataFrame:
     ValueError
         For an unknown name; the message lists the known ones.
     """
-    check_option(name, "dataset name", tuple(_REGISTRY))
+    name = _dataset_name(name)
     return _REGISTRY[name].loader(**options)
+
+
+def _dataset_name(name: Any) -> str:
+    """The registered name, matched without regard to case (as system names are)."""
+    if isinstance(name, str):
+        by_case = {key.lower(): key for key in _REGISTRY}
+        name = by_case.get(name.lower(), name)
+    check_option(name, "dataset name", tuple(_REGISTRY))
+    return name
 
 
 def dataset_provenance(name: str) -> dict[str, Any]:
@@ -279,7 +288,7 @@ def dataset_provenance(name: str) -> dict[str, Any]:
         ``licence_note``, ``title`` and ``original_source``, plus ``source_package``,
         ``source_version`` and ``wheel`` (the wheel's file name).
     """
-    check_option(name, "dataset name", tuple(_REGISTRY))
+    name = _dataset_name(name)
     with _open_data_file("provenance.json") as handle:
         record = json.load(handle)
     entry = dict(record["datasets"][name])

@@ -219,9 +219,10 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
 
     Parameters
     ----------
-    system : object
+    system : object or str
         Anything with ``simulate(n_steps, dt=None, x0=None, transient=0, seed=None,
-        noise=0.0)`` returning an array (n_steps, dim), e.g. ``tsrnn.systems.Lorenz63()``.
+        noise=0.0)`` returning an array (n_steps, dim), e.g. ``tsrnn.systems.Lorenz63()``,
+        or the name of a tsrnn system (``"lorenz63"``, as the command line takes it).
     n_train : int
         Rows in the training block (> 0).
     n_validation, n_test : int, default 0
@@ -261,6 +262,10 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
     check_positive(noise, "noise", allow_zero=True)
     if dt is not None:
         dt = check_positive(dt, "dt")
+    if isinstance(system, str):
+        from ..systems import get_system
+
+        system = get_system(system)
     if not callable(getattr(system, "simulate", None)):
         raise TypeError(f"system must have a simulate(n_steps, ...) method, "
                         f"got {type(system).__name__}")

@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._torch import resolve_device, resolve_dtype
 from .._validation import (
     as_float_array,
@@ -326,8 +326,8 @@ class DSREstimator(NeuralForecaster):
         threads = max(1, torch.get_num_threads() // workers)
         trainings = [self._restart_parameters(k, seed) for k, seed in enumerate(seeds)]
         # One progress bar over the trainings (each training's own bar stays off).
-        bar = tqdm(total=self.n_init, disable=not self._verbose,
-                   desc=f"{type(self).__name__} trainings")
+        bar = progress_bar(total=self.n_init, verbose=self._verbose,
+                           desc=f"{type(self).__name__} trainings")
         if workers == 1:
             finished = (_fit_one(type(self), params, y, X, None) for params in trainings)
         elif resolve_device(self.device).type == "cuda":

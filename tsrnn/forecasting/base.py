@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
-from tqdm.auto import tqdm
 
 from .. import __version__
+from .._progress import progress_bar
 from .._torch import resolve_device, resolve_dtype, seeded_generators, torch_generator
 from .._validation import (
     as_float_array,
@@ -944,8 +944,8 @@ class NeuralForecaster(BaseForecaster):
         self._reference_loss_ = None
         best_score, best_state, best_epoch, stale = math.inf, None, 0, 0
         history = {"train_loss": [], "validation_loss": []}
-        bar = tqdm(range(int(self.max_epochs)), disable=not self._verbose,
-                   desc=type(self).__name__, leave=False)
+        bar = progress_bar(range(int(self.max_epochs)), verbose=self._verbose,
+                           desc=type(self).__name__, leave=False)
         epoch = -1
         for epoch in bar:
             train_loss = self._train_epoch(train, optimizer, generator, epoch, best_state)

@@ -30,6 +30,7 @@ import json
 import numpy as np
 import torch
 
+from .._progress import progress_bar
 from .._protocol import DiscreteMap, jittered_copies
 from .._validation import (
     as_float_array,
@@ -380,16 +381,14 @@ class ESN(BaseForecaster):
         generator = np.random.default_rng(None if self.random_state is None
                                           else int(self.random_state) + 7)
         warmup = int(self.warmup)
-        from tqdm.auto import tqdm
-
         # Trajectories of equal length run as one batch (up to _BATCH of them at a time).
         by_length: dict[int, list[int]] = {}
         for i, y in enumerate(y_list):
             by_length.setdefault(y.shape[0], []).append(i)
         batches = [members[k:k + _BATCH] for members in by_length.values()
                    for k in range(0, len(members), _BATCH)]
-        for members in tqdm(batches, disable=not self._verbose,
-                            desc=type(self).__name__, leave=False):
+        for members in progress_bar(batches, verbose=self._verbose,
+                                    desc=type(self).__name__, leave=False):
             inputs = np.stack([self._inputs(y_list[i], None if x_list is None else x_list[i])
                                for i in members])
             if self.training_noise > 0:
