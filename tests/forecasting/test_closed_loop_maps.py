@@ -89,3 +89,29 @@ def test_window_and_time_coordinate_models_say_why_they_have_no_map(series, name
                                            **settings).fit(series)
     with pytest.raises(TypeError, match=match):
         lyapunov_spectrum(model)
+
+
+@pytest.mark.parametrize("name", ["ESN", "DeepResESN", "NVAR", "GRUForecaster",
+                                  "CfCForecaster"])
+def test_latent_to_data_reads_the_forecast_off_a_map_state(name, series):
+    # A fixed point's location is a state of the closed-loop map ([y, hidden state], or
+    # [reservoir state, y], or NVAR's delays): latent_to_data gives its y in data units, as
+    # the DSR models' does.
+    from tsrnn import reservoir
+
+    options = dict(random_state=0)
+    if name in ("GRUForecaster", "CfCForecaster"):
+        options.update(max_epochs=2, sequence_length=16, hidden_size=5)
+    module = getattr(reservoir, name, None) or getattr(forecasting, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too few rows for a validation split
+        model = (module(**options) if name != "NVAR" else module()).fit(series)
+    dmap = model.as_discrete_map()
+    # The map starts from the end of the training data, where y is predict's first value
+    # (jittered by at most 1e-3).
+    start = dmap.initial_states(1, 0).numpy()
+    np.testing.assert_allclose(model.latent_to_data(start)[0], model.predict(1).reshape(-1),
+                               atol=0.05 * series.std())
+    assert model.latent_to_data(np.repeat(start, 4, 0)[None]).shape == (1, 4, 3)
+    with pytest.raises(ValueError, match="closed-loop map"):
+        model.latent_to_data(np.zeros(dmap.dim + 1))

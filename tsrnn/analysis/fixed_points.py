@@ -326,7 +326,9 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
 
     Returns
     -------
-    list of :class:`FixedPoint`, sorted by location.
+    list of :class:`FixedPoint`, sorted by location. For a fitted estimator a location is a
+    state of its map (latent, or [y, hidden state] of a forecaster's closed loop):
+    ``estimator.latent_to_data(point.location)`` gives the point in data units.
     """
     if _scyfi_applies(obj, method):
         from .scyfi import scyfi

@@ -379,6 +379,41 @@ class BaseForecaster(BaseEstimator):
         forecast = self.y_scaler_.inverse_transform(forecast)
         return self._format_output(forecast, info, context is None)
 
+    # Where the closed-loop map (as_discrete_map) keeps the next input y in its state:
+    # its first columns ([y, hidden state]) or, for the reservoirs ([state, y]) and NVAR
+    # (delays, newest last), its last ones.
+    _map_y_last = False
+
+    def latent_to_data(self, z: Any) -> np.ndarray:
+        """Observations in data units of states of the closed-loop map (``as_discrete_map``),
+        e.g. the ``location`` of a fixed point or cycle from :mod:`tsrnn.analysis`.
+
+        Parameters
+        ----------
+        z : array (..., dim)
+            States of the map: the next input y (standardised) and the model's own state.
+
+        Returns
+        -------
+        array (..., d): the y part, in the units of the data ``fit`` saw.
+        """
+        self._check_fitted()
+        if not callable(getattr(self, "as_discrete_map", None)):
+            raise TypeError(f"{type(self).__name__} has no closed-loop state map")
+        dim, d = self.as_discrete_map().dim, self.n_features_in_
+        try:
+            values = np.asarray(z, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"z must be an array of map states (..., {dim}) of numbers: "
+                            f"{error}") from None
+        if values.ndim == 0 or values.shape[-1] != dim:
+            raise ValueError(f"z must have shape (..., {dim}), the state size of this model's "
+                             f"closed-loop map; got {values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError("z contains NaN or inf")
+        observed = values[..., dim - d:] if self._map_y_last else values[..., :d]
+        return self.y_scaler_.inverse_transform(observed)
+
     def _horizon_index(self, info: IndexInfo, n_steps: int) -> pd.Index | None:
         """The index the forecast will carry (None where the data had none to continue)."""
         return info.continuation(n_steps)

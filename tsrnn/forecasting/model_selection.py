@@ -51,6 +51,16 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
     ``search.fit(series, exogenous)`` each candidate is fitted with ``fit(block,
     exogenous_block)`` and scored with the exogenous rows of the context and the horizon.
 
+    Notes
+    -----
+    - Give the search ``cv=TimeSeriesSplit(...)``: scikit-learn's default folds (and any
+      shuffled ones) cut the series into blocks that are joined again for training, so a
+      model learns jumps that are not in the data and is scored on a block it has seen
+      around; shuffled folds score near zero.
+    - A valid prediction time cannot exceed the horizon: when several candidates stay valid
+      for the whole ``horizon`` they tie at that cap (``horizon * dt``, in Lyapunov times
+      with an exponent). Lengthen the horizon until the best ones are told apart.
+
     Examples
     --------
     Next-generation reservoir computing on Lorenz-63 (dt = 0.025, Gauthier et al.'s setting):

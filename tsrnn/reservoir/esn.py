@@ -179,6 +179,7 @@ class ESN(BaseForecaster):
     """
 
     _default_dtype = torch.float64
+    _map_y_last = True  # the closed loop's state is [reservoir state, y]
     # The readout is solved at fit: these may change before a partial_fit or save.
     _training_params = BaseForecaster._training_params | {
         "ridge", "solver", "training_noise", "online_learning_rate", "forgetting"}

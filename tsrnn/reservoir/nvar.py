@@ -79,6 +79,7 @@ class NVAR(BaseForecaster):
     """
 
     _default_dtype = torch.float64
+    _map_y_last = True  # the closed loop's state is the delays, newest last
     _training_params = BaseForecaster._training_params | {"ridge", "solver"}
 
     def __init__(self, *, delays: int = 2, stride: int = 1, order: int = 2,
