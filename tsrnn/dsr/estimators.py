@@ -70,6 +70,7 @@ from ..forecasting._data import as_series_list
 from ..forecasting.base import (
     OPTIMIZERS,
     NeuralForecaster,
+    _states,
     store_hyperparameters,
 )
 from ..nn import plrnn as _modules
@@ -830,17 +831,8 @@ class DSREstimator(NeuralForecaster):
     def latent_to_data(self, z: Any) -> np.ndarray:
         """Observations in data units of latent states ``z`` (..., M), e.g. of fixed points."""
         self._check_fitted()
-        n_latent = self.module_.n_latent
-        try:
-            values = np.asarray(z, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"z must be an array of latent states (..., {n_latent}) of "
-                            f"numbers: {error}") from None
-        if values.ndim == 0 or values.shape[-1] != n_latent:
-            raise ValueError(f"z must have shape (..., {n_latent}), the latent size of this "
-                             f"model; got {values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError("z contains NaN or inf")
+        values = _states(z, self.module_.n_latent, "latent states",
+                         "the latent size of this model")
         latent = torch.as_tensor(values, dtype=self.dtype_, device=self.device_)
         with torch.no_grad():
             observed = self.module_.observe(latent).double().cpu().numpy()

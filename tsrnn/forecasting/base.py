@@ -401,16 +401,7 @@ class BaseForecaster(BaseEstimator):
         if not callable(getattr(self, "as_discrete_map", None)):
             raise TypeError(f"{type(self).__name__} has no closed-loop state map")
         dim, d = self.as_discrete_map().dim, self.n_features_in_
-        try:
-            values = np.asarray(z, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"z must be an array of map states (..., {dim}) of numbers: "
-                            f"{error}") from None
-        if values.ndim == 0 or values.shape[-1] != dim:
-            raise ValueError(f"z must have shape (..., {dim}), the state size of this model's "
-                             f"closed-loop map; got {values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError("z contains NaN or inf")
+        values = _states(z, dim, "map states", "the state size of this model's closed-loop map")
         observed = values[..., dim - d:] if self._map_y_last else values[..., :d]
         return self.y_scaler_.inverse_transform(observed)
 
@@ -1121,3 +1112,17 @@ class NeuralForecaster(BaseForecaster):
         snapshot.module_ = copy.deepcopy(self.module_).eval()
         snapshot._store_context(*self._checkpoint_context_)
         return snapshot
+
+
+def _states(z: Any, size: int, kind: str, meaning: str) -> np.ndarray:
+    """``z`` as a float64 array (..., size) of finite numbers, or a clear error."""
+    try:
+        values = np.asarray(z, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"z must be an array of {kind} (..., {size}) of numbers: "
+                        f"{error}") from None
+    if values.ndim == 0 or values.shape[-1] != size:
+        raise ValueError(f"z must have shape (..., {size}), {meaning}; got {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("z contains NaN or inf")
+    return values
