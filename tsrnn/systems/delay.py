@@ -55,7 +55,6 @@ _DEFAULT_INNER_STEP = 0.1
 _SETTLE_TIME = 500.0
 
 
-
 def rk4_linear_weights(decay: float, h: float) -> tuple[float, float, float, float]:
     """RK4 for dx/dt = -decay x + p(t) as x' = A x + w0 p(0) + w_half p(h/2) + w1 p(h).
 
