@@ -748,8 +748,9 @@ class NeuralForecaster(BaseForecaster):
     "restore"), ``checkpoint_path`` (None: nothing written), plus those of
     :class:`BaseForecaster`.
 
-    Learned attributes: ``module_``, ``history_`` (per-epoch losses), ``n_epochs_``,
-    ``best_epoch_``.
+    Learned attributes: ``module_``, ``history_`` (per-epoch losses), ``n_epochs_`` (epochs
+    run), ``best_epoch_`` (the kept checkpoint's epoch, counted from 0 as the entries of
+    ``history_``).
     """
 
     # Whether every epoch minimises the same loss, so that an epoch far above the first
