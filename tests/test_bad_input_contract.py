@@ -1343,3 +1343,21 @@ def test_dataset_and_system_names_are_taken_as_the_command_line_takes_them():
     split = simulate_splits("Lorenz63", n_train=50, n_test=20, seed=0)
     np.testing.assert_array_equal(
         split.train, simulate_splits(Lorenz63(), n_train=50, n_test=20, seed=0).train)
+
+
+@pytest.mark.parametrize("system", [Henon(), Logistic(r=3.9)], ids=["Henon", "Logistic"])
+def test_maps_iterated_in_numpy_give_torch_numbers_to_the_bit(system, monkeypatch):
+    # Was 52 µs a Henon step (torch's per-call cost on tiny tensors); numpy's loop must
+    # give the very same trajectory, and report a blow-up as torch's loop did.
+    starts = system.sample_initial_states(3, 0)
+    fast = system.simulate(700, x0=starts, transient=300)
+    monkeypatch.setattr(type(system), "_numpy_step", False)
+    np.testing.assert_array_equal(system.simulate(700, x0=starts, transient=300), fast)
+    with pytest.raises(DivergenceError) as slow_error:
+        Logistic(r=4.5).simulate(100)
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning on the way
+        with pytest.raises(DivergenceError) as fast_error:
+            Logistic(r=4.5).simulate(100)
+    assert str(fast_error.value) == str(slow_error.value)

@@ -31,9 +31,12 @@ class Henon(Map):
         rng = np.random.default_rng(_check_seed(seed))
         return np.array([0.1, 0.1]) + 0.05 * rng.standard_normal((n, 2))
 
+    _numpy_step = True
+
     def _step(self, x):
-        u, v = x.unbind(-1)
-        return torch.stack([1.0 - self.a * u * u + v, self.b * u], -1)
+        u, v = x[..., 0], x[..., 1]
+        stack = torch.stack if isinstance(x, torch.Tensor) else np.stack
+        return stack([1.0 - self.a * u * u + v, self.b * u], -1)
 
     def _jacobian(self, x):
         u = x[..., 0]
@@ -61,6 +64,8 @@ class Logistic(Map):
         n = check_positive(n, "n", integer=True)
         rng = np.random.default_rng(_check_seed(seed))
         return rng.uniform(0.05, 0.95, (n, 1))
+
+    _numpy_step = True
 
     def _step(self, x):
         return self.r * x * (1.0 - x)
