@@ -247,15 +247,19 @@ _NEWTON_DEFAULTS = dict(n_initial=256, learning_rate=0.05, max_iterations=2000, 
                         dedupe_tolerance=1e-3, dt=None)
 
 
-def _refuse_newton_settings(given: dict) -> None:
-    """A setting of the Adam + Newton search given for a model that SCYFI searches would be
-    ignored without a word: refuse it, naming the way to use it."""
-    changed = sorted(name for name, value in given.items() if value != _NEWTON_DEFAULTS[name])
+def _scyfi_settings(options: dict, tolerance: float, **newton: Any) -> dict:
+    """SCYFI's options from a fixed_points/find_cycles call: ``tolerance`` passed on when
+    given, and a setting of the Adam + Newton search refused (it would be ignored without
+    a word), naming the way to use it."""
+    changed = sorted(name for name, value in newton.items() if value != _NEWTON_DEFAULTS[name])
     if changed:
         raise ValueError(f"{', '.join(changed)} set the Adam + Newton search, but this "
                          "piecewise-linear model is searched exactly by SCYFI (method='auto'); "
                          "pass method='newton' to use them, or SCYFI's own options (e.g. "
                          "n_chains, tolerance)")
+    if tolerance != 1e-9:  # the Newton default; SCYFI's own residual bound otherwise
+        options = {"tolerance": tolerance, **options}
+    return _scyfi_options(options)
 
 
 def _scyfi_options(options: dict) -> dict:
@@ -333,12 +337,11 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
     if _scyfi_applies(obj, method):
         from .scyfi import scyfi
 
-        _refuse_newton_settings(dict(n_initial=n_initial, learning_rate=learning_rate,
-                                     max_iterations=max_iterations, newton_steps=newton_steps,
-                                     dedupe_tolerance=dedupe_tolerance, dt=dt))
-        if tolerance != 1e-9:  # the Newton default; SCYFI's own residual bound otherwise
-            options = {"tolerance": tolerance, **options}
-        return scyfi(obj, 1, x0=x0, seed=seed, **_scyfi_options(options))
+        options = _scyfi_settings(options, tolerance, n_initial=n_initial,
+                                  learning_rate=learning_rate, max_iterations=max_iterations,
+                                  newton_steps=newton_steps, dedupe_tolerance=dedupe_tolerance,
+                                  dt=dt)
+        return scyfi(obj, 1, x0=x0, seed=seed, **options)
     seed = _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps,
                          tolerance, dedupe_tolerance)
     flow = _is_flow(obj)
@@ -390,12 +393,11 @@ def find_cycles(obj: Any, order: int, *, method: str = "auto", n_initial: int = 
     if _scyfi_applies(obj, method):
         from .scyfi import scyfi
 
-        _refuse_newton_settings(dict(n_initial=n_initial, learning_rate=learning_rate,
-                                     max_iterations=max_iterations, newton_steps=newton_steps,
-                                     dedupe_tolerance=dedupe_tolerance, dt=dt))
-        if tolerance != 1e-9:  # the Newton default; SCYFI's own residual bound otherwise
-            options = {"tolerance": tolerance, **options}
-        return scyfi(obj, order, cycles=True, x0=x0, seed=seed, **_scyfi_options(options))
+        options = _scyfi_settings(options, tolerance, n_initial=n_initial,
+                                  learning_rate=learning_rate, max_iterations=max_iterations,
+                                  newton_steps=newton_steps, dedupe_tolerance=dedupe_tolerance,
+                                  dt=dt)
+        return scyfi(obj, order, cycles=True, x0=x0, seed=seed, **options)
     seed = _check_search(n_initial, seed, learning_rate, max_iterations, newton_steps,
                          tolerance, dedupe_tolerance)
     if _is_flow(obj):
