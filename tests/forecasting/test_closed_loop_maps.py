@@ -65,6 +65,37 @@ def test_the_map_jacobian_matches_finite_differences(fitted):
             torch.testing.assert_close(jacobian[:, :, i], column, rtol=1e-5, atol=1e-7)
 
 
+def test_a_few_tangents_by_forward_mode_match_the_jacobian(fitted):
+    # Lyapunov spectra push k << dim tangents through the step by forward mode, via a plain
+    # torch copy of the cells (the compiled kernels have no forward-mode rule).
+    dmap = as_discrete_map(fitted)
+    z = dmap.initial_states(3, seed=2)
+    frame = torch.linalg.qr(torch.randn(3, dmap.dim, 2, dtype=torch.float64,
+                                        generator=torch.Generator().manual_seed(0)))[0]
+    stepped, pushed = dmap.advance(z, frame)
+    torch.testing.assert_close(stepped, dmap.step(z), rtol=0, atol=0)
+    torch.testing.assert_close(pushed, dmap.jacobian(z) @ frame, rtol=1e-10, atol=1e-12)
+    # The estimator's own module keeps its fast paths.
+    for part in fitted.module_.modules():
+        assert getattr(part, "fast_path", True) is True
+        assert getattr(part, "implementation", "auto") in ("auto", "native", "fused")
+
+
+def test_an_adaptive_ltc_takes_its_tangents_from_the_jacobian(series):
+    # vmap cannot batch the adaptive solver's step-size control; the map falls back to the
+    # reverse-mode Jacobian and gives the same tangents.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = forecasting.LTCForecaster(
+            hidden_size=4, solver="adaptive", max_epochs=1, sequence_length=8, random_state=0
+        ).fit(series[:120])
+    dmap = as_discrete_map(fitted)
+    z = dmap.initial_states(2, seed=0)
+    frame = torch.eye(dmap.dim, dtype=torch.float64)[None, :, :1].expand(2, -1, -1)
+    _, pushed = dmap.advance(z, frame)
+    torch.testing.assert_close(pushed, dmap.jacobian(z) @ frame)
+
+
 def test_spectra_and_fixed_points_of_fitted_forecasters(fitted):
     spectrum = lyapunov_spectrum(fitted, n_exponents=2, n_steps=60, transient=20,
                                  n_trajectories=2)

@@ -202,6 +202,27 @@ def test_discrete_map_reproduces_the_closed_loop_and_its_tangent(fitted):
                                    atol=1e-6)
 
 
+@pytest.mark.parametrize("options", [dict(), dict(readout_input=True, squared_units=True,
+                                                    leak_rate=0.7)])
+def test_the_tangent_of_a_batch_matches_central_differences(lorenz, options):
+    # Several trajectories, several columns, and the frame in either memory layout: the
+    # tangent's own layout (N, B, k) returned as a view, or a fresh contiguous (B, N, k).
+    model = ESN(n_units=60, connectivity=0.1, random_state=3, **options).fit(lorenz[:1_500])
+    dmap = model.as_discrete_map()
+    z = dmap.initial_states(3, 0) + 0.1 * torch.randn(
+        (3, dmap.dim), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    frame = torch.randn((3, dmap.dim, 4), dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(2))
+    for _ in range(2):
+        stepped, pushed = dmap.tangent(z, frame)
+        eps = 1e-6
+        expected = torch.stack([dmap.step(z + eps * frame[..., j])
+                                - dmap.step(z - eps * frame[..., j]) for j in range(4)], -1)
+        torch.testing.assert_close(stepped, dmap.step(z), rtol=0, atol=1e-15)
+        torch.testing.assert_close(pushed, expected / (2 * eps), rtol=1e-6, atol=1e-7)
+        z, frame = stepped, pushed
+
+
 def test_lyapunov_exponent_of_a_good_esn_is_close_to_lorenz(fitted):
     spectrum = lyapunov_spectrum(fitted, n_exponents=3, dt=0.01, n_steps=3_000,
                                  transient=500, n_trajectories=4)

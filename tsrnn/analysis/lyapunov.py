@@ -264,10 +264,11 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
             if (i + 1) % 500 == 0:
                 _check_finite_state(x, i + 1, dmap.name)
         _check_finite_state(x, transient, dmap.name)
-        # Draw the columns of a full frame and keep k: runs that differ only in n_exponents
-        # then follow the same leading directions.
-        frame = torch.randn((batch, dmap.dim, space), generator=generator,
-                            dtype=torch.float64)[..., :k]
+        # One column after another from one generator: runs that differ only in n_exponents
+        # then follow the same leading directions, without drawing the whole (B, dim, dim)
+        # frame (4 GB for 32 trajectories of a 4000-unit reservoir) to keep k columns.
+        frame = torch.stack([torch.randn((batch, dmap.dim), generator=generator,
+                                         dtype=torch.float64) for _ in range(k)], -1)
         frame = torch.linalg.qr(frame.to(dtype=dmap.dtype, device=dmap.device))[0]
         for i in range(transient):
             x, frame = dmap.advance(x, frame)

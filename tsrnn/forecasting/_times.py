@@ -35,6 +35,7 @@ irregular numeric index (hours as floats, say) is not read as times (pass ``time
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -474,9 +475,13 @@ class TimedForecaster(NeuralForecaster):
         the elapsed time, which grows by one unit per step: its map has a zero exponent along
         it and no fixed points or cycles.
         """
-        from .._protocol import DiscreteMap, jittered_copies
+        from .._protocol import DiscreteMap, jittered_copies, load_forward_mode
 
         module = self._closed_loop_module(options)
+        # The step runs the fitted cells' own (compiled) paths; tangents go through a copy
+        # in plain torch, where forward-mode autodiff applies.
+        plain = copy.deepcopy(module)
+        forward_mode = _forward_mode_paths(plain)
         d = self.n_features_in_
         device = self.device_
 
@@ -510,19 +515,20 @@ class TimedForecaster(NeuralForecaster):
                                     for leaf, k in zip(leaves, batch_dims)]
             return torch.cat(parts, dim=1)
 
-        def step(z):
+        def run(core, z):
             z = z.to(torch.float64)
             pieces = torch.split(z[:, d:], sizes, dim=1)
             leaves = [piece.reshape(z.shape[0], *shape).movedim(0, k).contiguous()
                       for piece, shape, k in zip(pieces, shapes, batch_dims)]
-            prediction, state = module(z[:, None, :d], None,
-                                       _rebuild(template, iter(leaves)),
-                                       unit_steps(z.shape[0], 1))
+            prediction, state = core(z[:, None, :d], None, _rebuild(template, iter(leaves)),
+                                     unit_steps(z.shape[0], 1))
             return flatten(prediction[:, 0], state)
 
+        def step(z):
+            return run(module, z)
+
         def jacobian(z):
-            # By reverse mode, one pass per output: the compiled cells (CfC, LTC, LEM) are
-            # autograd Functions with a backward but no forward-mode rule.
+            # By reverse mode, one backward pass per output.
             z = z.detach().to(torch.float64).requires_grad_(True)
             with torch.enable_grad():
                 out = step(z)
@@ -530,15 +536,29 @@ class TimedForecaster(NeuralForecaster):
                         for i in range(out.shape[1])]
             return torch.stack(rows, dim=1)
 
+        def tangent(z, frame):
+            # k tangent vectors by forward mode cost about k steps, the whole Jacobian by
+            # reverse mode one backward pass per state entry: a few Lyapunov exponents of a
+            # 64-unit CfC take forward mode, a fixed point's full Jacobian reverse mode.
+            if not forward_mode or 2 * frame.shape[-1] >= z.shape[1]:
+                return step(z), jacobian(z) @ frame
+            load_forward_mode()
+
+            def push_forward(vector):
+                return torch.func.jvp(lambda x: run(plain, x), (z,), (vector,))[1]
+
+            return step(z), torch.func.vmap(push_forward, in_dims=-1, out_dims=-1)(frame)
+
         def initial_states(n, seed=None):
             prediction, state = context_run(1)
             # The state reached at the end of the training data, perturbed slightly so that
             # the trajectories separate on the learned attractor during the transient.
             return jittered_copies(flatten(prediction[:, -1], state), n, seed, 1e-3)
 
-        return DiscreteMap(step=step, dim=d + sum(sizes), time_step=dt, jacobian=jacobian,
-                           initial_states=initial_states, dtype=torch.float64, device=device,
-                           name=type(self).__name__, default_exponents=d)
+        return DiscreteMap(step=step, dim=d + sum(sizes), time_step=dt, tangent=tangent,
+                           jacobian=jacobian, initial_states=initial_states,
+                           dtype=torch.float64, device=device, name=type(self).__name__,
+                           default_exponents=d)
 
     def _predict(self, n_steps, context_y, context_x, future_x):
         module = self.module_.eval()
@@ -547,6 +567,28 @@ class TimedForecaster(NeuralForecaster):
         cx = None if context_x is None else self._tensor(context_x)[None]
         fx = None if future_x is None else self._tensor(future_x)[None]
         return module.rollout(y, cx, fx, n_steps, gaps)[0].double().cpu().numpy()
+
+
+def _forward_mode_paths(module: torch.nn.Module) -> bool:
+    """Switch the cells of a closed-loop copy to their plain torch forms, through which
+    forward-mode autodiff can push tangents; returns whether it can.
+
+    The compiled sequence kernels of CfC, LTC and LEM are autograd Functions with a backward
+    pass but no forward-mode rule, and a map's single step gains nothing from them. LTC's
+    adaptive solver chooses its steps by data-dependent control flow, which vmap cannot batch.
+    """
+    from ..nn import LEM, LTC, CfC
+
+    forward_mode = True
+    for part in module.modules():
+        if isinstance(part, CfC):
+            part.fast_path = False
+        elif isinstance(part, LEM):
+            part.implementation = "loop"
+        elif isinstance(part, LTC):
+            part.implementation = "autograd"
+            forward_mode = forward_mode and part.solver != "adaptive"
+    return forward_mode
 
 
 def _leaves(state) -> list[torch.Tensor]:
