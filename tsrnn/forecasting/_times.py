@@ -489,16 +489,16 @@ class TimedForecaster(NeuralForecaster):
             ones = torch.ones((batch, length), dtype=torch.float64, device=device)
             return self._module_steps(ones)
 
-        def context_run(batch: int):
-            y = torch.as_tensor(self.context_y_, dtype=torch.float64, device=device)
+        def context_run(y: torch.Tensor):
             with torch.no_grad():
-                return module(y[None].expand(batch, -1, -1), None, None,
-                              unit_steps(batch, y.shape[0]))
+                return module(y, None, None, unit_steps(y.shape[0], y.shape[1]))
 
         # The state's structure (a tensor or nested tuples of them) and each leaf's batch
-        # dimension: the one whose size follows the batch (2 rows against 3).
-        _, template = context_run(2)
-        leaves2, leaves3 = _leaves(template), _leaves(context_run(3)[1])
+        # dimension: the one whose size follows the batch (2 rows against 3), from one step
+        # of zeros rather than the whole context.
+        probe = torch.zeros((3, 1, d), dtype=torch.float64, device=device)
+        _, template = context_run(probe[:2])
+        leaves2, leaves3 = _leaves(template), _leaves(context_run(probe)[1])
         batch_dims = []
         for a, b in zip(leaves2, leaves3):
             dims = [k for k in range(a.dim()) if a.shape[k] == 2 and b.shape[k] == 3]
@@ -550,7 +550,8 @@ class TimedForecaster(NeuralForecaster):
             return step(z), torch.func.vmap(push_forward, in_dims=-1, out_dims=-1)(frame)
 
         def initial_states(n, seed=None):
-            prediction, state = context_run(1)
+            y = torch.as_tensor(self.context_y_, dtype=torch.float64, device=device)
+            prediction, state = context_run(y[None])
             # The state reached at the end of the training data, perturbed slightly so that
             # the trajectories separate on the learned attractor during the transient.
             return jittered_copies(flatten(prediction[:, -1], state), n, seed, 1e-3)
@@ -574,8 +575,9 @@ def _forward_mode_paths(module: torch.nn.Module) -> bool:
     forward-mode autodiff can push tangents; returns whether it can.
 
     The compiled sequence kernels of CfC, LTC and LEM are autograd Functions with a backward
-    pass but no forward-mode rule, and a map's single step gains nothing from them. LTC's
-    adaptive solver chooses its steps by data-dependent control flow, which vmap cannot batch.
+    pass but no forward-mode rule; the copy carries only the tangents, the step keeps the
+    kernels. LTC's adaptive solver runs torchdiffeq, whose autograd Functions and step-size
+    control vmapped forward mode cannot follow: its tangents come from the Jacobian.
     """
     from ..nn import LEM, LTC, CfC
 
