@@ -1361,3 +1361,30 @@ def test_maps_iterated_in_numpy_give_torch_numbers_to_the_bit(system, monkeypatc
         with pytest.raises(DivergenceError) as fast_error:
             Logistic(r=4.5).simulate(100)
     assert str(fast_error.value) == str(slow_error.value)
+
+
+# --------------------------------------------------------------------------- round 6 (stop 22)
+@pytest.mark.parametrize("name, settings", [
+    ("CfCForecaster", dict(hidden_size=4)), ("LSSLForecaster", dict(hidden_size=4)),
+    ("GRUForecaster", dict(hidden_size=4)),
+    ("ChimeraForecaster", dict(horizon=2, d_model=4, d_state=4, n_layers=1)),
+])
+def test_a_closed_loop_that_overflows_warns_and_pads_with_nan(name, settings):
+    # An unstable learned map overflows in closed loop. predict warns at the first
+    # non-finite step and fills the rest with NaN. Before, the cells' own input check
+    # stopped the rollout with "x contains NaN or inf", a message about the user's data.
+    series = Lorenz63().simulate(300, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = getattr(forecasting, name)(max_epochs=1, sequence_length=16, random_state=0,
+                                          **settings).fit(series)
+    last = list(model.module_.modules())[-1]  # the readout: outputs that overflow float32
+    with torch.no_grad():
+        last.bias.fill_(3e38)
+        last.weight.fill_(3e38)
+    with pytest.warns(RuntimeWarning, match=r"left the finite range at step \d+"):
+        forecast = model.predict(20)
+    assert forecast.shape == (20, 3)
+    finite = np.isfinite(forecast).all(1)
+    first = int(np.argmin(finite))
+    assert not finite[first:].any()

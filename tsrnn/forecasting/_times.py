@@ -148,6 +148,11 @@ class TimedNextStepPredictor(NextStepPredictor):
         current = prediction[:, -1:]
         outputs = [current]
         for i in range(1, n_steps):
+            if not bool(torch.isfinite(current).all()):
+                # The forecast left the finite range (predict warns at which step): nothing
+                # after it is defined, and the cells refuse non-finite inputs.
+                outputs.append(torch.full_like(current, float("nan")).expand(-1, n_steps - i, -1))
+                break
             x = None if exogenous is None else exogenous[:, steps + i - 1: steps + i]
             step_dt = None if dt is None else dt[:, steps + i - 1: steps + i]
             current, state = self(current, x, state, step_dt)

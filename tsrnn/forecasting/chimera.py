@@ -318,5 +318,10 @@ class ChimeraForecaster(NeuralForecaster):
             block = forecast[0, -1].double().cpu().numpy()  # (H, d)
             blocks.append(block)
             produced += horizon
+            if not np.isfinite(block).all() and produced < n_steps:
+                # The forecast left the finite range (predict warns at which step): nothing
+                # after it is defined, and the model refuses non-finite inputs.
+                blocks.append(np.full((n_steps - produced, block.shape[1]), np.nan))
+                break
             history = np.concatenate([history, block])[-length:]
         return np.concatenate(blocks)[:n_steps]

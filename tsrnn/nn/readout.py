@@ -66,6 +66,11 @@ class NextStepPredictor(nn.Module):
         current = prediction[:, -1:]
         outputs = [current]
         for i in range(1, n_steps):
+            if not bool(torch.isfinite(current).all()):
+                # The forecast left the finite range (predict warns at which step): nothing
+                # after it is defined, and the cells refuse non-finite inputs.
+                outputs.append(torch.full_like(current, float("nan")).expand(-1, n_steps - i, -1))
+                break
             x = None if exogenous is None else exogenous[:, steps + i - 1: steps + i]
             current, state = self(current, x, state)
             outputs.append(current)
