@@ -294,3 +294,26 @@ def test_lssl_on_cuda_equals_the_cpu(measure):
         got, got_state = run(model, mode, x.cuda())
         torch.testing.assert_close(got.cpu(), expected, rtol=1e-10, atol=1e-11)
         torch.testing.assert_close(got_state.cpu(), state, rtol=1e-10, atol=1e-11)
+
+
+def test_held_discretisation_steps_as_the_layer_does_and_is_released():
+    # A closed-loop forecast holds (A_bar, B_bar) for its one-step calls; the steps must be
+    # the layer's own, and the hold must end with the block, even when the block raises.
+    layer = make(trainable_A="per_feature")
+    x = randn(2, 12, 3)
+    expected, expected_state = layer(x)  # the convolution
+    with layer.held_discretisation():
+        outputs, state = [], None
+        for t in range(12):
+            y, state = layer(x[:, t:t + 1], state)
+            outputs.append(y)
+    torch.testing.assert_close(torch.cat(outputs, 1), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state, expected_state, rtol=1e-11, atol=1e-12)
+    with pytest.raises(RuntimeError, match="inside"), layer.held_discretisation():
+        raise RuntimeError("inside")
+    # Released: a parameter change reaches the next call, and autograd follows it again.
+    with torch.no_grad():
+        layer.log_dt.add_(0.5)
+    changed, _ = layer(x)
+    assert not torch.allclose(changed, expected)
+    assert layer.discretised()[0].requires_grad

@@ -35,6 +35,7 @@ irregular numeric index (hours as floats, say) is not read as times (pass ``time
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -139,6 +140,13 @@ class TimedNextStepPredictor(NextStepPredictor):
         context and horizon (None: one unit each); exogenous rows as in
         :meth:`tsrnn.nn.NextStepPredictor.rollout`.
         """
+        # A core whose one-step form needs per-call preparation (the LSSL's Ā) holds it
+        # for the whole rollout.
+        hold = getattr(self.core, "held_discretisation", contextlib.nullcontext)
+        with hold():
+            return self._rollout(context_y, context_x, future_x, n_steps, dt)
+
+    def _rollout(self, context_y, context_x, future_x, n_steps, dt):
         exogenous = (None if context_x is None
                      else torch.cat([context_x, future_x], dim=1)[:, 1:])
         steps = context_y.shape[1]

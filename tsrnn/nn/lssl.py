@@ -27,6 +27,7 @@ The recurrent mode also takes irregular sampling: a per-sample, per-step ``dt`` 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -168,6 +169,9 @@ class LSSL(nn.Module):
         """(Ā, B̄) per feature, (H, N, N) and (H, N); with ``dt`` of batch shape S, the steps
         Δ_h·dt: (S..., H, N, N) and (S..., H, N). For a diagonal A, Ā is its diagonal ā
         (..., H, N)."""
+        held = getattr(self, "_held_discretisation", None)
+        if dt is None and held is not None:
+            return held
         step = torch.exp(self.log_dt)
         if not self.diagonal and not bool(torch.isfinite(step).all()):
             # Only training moves log_dt this far; discretise would blame a user's dt.
@@ -184,6 +188,21 @@ class LSSL(nn.Module):
         alpha = _gbt_alpha(self.method, self.alpha)
         return (1 + (1 - alpha) * scaled) / (1 - alpha * scaled), \
             step.unsqueeze(-1) * self.B / (1 - alpha * scaled)
+
+    @contextlib.contextmanager
+    def held_discretisation(self):
+        """Within the block, (Ā, B̄) of regular steps are computed once, without autograd.
+
+        A closed-loop forecast calls the layer one step at a time with unchanged parameters;
+        forming Ā anew at every step (H solves of N × N systems) would cost most of its time.
+        """
+        with torch.no_grad():
+            held = self.discretised()
+        self._held_discretisation = held
+        try:
+            yield
+        finally:
+            self._held_discretisation = None
 
     def _powers(self, length: int, a_bar: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """Ā^l v for l < L, (..., N, L): Vandermonde for a diagonal A, else Krylov."""
