@@ -1388,3 +1388,29 @@ def test_a_closed_loop_that_overflows_warns_and_pads_with_nan(name, settings):
     finite = np.isfinite(forecast).all(1)
     first = int(np.argmin(finite))
     assert not finite[first:].any()
+
+
+def test_load_imports_only_tsrnn_classes_and_names_a_damaged_file(tmp_path, capsys):
+    model = reservoir.ESN(n_units=20, random_state=0).fit(Lorenz63().simulate(300, seed=0))
+    saved = model.save(tmp_path / "esn.pt")
+    payload = torch.load(saved, weights_only=True)
+
+    def crafted(name, **changes):
+        path = tmp_path / f"{name}.pt"
+        torch.save({**payload, **changes}, path)
+        return path
+
+    # "this" prints the Zen of Python when imported: a file must not make load import it.
+    for name, klass in [("outside", "this:Nope"), ("function", "os:getcwd"),
+                        ("missing", "tsrnn.reservoir:Nope")]:
+        with pytest.raises(ValueError, match="names the class"):
+            reservoir.ESN.load(crafted(name, **{"class": klass}))
+    assert "Beautiful is better" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"damaged tsrnn estimator file \(KeyError"):
+        reservoir.ESN.load(crafted("empty", state={}))
+    garbage = tmp_path / "notes.pt"
+    garbage.write_bytes(b"garbage, not a model")
+    with pytest.raises(ValueError, match="cannot read it as an archive") as error:
+        reservoir.ESN.load(garbage)
+    assert "weights_only" not in str(error.value)  # torch's advice to turn the check off
+    np.testing.assert_array_equal(reservoir.ESN.load(saved).predict(5), model.predict(5))

@@ -572,7 +572,12 @@ class BaseForecaster(BaseEstimator):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise ValueError(f"{path} is not a tsrnn estimator file: {error}") from error
+            # Not torch's own advice to rerun with weights_only=False: that would execute
+            # whatever the file holds, and a tsrnn file never needs it.
+            reason = "" if "weights_only" in str(error) else f": {str(error).splitlines()[0]}"
+            raise ValueError(f"{path} is not a tsrnn estimator file: torch.load cannot read "
+                             f"it as an archive of tensors ({type(error).__name__}{reason})"
+                             ) from error
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a tsrnn estimator file")
         missing = [key for key in ("class", "params", "state") if key not in payload]
@@ -584,10 +589,17 @@ class BaseForecaster(BaseEstimator):
             raise ValueError(f"{path} was written in file format {version!r} by tsrnn "
                              f"{payload.get('tsrnn_version', '?')}; this tsrnn ({__version__}) "
                              f"reads up to format {_FORMAT_VERSION}: upgrade tsrnn")
-        module_name, _, qualname = payload["class"].partition(":")
-        klass = getattr(importlib.import_module(module_name), qualname)
+        klass = _saved_class(payload["class"], path)
         if not issubclass(klass, cls):
             raise TypeError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
+        try:
+            return cls._restore(klass, payload, device)
+        except (KeyError, TypeError, AttributeError, IndexError) as error:
+            raise ValueError(f"{path} is a damaged tsrnn estimator file ({type(error).__name__}"
+                             f": {error})") from error
+
+    @staticmethod
+    def _restore(klass: type, payload: dict, device: Any):
         params = _decode(payload["params"])
         saved_device = params.get("device")
         if device is not None:
@@ -600,6 +612,22 @@ class BaseForecaster(BaseEstimator):
         estimator = klass(**params)
         estimator._set_state(_decode(payload["state"]))
         return estimator
+
+
+def _saved_class(name: str, path: Path) -> type:
+    """The estimator class a file names ("module:qualname"), imported only from tsrnn: a
+    file must not make load import arbitrary modules."""
+    module_name, _, qualname = name.partition(":")
+    if module_name != "tsrnn" and not module_name.startswith("tsrnn."):
+        raise ValueError(f"{path} names the class {name!r}, which is not a tsrnn estimator")
+    try:
+        klass = getattr(importlib.import_module(module_name), qualname)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{path} names the class {name!r}, which this tsrnn ({__version__}) "
+                         "does not have") from error
+    if not isinstance(klass, type) or not issubclass(klass, BaseForecaster):
+        raise ValueError(f"{path} names {name!r}, which is not a tsrnn estimator")
+    return klass
 
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
