@@ -1414,3 +1414,16 @@ def test_load_imports_only_tsrnn_classes_and_names_a_damaged_file(tmp_path, caps
         reservoir.ESN.load(garbage)
     assert "weights_only" not in str(error.value)  # torch's advice to turn the check off
     np.testing.assert_array_equal(reservoir.ESN.load(saved).predict(5), model.predict(5))
+
+
+def test_analysis_of_a_forecaster_takes_its_own_device_and_dtype_and_names_others():
+    # device= and dtype= are keywords of the analysis functions; a forecaster's map runs
+    # where its model is, so the same placement is accepted and another one is named.
+    series = Lorenz63().simulate(300, seed=0)
+    model = reservoir.ESN(n_units=20, random_state=0).fit(series)
+    options = dict(n_steps=20, transient=5, n_trajectories=2)
+    np.testing.assert_array_equal(
+        lyapunov_spectrum(model, device="cpu", dtype="float64", **options),
+        lyapunov_spectrum(model, **options))
+    with pytest.raises(ValueError, match=r"runs in float64, which the estimator sets"):
+        lyapunov_spectrum(model, dtype="float32", **options)

@@ -56,13 +56,14 @@ def as_discrete_map(obj: Any, *, dt: float | None = None, dim: int | None = None
                         f"{obj.__name__}(...) (a system, or a fitted estimator)")
     if hasattr(obj, "as_discrete_map"):
         _check_options(obj, options)
-        kwargs = dict(options)
-        if device is not None:
-            kwargs["device"] = device
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        return obj.as_discrete_map(dt, **kwargs) if dt is not None or _takes_dt(obj) \
+        kwargs, fixed = dict(options), {}
+        for key, value in (("device", device), ("dtype", dtype)):
+            if value is not None:
+                (kwargs if _takes(obj, key) else fixed)[key] = value
+        dmap = obj.as_discrete_map(dt, **kwargs) if dt is not None or _takes(obj, "dt") \
             else obj.as_discrete_map(**kwargs)
+        _check_fixed_placement(dmap, fixed)
+        return dmap
     if isinstance(obj, torch.nn.Module) or callable(obj):
         if options:
             raise ValueError(f"unknown options for a module or callable: {sorted(options)}")
@@ -89,14 +90,32 @@ def _check_options(obj, options: dict) -> None:
         check_option(name, f"{type(obj).__name__} option", known)
 
 
-def _takes_dt(obj) -> bool:
+def _takes(obj, name: str) -> bool:
+    """Whether ``obj.as_discrete_map`` names the parameter ``name``."""
     import inspect
 
     try:
         parameters = inspect.signature(obj.as_discrete_map).parameters
     except (TypeError, ValueError):
         return False
-    return "dt" in parameters
+    return name in parameters
+
+
+def _check_fixed_placement(dmap: DiscreteMap, requested: dict) -> None:
+    """A fitted forecaster's map runs on its model's device, in the precision the estimator
+    sets (float64 for the recurrent ones, the reservoir's own): accept a ``device`` or
+    ``dtype`` that says the same, refuse one that does not."""
+    if "dtype" in requested and resolve_dtype(requested["dtype"]) != dmap.dtype:
+        raise ValueError(f"the closed-loop map of {dmap.name} runs in "
+                         f"{str(dmap.dtype).removeprefix('torch.')}, which the estimator "
+                         f"sets; dtype={requested['dtype']!r} cannot be honoured")
+    if "device" in requested:
+        wanted, have = resolve_device(requested["device"]), torch.device(dmap.device)
+        if wanted.type != have.type or (None not in (wanted.index, have.index)
+                                        and wanted.index != have.index):
+            raise ValueError(f"the closed-loop map of {dmap.name} runs on the fitted model's "
+                             f"device, {have}; device={requested['device']!r} cannot be "
+                             "honoured (refit with device=... to analyse it there)")
 
 
 def _module_map(module, *, dt, dim, device, dtype) -> DiscreteMap:
