@@ -82,8 +82,8 @@ def test_a_few_tangents_by_forward_mode_match_the_jacobian(fitted):
 
 
 def test_an_adaptive_ltc_takes_its_tangents_from_the_jacobian(series):
-    # vmap cannot batch the adaptive solver's step-size control; the map falls back to the
-    # reverse-mode Jacobian and gives the same tangents.
+    # vmapped forward mode cannot pass torchdiffeq's autograd Functions; the LTC's map takes
+    # its tangents from the reverse-mode Jacobian.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = forecasting.LTCForecaster(
