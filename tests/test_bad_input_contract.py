@@ -1427,3 +1427,15 @@ def test_analysis_of_a_forecaster_takes_its_own_device_and_dtype_and_names_other
         lyapunov_spectrum(model, **options))
     with pytest.raises(ValueError, match=r"runs in float64, which the estimator sets"):
         lyapunov_spectrum(model, dtype="float32", **options)
+
+
+def test_plot_labels_and_a_forecasters_x0_are_named_in_their_errors():
+    from tsrnn.analysis import plot_attractor, plot_power_spectra
+
+    points = np.random.default_rng(0).normal(size=(100, 3))
+    for plot in (plot_attractor, plot_power_spectra):
+        with pytest.raises(ValueError, match=r"labels must hold 2 strings"):
+            plot(points, points + 1, labels=("a",))
+    model = reservoir.ESN(n_units=20, random_state=0).fit(Lorenz63().simulate(300, seed=0))
+    with pytest.raises(ValueError, match=r"x0 must have 23 columns.*closed-loop state"):
+        lyapunov_spectrum(model, x0=points[:5], n_steps=10)

@@ -231,9 +231,8 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
     # negative; before, it is at least the number computed (printing that number as the
     # dimension read 3.0 for three of Lorenz-96's forty exponents, whose D_KY is ~27).
     complete = args.n_exponents is None or args.n_exponents >= system.dim
-    dimension = kaplan_yorke_dimension(spectrum)
-    if not complete and np.sum(spectrum) >= 0:
-        dimension = None
+    dimension = None if not complete and np.sum(spectrum) >= 0 \
+        else kaplan_yorke_dimension(spectrum)
     result = {
         "system": repr(system), "unit": unit, "exponents": spectrum.tolist(),
         # null where there is none (one trajectory gives no spread; NaN is not JSON)

@@ -4,6 +4,8 @@ errors and input checks."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -409,13 +411,23 @@ def test_spectrum_is_descending():
     ([1.0, 0.0, -0.5, -2.0], 3.0 + 0.5 / 2.0),           # partial sums 1, 1, 0.5, -1.5
     ([-14.5723, 0.9056, 0.0], 2.0 + 0.9056 / 14.5723),   # unsorted input is sorted
     ([-0.1, -0.5, -2.0], 0.0),                           # a stable fixed point
-    ([0.3, 0.2, 0.1], 3.0),                              # all positive: the full dimension
     ([0.0, -1.0], 1.0),                                  # a limit cycle
     ([2.0, -1.0, -3.0], 2.0 + 1.0 / 3.0),
 ])
 def test_kaplan_yorke_dimension_by_hand(spectrum, expected):
     assert kaplan_yorke_dimension(spectrum) == pytest.approx(expected, abs=1e-12)
     assert kaplan_yorke_dimension(np.asarray(spectrum)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_kaplan_yorke_dimension_of_a_spectrum_that_never_sums_below_zero_warns():
+    # All partial sums >= 0: the number of exponents given, which for a truncated spectrum
+    # (a forecaster's default three) is only a lower bound; a whole one would be right.
+    with pytest.warns(UserWarning, match="a lower bound if the spectrum was truncated"):
+        assert kaplan_yorke_dimension([0.3, 0.2, 0.1]) == 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kaplan_yorke_dimension([0.3]) == 1.0  # one exponent: nothing to say
+        assert kaplan_yorke_dimension([0.3, -0.1, -1.0]) == pytest.approx(3.0 - 0.8)
 
 
 def test_kaplan_yorke_reference_values_of_spec():

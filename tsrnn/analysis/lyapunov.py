@@ -25,7 +25,7 @@ import torch
 
 from .._protocol import DiscreteMap
 from .._torch import resolve_device, resolve_dtype
-from .._validation import as_float_array, check_bool, check_option, check_positive
+from .._validation import as_float_array, check_bool, check_option, check_positive, warn
 from ..exceptions import DivergenceError
 
 
@@ -169,7 +169,10 @@ def _initial_points(dmap: DiscreteMap, n: int, x0, seed) -> torch.Tensor:
         points = as_float_array(x0, "x0", ndim=(1, 2))
         points = points[None] if points.ndim == 1 else points
         if points.shape[-1] != dmap.dim:
-            raise ValueError(f"x0 must have {dmap.dim} columns, got shape {points.shape}")
+            raise ValueError(f"x0 must have {dmap.dim} columns, got shape {points.shape}: "
+                             f"x0 holds states of {dmap.name}'s map (for a forecaster, its "
+                             "closed-loop state: the model's state and the scaled next "
+                             "input, as as_discrete_map documents)")
         if points.shape[0] > n:
             # A long trajectory: take n starting points spread along it.
             points = points[np.linspace(0, points.shape[0] - 1, n).astype(int)]
@@ -346,5 +349,12 @@ def kaplan_yorke_dimension(spectrum: Any) -> float:
         return 0.0
     j = int(np.nonzero(partial >= 0)[0][-1]) + 1  # number of exponents in the partial sum
     if j == exponents.size:
+        if exponents.size > 1:
+            # Right for a whole spectrum that expands volumes, but most often a truncated
+            # one: a forecaster's default spectrum holds only as many exponents as the
+            # data has variables.
+            warn(f"the sum of all {j} exponents given is >= 0, so D_KY = {j}: a lower bound "
+                 "if the spectrum was truncated; compute more exponents (n_exponents=...) "
+                 "until their sum turns negative")
         return float(j)
     return float(j + partial[j - 1] / abs(exponents[j]))

@@ -38,6 +38,13 @@ def _finish(figure, path: str | os.PathLike | None, overwrite: bool):
     return figure
 
 
+def _labels(labels) -> tuple[str, str]:
+    """The two legend labels (true, generated), checked here rather than by an IndexError."""
+    if isinstance(labels, str) or not isinstance(labels, tuple | list) or len(labels) != 2:
+        raise ValueError(f"labels must hold 2 strings (true, generated), got {labels!r}")
+    return tuple(str(label) for label in labels)
+
+
 def _series(data: Any, name: str) -> np.ndarray:
     array = as_float_array(data, name, ndim=(1, 2))
     array = array[:, None] if array.ndim == 1 else array
@@ -97,6 +104,7 @@ def plot_attractor(true: Any, generated: Any = None, dims: Any = None, *,
             raise ValueError(f"true and generated must have the same number of columns, got "
                              f"shapes {truth.shape} and {model.shape}")
         series.append(model)
+    labels = _labels(labels)
     if dims is None:
         if truth.shape[1] < 2:
             raise ValueError("plot_attractor needs at least 2 columns, got shape "
@@ -161,6 +169,7 @@ def plot_power_spectra(true: Any, generated: Any, sigma: float = 20.0, *, dims: 
     from ..metrics.reconstruction import _smoothed_spectra
 
     sigma = check_positive(sigma, "sigma")
+    labels = _labels(labels)
     truth = _series(true, "true")
     model = _series(generated, "generated")
     if model.shape[1] != truth.shape[1]:

@@ -150,8 +150,9 @@ class RegionGraph:
     Attributes
     ----------
     codes : int array (K,)
-        The visited subregions, sorted (the ReLU sign bits read as a binary number; for
-        models with more than 62 ReLU units, the rank of the pattern among those visited).
+        The visited subregions, sorted: the ReLU sign bits read as a binary number, as
+        :meth:`symbolic_codes` gives them (Python integers in an object array for models
+        with more than 62 ReLU units).
     counts : int array (K, K)
         ``counts[i, j]`` = number of steps from subregion ``codes[i]`` to ``codes[j]``
         (self-transitions on the diagonal).
