@@ -874,9 +874,12 @@ class ESN(BaseForecaster):
             phi = torch.cat([x_features, u], -1) if self.readout_input else x_features
             return phi, slope
 
-        def step_with_activation(z):
+        def step_with_activation(z, recurrent=None):
+            """The next z, tanh(...) and the features' slope; ``recurrent`` = (W x)^T when
+            it is already known."""
             x, y = z[:, :n_units], z[:, n_units:]
-            pre = recurrent_times(x.T).T + y @ reservoir.input_weights.T + reservoir.bias
+            recurrent = recurrent_times(x.T).T if recurrent is None else recurrent
+            pre = recurrent + y @ reservoir.input_weights.T + reservoir.bias
             h = torch.tanh(pre)
             x_next = (1.0 - leak) * x + leak * h
             phi, slope = features_and_slope(x_next, y)
@@ -887,17 +890,12 @@ class ESN(BaseForecaster):
 
         def tangent(z, frame):
             batch, _, k = frame.shape
-            x, y = z[:, :n_units], z[:, n_units:]
             # The frame in the layout (N, B, k) (a view when it comes from this function),
             # and one product with W for the states and all the frame's columns.
             dx = frame[:, :n_units].permute(1, 0, 2).reshape(n_units, batch * k)
             dy = frame[:, n_units:].permute(1, 0, 2).reshape(d, batch * k)
-            products = recurrent_times(torch.cat([x.T, dx], 1))
-            pre = products[:, :batch].T + y @ reservoir.input_weights.T + reservoir.bias
-            h = torch.tanh(pre)
-            x_next = (1.0 - leak) * x + leak * h
-            phi, slope = features_and_slope(x_next, y)
-            z_next = torch.cat([x_next, phi @ weights + intercept], 1)
+            products = recurrent_times(torch.cat([z[:, :n_units].T, dx], 1))
+            z_next, h, slope = step_with_activation(z, products[:, :batch].T)
             inner = products[:, batch:] + reservoir.input_weights @ dy
             gain = (leak * (1.0 - h.square())).T.unsqueeze(-1)  # (N, B, 1)
             dx_next = ((1.0 - leak) * dx + gain.mul(inner.reshape(n_units, batch, k))
