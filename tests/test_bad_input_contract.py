@@ -1401,11 +1401,20 @@ def test_load_imports_only_tsrnn_classes_and_names_a_damaged_file(tmp_path, caps
         return path
 
     # "this" prints the Zen of Python when imported: a file must not make load import it.
-    for name, klass in [("outside", "this:Nope"), ("function", "os:getcwd"),
-                        ("missing", "tsrnn.reservoir:Nope")]:
-        with pytest.raises(ValueError, match="names the class"):
+    for name, klass, match in [("outside", "this:Nope", "whose module is not imported"),
+                               ("function", "os:getcwd", "not a tsrnn estimator"),
+                               ("missing", "tsrnn.reservoir:Nope", "does not exist here")]:
+        with pytest.raises(ValueError, match=match):
             reservoir.ESN.load(crafted(name, **{"class": klass}))
     assert "Beautiful is better" not in capsys.readouterr().out
+    # A user's own subclass, from a module already imported, loads.
+    mine = type("MyESN", (reservoir.ESN,), {"__module__": __name__})
+    sys.modules[__name__].MyESN = mine
+    try:
+        loaded = mine.load(crafted("mine", **{"class": f"{__name__}:MyESN"}))
+    finally:
+        delattr(sys.modules[__name__], "MyESN")
+    assert type(loaded) is mine
     with pytest.raises(ValueError, match=r"damaged tsrnn estimator file \(KeyError"):
         reservoir.ESN.load(crafted("empty", state={}))
     garbage = tmp_path / "notes.pt"

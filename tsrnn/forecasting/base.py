@@ -30,6 +30,7 @@ import inspect
 import math
 import os
 import stat
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -615,16 +616,24 @@ class BaseForecaster(BaseEstimator):
 
 
 def _saved_class(name: str, path: Path) -> type:
-    """The estimator class a file names ("module:qualname"), imported only from tsrnn: a
-    file must not make load import arbitrary modules."""
+    """The estimator class a file names ("module:qualname").
+
+    A file must not make load import arbitrary modules: only tsrnn's own are imported. A
+    subclass defined elsewhere (a user's own estimator) is found when its module is
+    already imported, as it is where the user calls ``MyESN.load``.
+    """
     module_name, _, qualname = name.partition(":")
-    if module_name != "tsrnn" and not module_name.startswith("tsrnn."):
-        raise ValueError(f"{path} names the class {name!r}, which is not a tsrnn estimator")
+    own = module_name == "tsrnn" or module_name.startswith("tsrnn.")
+    if not own and module_name not in sys.modules:
+        raise ValueError(f"{path} names the class {name!r}, whose module is not imported; "
+                         "load imports only tsrnn's own modules: import it first if you "
+                         "trust the file")
     try:
-        klass = getattr(importlib.import_module(module_name), qualname)
+        module = importlib.import_module(module_name) if own else sys.modules[module_name]
+        klass = getattr(module, qualname)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"{path} names the class {name!r}, which this tsrnn ({__version__}) "
-                         "does not have") from error
+        raise ValueError(f"{path} names the class {name!r}, which does not exist here "
+                         f"(tsrnn {__version__})") from error
     if not isinstance(klass, type) or not issubclass(klass, BaseForecaster):
         raise ValueError(f"{path} names {name!r}, which is not a tsrnn estimator")
     return klass
