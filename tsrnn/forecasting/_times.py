@@ -493,8 +493,7 @@ class TimedForecaster(NeuralForecaster):
         module = self._closed_loop_module(options)
         # The step runs the fitted cells' own (compiled) paths; tangents go through a copy
         # in plain torch, where forward-mode autodiff applies.
-        plain = copy.deepcopy(module)
-        forward_mode = _forward_mode_paths(plain)
+        plain = _forward_mode_copy(module)
         d = self.n_features_in_
         device = self.device_
 
@@ -553,7 +552,7 @@ class TimedForecaster(NeuralForecaster):
             # k tangent vectors by forward mode cost about k steps, the whole Jacobian by
             # reverse mode one backward pass per state entry: a few Lyapunov exponents of a
             # 64-unit CfC take forward mode, a fixed point's full Jacobian reverse mode.
-            if not forward_mode or 2 * frame.shape[-1] >= z.shape[1]:
+            if plain is None or 2 * frame.shape[-1] >= z.shape[1]:
                 return step(z), jacobian(z) @ frame
             load_forward_mode()
 
@@ -583,9 +582,10 @@ class TimedForecaster(NeuralForecaster):
         return module.rollout(y, cx, fx, n_steps, gaps)[0].double().cpu().numpy()
 
 
-def _forward_mode_paths(module: torch.nn.Module) -> bool:
-    """Switch the cells of a closed-loop copy to their plain torch forms, through which
-    forward-mode autodiff can push tangents; returns whether it can.
+def _forward_mode_copy(module: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy of a closed-loop module with its cells in their plain torch forms, through
+    which forward-mode autodiff can push tangents; None where tangents should come from the
+    Jacobian instead.
 
     The compiled sequence kernels of CfC and LEM are autograd Functions with a backward pass
     but no forward-mode rule; the copy carries only the tangents, the step keeps the
@@ -596,15 +596,15 @@ def _forward_mode_paths(module: torch.nn.Module) -> bool:
     """
     from ..nn import LEM, LTC, CfC
 
-    forward_mode = True
-    for part in module.modules():
+    if any(isinstance(part, LTC) for part in module.modules()):
+        return None
+    plain = copy.deepcopy(module)
+    for part in plain.modules():
         if isinstance(part, CfC):
             part.fast_path = False
         elif isinstance(part, LEM):
             part.implementation = "loop"
-        elif isinstance(part, LTC):
-            forward_mode = False
-    return forward_mode
+    return plain
 
 
 def _leaves(state) -> list[torch.Tensor]:
