@@ -221,6 +221,108 @@ def test_estimators_are_reproducible_and_survive_save_and_load(name, lorenz, req
         np.testing.assert_array_equal(loaded.reservoir_.state_dict()[key], value)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: DeepResESN(n_layers=3, units_per_layer=30, orthogonal=["random", "cycle",
+                       "identity"], squared_units=True, readout_input=True, random_state=0),
+    lambda: DeepResESN(n_layers=2, units_per_layer=30, readout_states="last", random_state=1),
+    lambda: ResRMN(n_units=30, n_memory_units=20, memory_radius=0.9, readout_states="all",
+                   readout_input=True, squared_units=True, random_state=0),
+    lambda: ResRMN(n_units=30, n_memory_units=20, orthogonal="cycle", random_state=2),
+    lambda: DeepResESN(n_layers=2, units_per_layer=30, dtype="float32", random_state=0),
+])
+@pytest.mark.parametrize("exogenous", [False, True])
+def test_numpy_closed_loop_equals_the_differentiable_step_loop(make, exogenous, lorenz):
+    """The CPU closed loop (numpy views, the reservoir's own _advance) against the generic
+    loop through ``reservoir.step`` and the torch readout that any device runs."""
+    from tsrnn.reservoir.esn import ESN
+
+    y, x = lorenz[:1_200, :2], lorenz[:1_300, 2:]
+    model = make().fit(y, X=x[:1_200]) if exogenous else make().fit(lorenz[:1_200])
+    context = y[-300:] if exogenous else lorenz[900:1_200]
+    future = x[900:1_300] if exogenous else None
+    first, state = (torch.as_tensor(v, dtype=model.dtype_) for v in
+                    (np.asarray(context[-1], dtype=float), model.reservoir_.n_units * [0.1]))
+    future_x = None if future is None else np.asarray(future[-99:], dtype=float)
+    fast = model._closed_loop(first, state, 100, future_x)
+    generic = ESN._closed_loop(model, first, state, 100, future_x)
+    assert fast.shape == generic.shape == (100, first.shape[0])
+    # Chaotic loop over 100 steps: equal to round-off amplified by the dynamics.
+    tolerance = 1e-4 if model.dtype_ == torch.float32 else 1e-9
+    np.testing.assert_allclose(fast, generic, rtol=tolerance, atol=tolerance)
+    assert np.abs(fast[1:] - fast[:-1]).max() > 1e-3  # a real trajectory, not a constant
+
+
+@pytest.mark.parametrize("memory_radius", [1.0, 0.95])
+def test_resrmn_predict_continues_the_training_series(memory_radius, lorenz, monkeypatch):
+    """predict() reruns the kept end of the training data: all of it for a lossless memory
+    (whose forgetting is not measured: it never comes), and for gamma < 1 at least the
+    steps the memory needs to forget its start to 1e-8 (ceil(log 1e-8 / log 0.95) = 360)."""
+    import warnings
+
+    from tsrnn.reservoir.esn import ESN
+
+    calls = []
+    measure = ESN._measure_forgetting
+    monkeypatch.setattr(ESN, "_measure_forgetting",
+                        lambda self, y, x: calls.append(len(y)) or measure(self, y, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gamma = 1 on a series longer than the ring
+        model = ResRMN(n_units=60, n_memory_units=40, memory_radius=memory_radius,
+                       random_state=0).fit(lorenz[:1_500])
+    if memory_radius == 1.0:
+        assert calls == [] and model.forgetting_steps_ is None
+        assert model.context_y_.shape[0] == 1_500
+    else:
+        assert calls == [1_500] and model.forgetting_steps_ >= 360
+        assert model.context_y_.shape[0] == model.forgetting_steps_
+    np.testing.assert_allclose(model.predict(30), model.predict(30, context=lorenz[:1_500]),
+                               rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: DeepResESN(n_layers=3, units_per_layer=40, random_state=0),
+    lambda: DeepResESN(n_layers=2, units_per_layer=40, alpha=0.8, beta=0.2, random_state=1),
+    lambda: ResRMN(n_units=40, n_memory_units=30, memory_radius=0.9, random_state=0),
+])
+def test_long_series_run_as_parallel_segments_equal_the_sequential_run(make, lorenz,
+                                                                       monkeypatch):
+    """Teacher-forced states of a long series come from parallel time segments, their
+    washout set by the reservoir's slowest effective radius; they equal the sequential run."""
+    calls = []
+    from tsrnn.reservoir.deep import _ResidualRecurrence
+
+    segmented = _ResidualRecurrence.run_segmented
+    monkeypatch.setattr(_ResidualRecurrence, "run_segmented",
+                        lambda self, *a, **k: calls.append(a[1:]) or segmented(self, *a, **k))
+    model = make().fit(lorenz[:1_000])
+    states = model.reservoir_states(lorenz)
+    assert calls, "the 8000-step series was run sequentially"
+    n_segments, washout = calls[0]
+    rate, depth = model._forgetting()
+    assert n_segments >= 4 and washout >= 200
+    assert (depth - 1) * np.log(washout) + washout * np.log(rate) <= np.log(1e-16)
+    u = torch.as_tensor(model.y_scaler_.transform(lorenz)[:-1])[None]
+    sequential, _ = model.reservoir_(u)
+    np.testing.assert_allclose(states, sequential[0].numpy(), rtol=0, atol=1e-11)
+
+
+def test_segments_are_refused_where_the_reservoir_does_not_forget(lorenz):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gamma = 1 on a series longer than the ring
+        lossless = ResRMN(n_units=30, n_memory_units=20, random_state=0).fit(lorenz[:500])
+    assert lossless._segments(100_000) is None
+    slow = DeepResESN(n_layers=2, units_per_layer=30, alpha=0.995, beta=0.005,
+                      random_state=0).fit(lorenz[:500])
+    assert slow._segments(8_000) is None  # its washout would be ~10,000 steps
+    # A washout too short for the reservoir: a seam does not close, and the caller is told.
+    module = DeepResESN(n_layers=2, units_per_layer=30, alpha=0.9, beta=0.1,
+                        random_state=0).fit(lorenz[:500]).reservoir_
+    u = torch.as_tensor(lorenz[:4_000])
+    assert module.run_segmented(u, 8, 5) is None
+
+
 def test_lyapunov_spectrum_of_a_fitted_deep_esn_is_finite(deep_fitted):
     # No analytic tangent: the map's step is differentiated by forward-mode autodiff.
     spectrum = lyapunov_spectrum(deep_fitted, n_exponents=2, dt=0.01, n_steps=600,

@@ -664,15 +664,23 @@ class ESN(BaseForecaster):
         for start in range(0, inputs.shape[1], block_length):
             block = inputs[:, start:start + block_length]
             states = None
-            if (block.shape[0] == 1 and block.shape[1] >= 2 * _SEGMENTS * _SEGMENT_WASHOUT
-                    and hasattr(reservoir, "run_segmented")):
-                segmented = reservoir.run_segmented(block[0], _SEGMENTS, _SEGMENT_WASHOUT,
+            plan = self._segments(block.shape[1]) if block.shape[0] == 1 else None
+            if plan is not None:
+                n_segments, washout = plan
+                segmented = reservoir.run_segmented(block[0], n_segments, washout,
                                                     state=None if state is None else state[0])
                 states = None if segmented is None else segmented[None]
             if states is None:
                 states, _ = reservoir(block, state)
             state = states[:, -1]
             yield start, states
+
+    def _segments(self, length: int) -> tuple[int, int] | None:
+        """(number of parallel time segments, washout steps of each) for the teacher-forced
+        run of one sequence of ``length`` steps, or None to run it sequentially."""
+        if length < 2 * _SEGMENTS * _SEGMENT_WASHOUT:
+            return None
+        return _SEGMENTS, _SEGMENT_WASHOUT
 
     def reservoir_states(self, y, X=None) -> np.ndarray:
         """The teacher-forced reservoir states of a series, as the readout sees them.

@@ -29,6 +29,53 @@ from .._validation import check_in_range, check_positive
 from . import _esn_cpu
 
 
+def segment_plan(length: int, n_segments: int, washout: int) -> tuple[int, int] | None:
+    """(number of segments, steps per segment) cutting ``length`` steps into at most
+    ``n_segments`` segments of at least ``washout`` steps, none empty; None when fewer than
+    two would remain."""
+    if washout < 1:
+        raise ValueError(f"washout must be at least 1 step, got {washout}")
+    n_segments = max(1, min(n_segments, length // washout))
+    if n_segments < 2:
+        return None
+    segment = -(-length // n_segments)  # ceil
+    n_segments = -(-length // segment)  # no empty last segment
+    return None if n_segments < 2 else (n_segments, segment)
+
+
+def segmented_run(reservoir: nn.Module, inputs: torch.Tensor, n_segments: int, segment: int,
+                  washout: int, tolerance: float, state: torch.Tensor | None
+                  ) -> torch.Tensor | None:
+    """The states (L, N) of one sequence (L, I) run as ``n_segments`` segments of ``segment``
+    steps in one batch through ``reservoir(inputs (B, L, I), state (B, N))``, segment k >= 1
+    started from zeros ``washout`` steps early; None when a seam does not close to
+    ``tolerance`` (relative to the state's size). What ``run_segmented`` of any reservoir
+    does where no compiled kernel applies."""
+    length = inputs.shape[0]
+    span = washout + segment
+    padded = inputs.new_zeros((n_segments, span, inputs.shape[1]))
+    padded[0, : min(span, length)] = inputs[:span]
+    for k in range(1, n_segments):
+        start = k * segment - washout
+        piece = inputs[start: start + span]
+        padded[k, : piece.shape[0]] = piece
+    start_states = None
+    if state is not None:
+        start_states = padded.new_zeros((n_segments, reservoir.n_units))
+        start_states[0] = state
+    states, _ = reservoir(padded, start_states)
+    pieces = [states[0, :segment]]
+    previous_last = states[0, segment - 1]
+    for k in range(1, n_segments):
+        seam = states[k, washout - 1]
+        scale = 1.0 + float(previous_last.abs().max())
+        if float((seam - previous_last).abs().max()) > tolerance * scale:
+            return None
+        pieces.append(states[k, washout: washout + segment])
+        previous_last = states[k, washout + segment - 1]
+    return torch.cat(pieces)[:length]
+
+
 class LeakyReservoir(nn.Module):
     """A leaky-integrator tanh reservoir with fixed weights.
 
@@ -276,42 +323,15 @@ class LeakyReservoir(nn.Module):
         the state's size). Returns the states (L, N), or None when a seam fails (too short
         a washout for this reservoir): then run sequentially.
         """
-        if washout < 1:
-            raise ValueError(f"washout must be at least 1 step, got {washout}")
-        length = inputs.shape[0]
-        n_segments = max(1, min(n_segments, length // washout))
-        if n_segments < 2:
+        plan = segment_plan(inputs.shape[0], n_segments, washout)
+        if plan is None:
             return None
-        segment = -(-length // n_segments)  # ceil
-        n_segments = -(-length // segment)  # no empty last segment
-        if n_segments < 2:
-            return None
-        span = washout + segment
+        n_segments, segment = plan
         kernel = self._kernel() if inputs.dtype == torch.float64 else None
         if inputs.device.type == "cpu" and kernel is not None:
             return self._run_segmented_kernel(kernel, inputs.numpy(), n_segments, segment,
                                               washout, tolerance, state)
-        padded = inputs.new_zeros((n_segments, span, inputs.shape[1]))
-        padded[0, : min(span, length)] = inputs[:span]
-        for k in range(1, n_segments):
-            start = k * segment - washout
-            piece = inputs[start: start + span]
-            padded[k, : piece.shape[0]] = piece
-        start_states = None
-        if state is not None:
-            start_states = padded.new_zeros((n_segments, self.n_units))
-            start_states[0] = state
-        states, _ = self(padded, start_states)
-        pieces = [states[0, :segment]]
-        previous_last = states[0, segment - 1]
-        for k in range(1, n_segments):
-            seam = states[k, washout - 1]
-            scale = 1.0 + float(previous_last.abs().max())
-            if float((seam - previous_last).abs().max()) > tolerance * scale:
-                return None
-            pieces.append(states[k, washout: washout + segment])
-            previous_last = states[k, washout + segment - 1]
-        return torch.cat(pieces)[:length]
+        return segmented_run(self, inputs, n_segments, segment, washout, tolerance, state)
 
     def _run_segmented_kernel(self, kernel: _esn_cpu.CSR, inputs: np.ndarray,
                               n_segments: int, segment: int, washout: int, tolerance: float,
