@@ -283,18 +283,25 @@ def test_resrmn_predict_continues_the_training_series(memory_radius, lorenz, mon
     lambda: DeepResESN(n_layers=3, units_per_layer=40, random_state=0),
     lambda: DeepResESN(n_layers=2, units_per_layer=40, alpha=0.8, beta=0.2, random_state=1),
     lambda: ResRMN(n_units=40, n_memory_units=30, memory_radius=0.9, random_state=0),
+    lambda: ResRMN(n_units=40, n_memory_units=30, orthogonal="cycle", random_state=1),
 ])
 def test_long_series_run_as_parallel_segments_equal_the_sequential_run(make, lorenz,
                                                                        monkeypatch):
     """Teacher-forced states of a long series come from parallel time segments, their
-    washout set by the reservoir's slowest effective radius; they equal the sequential run."""
-    calls = []
-    from tsrnn.reservoir.deep import _ResidualRecurrence
+    washout set by the reservoir's slowest effective radius (ResRMN: its nonlinear layer's,
+    the memory being computed exactly first, even when it never forgets); they equal the
+    sequential run."""
+    import warnings
 
-    segmented = _ResidualRecurrence.run_segmented
-    monkeypatch.setattr(_ResidualRecurrence, "run_segmented",
-                        lambda self, *a, **k: calls.append(a[1:]) or segmented(self, *a, **k))
-    model = make().fit(lorenz[:1_000])
+    from tsrnn.reservoir.deep import DeepResidualReservoir, ResidualMemoryReservoir
+
+    calls = []
+    for cls in (DeepResidualReservoir, ResidualMemoryReservoir):
+        monkeypatch.setattr(cls, "run_segmented", lambda self, *a, _run=cls.run_segmented,
+                            **k: calls.append(a[1:]) or _run(self, *a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gamma = 1 on a series longer than the ring
+        model = make().fit(lorenz[:1_000])
     states = model.reservoir_states(lorenz)
     assert calls, "the 8000-step series was run sequentially"
     n_segments, washout = calls[0]
@@ -304,15 +311,31 @@ def test_long_series_run_as_parallel_segments_equal_the_sequential_run(make, lor
     u = torch.as_tensor(model.y_scaler_.transform(lorenz)[:-1])[None]
     sequential, _ = model.reservoir_(u)
     np.testing.assert_allclose(states, sequential[0].numpy(), rtol=0, atol=1e-11)
+    # From a given state (a block after the first): the first segment starts there.
+    start = torch.as_tensor(np.random.default_rng(3).uniform(-0.5, 0.5,
+                                                              model.reservoir_.n_units))
+    resumed = model.reservoir_.run_segmented(u[0, :4_000], 8, washout, state=start)
+    expected, _ = model.reservoir_(u[:, :4_000], start[None])
+    np.testing.assert_allclose(resumed.numpy(), expected[0].numpy(), rtol=0, atol=1e-11)
 
 
-def test_segments_are_refused_where_the_reservoir_does_not_forget(lorenz):
+def test_predict_after_a_long_lossless_memory_equals_the_sequential_rerun(lorenz,
+                                                                          monkeypatch):
+    """predict() reruns all of the training series for gamma = 1; a long one runs as
+    parallel segments, with the same forecast as the sequential rerun."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gamma = 1 on a series longer than the ring
-        lossless = ResRMN(n_units=30, n_memory_units=20, random_state=0).fit(lorenz[:500])
-    assert lossless._segments(100_000) is None
+        model = ResRMN(n_units=40, n_memory_units=30, random_state=0).fit(lorenz)
+    assert model.context_y_.shape[0] == lorenz.shape[0]
+    assert model._segments(lorenz.shape[0]) is not None
+    segmented = model.predict(40)
+    monkeypatch.setattr(ResRMN, "_segments", lambda self, length: None)
+    np.testing.assert_allclose(segmented, model.predict(40), rtol=0, atol=1e-9)
+
+
+def test_segments_are_refused_where_the_reservoir_forgets_slowly(lorenz):
     slow = DeepResESN(n_layers=2, units_per_layer=30, alpha=0.995, beta=0.005,
                       random_state=0).fit(lorenz[:500])
     assert slow._segments(8_000) is None  # its washout would be ~10,000 steps

@@ -739,9 +739,15 @@ class ESN(BaseForecaster):
 
     def _final_state(self, u: torch.Tensor) -> torch.Tensor:
         """The reservoir state (B, n_units) after the inputs u (B, T, n_inputs) from zero,
-        run block by block: the states on the way are not kept, so a long context costs no
-        memory beyond one block."""
+        run block by block (a long single context as parallel segments): the states on the
+        way are not kept, so a long context costs no memory beyond one block."""
         state = None
+        if u.shape[0] == 1 and self._segments(u.shape[1]) is not None:
+            # A long context (a reservoir slow to forget keeps all of the training series
+            # for predict()): in parallel time segments, as the fit's states.
+            for _, states in self._teacher_forced_states(u):
+                state = states[:, -1].clone()
+            return state
         for start in range(0, u.shape[1], _CONTEXT_BLOCK):
             _, state = self.reservoir_(u[:, start:start + _CONTEXT_BLOCK], state)
             state = state.clone()  # not a view that keeps the block's states alive
