@@ -1448,3 +1448,48 @@ def test_plot_labels_and_a_forecasters_x0_are_named_in_their_errors():
     model = reservoir.ESN(n_units=20, random_state=0).fit(Lorenz63().simulate(300, seed=0))
     with pytest.raises(ValueError, match=r"x0 must have 23 columns.*closed-loop state"):
         lyapunov_spectrum(model, x0=points[:5], n_steps=10)
+
+
+# --------------------------------------------------------------------------- round 7 (stop 23)
+def test_a_readout_on_too_few_samples_is_refused_or_warned():
+    # warmup + 2 rows gave one sample after the warm-up: the readout's weights all came out
+    # 0 and the forecast a constant, without a word.
+    series = Lorenz63().simulate(400, seed=0)
+    with pytest.raises(ValueError, match=r"needs at least 103 .*two samples"):
+        reservoir.ESN(n_units=30, random_state=0).fit(series[:102])
+    with pytest.warns(UserWarning, match=r"fitted on 50 samples, fewer than the warmup=100"):
+        model = reservoir.ESN(n_units=30, random_state=0).fit(series[:151])
+    assert model.n_training_samples_ == 50  # 150 inputs, the first 100 dropped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reservoir.ESN(n_units=30, random_state=0).fit(series)
+
+
+def test_reservoir_states_of_a_series_too_short_is_a_clear_error():
+    model = reservoir.DeepResESN(n_layers=2, units_per_layer=10, random_state=0).fit(
+        Lorenz63().simulate(300, seed=0))
+    for rows in (0, 1):
+        with pytest.raises(ValueError, match=f"y has {rows} rows?; the states need at least 2"):
+            model.reservoir_states(np.zeros((rows, 3)))
+
+
+def test_a_streamed_frame_dates_the_forecast_after_its_last_chunk():
+    index = pd.date_range("2020-01-01", periods=1_500, freq="h")
+    frame = pd.DataFrame(Lorenz63().simulate(1_500, seed=0), index=index)
+    model = reservoir.ESN(n_units=30, random_state=0)
+    for chunk in np.array_split(np.arange(1_500), 3):
+        model.partial_fit(frame.iloc[chunk])
+    forecast = model.predict(3)
+    assert forecast.index[0] == index[-1] + pd.Timedelta(hours=1)
+
+
+def test_nvar_without_a_constant_reports_the_conditioning_of_what_it_solves():
+    # With constant=False the solve uses the uncentred normal equations; the centred ones
+    # (what condition_number_ reported) hid an offset's ill-conditioning.
+    series = Lorenz63().simulate(2_000, seed=0)
+    series[:, 2] += 1e5
+    with pytest.warns(UserWarning, match="ill-conditioned"):
+        model = reservoir.NVAR(order=1, constant=False, ridge=1e-9, scale=False).fit(series)
+    assert model.condition_number_ > 1e14
+    centred = reservoir.NVAR(order=1, constant=True, ridge=1e-9, scale=False).fit(series)
+    assert centred.condition_number_ < 1e10

@@ -1,5 +1,7 @@
 """Echo state networks: reservoir recurrence, readout, estimator, and reservoirpy parity."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sparse
@@ -276,8 +278,34 @@ def test_nan_in_the_data_is_refused(lorenz):
 
 
 def test_short_context_warns(fitted, lorenz):
-    with pytest.warns(UserWarning, match="fewer than warmup"):
-        fitted.predict(10, context=lorenz[:20])
+    needed = fitted.settling_steps_
+    assert 2 <= needed <= 200
+    with pytest.warns(UserWarning, match=f"needs about {needed} to forget"):
+        fitted.predict(10, context=lorenz[:needed - 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.predict(10, context=lorenz[:needed])
+
+
+def test_a_context_too_short_for_a_slow_reservoir_warns_and_is_what_settling_measures(lorenz):
+    """A leak rate of 0.05 forgets its start slowly: a 60-step context (above the old floor
+    of min(warmup, 50)) forecast its first step 9 data units off, with no warning."""
+    model = ESN(n_units=200, leak_rate=0.05, connectivity=0.05, random_state=0).fit(
+        lorenz[:2_500])
+    needed = model.settling_steps_
+    assert needed > 100
+    with pytest.warns(UserWarning, match="depend on the initial state"):
+        short = model.predict(5, context=lorenz[2_440:2_500])
+    settled = model.predict(5, context=lorenz[:2_500])
+    enough = model.predict(5, context=lorenz[2_500 - needed:2_500])
+    # The settling length is what a context needs: its forecast is within the tolerance's
+    # reach of the fully settled one, the 60-step one far from it.
+    assert np.abs(enough[0] - settled[0]).max() < 1e-2
+    assert np.abs(short[0] - settled[0]).max() > 0.5
+    # Whatever warmup is (0 here): one row of context is too short.
+    quick = ESN(n_units=100, connectivity=0.05, warmup=0, random_state=0).fit(lorenz[:1_000])
+    with pytest.warns(UserWarning, match="to forget its zero initial state"):
+        quick.predict(5, context=lorenz[999:1_000])
 
 
 def test_large_spectral_radius_warns(lorenz):

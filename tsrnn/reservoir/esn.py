@@ -41,7 +41,12 @@ from .._validation import (
     warn,
 )
 from ..exceptions import DivergenceError, NotFittedError
-from ..forecasting._data import as_series_list, check_aligned_dates, check_exogenous
+from ..forecasting._data import (
+    as_series_list,
+    check_aligned_dates,
+    check_exogenous,
+    index_info,
+)
 from ..forecasting.base import BaseForecaster
 from . import _esn_cpu
 from ._blas import blas_threads, limit_blas
@@ -66,6 +71,9 @@ _CHUNK_ROWS = 4096
 # Steps per call of the reservoir when measuring how fast it forgets its start, and when
 # running a context up to its last state.
 _FORGETTING_BLOCK = 1024
+# Runs from different starts this close (in units of the state) count as settled: the
+# least context predict() accepts without a warning.
+_SETTLED = 1e-4
 _CONTEXT_BLOCK = 4096
 # Most rows of a stream that partial_fit keeps for predict(), for a reservoir that does
 # not forget its start within them.
@@ -151,6 +159,10 @@ class ESN(BaseForecaster):
         the reservoir's final state, measured at fit: runs of them from different initial
         states agree to 1e-10 (200 or more; None: the reservoir did not forget its start
         within the series, which is then kept whole).
+    settling_steps_ : int or None
+        Steps of context after which runs from different initial states stay within 1e-4
+        of each other (measured at fit on the end of the training data): ``predict`` warns
+        when given a shorter context. None: they never did within the training data.
 
     Notes
     -----
@@ -248,11 +260,12 @@ class ESN(BaseForecaster):
                        closed="neither")
 
     def _min_length(self) -> int:
-        return int(self.warmup) + 2
+        return int(self.warmup) + 3
 
     def _min_length_reason(self) -> str:
-        return (f" (warmup={self.warmup} steps whose states the readout drops, and two more "
-                "to fit it)")
+        return (f" (warmup={self.warmup} steps whose states the readout drops, and three "
+                "more for the two samples that are the fewest a readout with an intercept "
+                "can be fitted on)")
 
     def echo_state_diagnostics(self) -> dict[str, float]:
         """Stability of the fitted reservoir at the origin (Jaeger 2001; Yildiz et al. 2012).
@@ -293,35 +306,55 @@ class ESN(BaseForecaster):
     def _shortest_context(self) -> int:
         return max(2 * int(self.warmup), 200)
 
-    def _measure_forgetting(self, y: np.ndarray, x: np.ndarray | None) -> int | None:
-        """Steps of the end of a (scaled) training series after which the reservoir driven
-        by them has forgotten its initial state: runs from the zero state and from two
-        random ones (+-U(-1, 1)) agree to 1e-10 (float64; 100 ulp in lower precision).
-        Tried from :meth:`_shortest_context` steps, doubling; None when even the whole
-        series is not enough (``predict`` then reruns all of it).
+    def _measure_forgetting(self, y: np.ndarray, x: np.ndarray | None
+                            ) -> tuple[int | None, int | None]:
+        """How long the reservoir driven by the end of a (scaled) training series takes to
+        forget its initial state, from runs started at the zero state and at two random ones
+        (+-U(-1, 1)), tried over :meth:`_shortest_context` steps, doubling, up to the whole
+        series. Returns
 
-        Without it, ``predict()`` after ``fit`` continued from a state rerun over the last
-        200 steps only: 0.06 (28% of the data's standard deviation) away from the true
+        - the forgetting length: the first tried length after which the runs agree to 1e-10
+          (float64; 100 ulp in lower precision), the end of the series that ``predict()``
+          reruns; None when even the whole series is not enough (it is then kept whole);
+        - the settling length: the steps after which the runs of the last try stay within
+          1e-4 of each other, what a context must have for the first forecasts not to
+          depend on the zero start (``predict`` warns below it); None when they never do.
+
+        Without the first, ``predict()`` after ``fit`` continued from a state rerun over the
+        last 200 steps only: 0.06 (28% of the data's standard deviation) away from the true
         continuation for a leak rate of 0.05 on Mackey-Glass, 0.17 for a DeepResESN with
-        alpha = 0.99."""
+        alpha = 0.99. Without the second, a context of 60 steps for a reservoir with a leak
+        rate of 0.05 gave a first forecast 9 data units off, with no warning."""
         inputs = self._tensor(self._inputs(y, x))
+        total = inputs.shape[0]
+        if total == 0:
+            return None, None
         n_units = self.reservoir_.n_units
         random = torch.as_tensor(np.random.default_rng(0).uniform(-1.0, 1.0, n_units),
                                  dtype=inputs.dtype, device=inputs.device)
         starts = torch.stack([torch.zeros_like(random), random, -random])
         tolerance = max(1e-10, 100 * torch.finfo(inputs.dtype).eps)
-        length = self._shortest_context()
-        while length < inputs.shape[0]:
-            final = starts
-            # In blocks: only the final states are needed, and all the states of three runs
-            # over a long stretch of a large reservoir would take gigabytes.
-            for start in range(inputs.shape[0] - length, inputs.shape[0], _FORGETTING_BLOCK):
-                block = inputs[start:min(start + _FORGETTING_BLOCK, inputs.shape[0])]
-                _, final = self.reservoir_(block[None].expand(3, -1, -1).contiguous(), final)
+        length = min(self._shortest_context(), total)
+        while True:
+            final, unsettled = starts, -1  # the last step of this try still apart by 1e-4
+            # In blocks: all the states of three runs over a long stretch of a large
+            # reservoir would take gigabytes.
+            first = total - length
+            for start in range(first, total, _FORGETTING_BLOCK):
+                block = inputs[start:min(start + _FORGETTING_BLOCK, total)]
+                states, final = self.reservoir_(block[None].expand(3, -1, -1).contiguous(),
+                                                final)
+                apart = torch.nonzero((states[1:] - states[:1]).abs().amax(dim=(0, 2))
+                                      > _SETTLED)
+                if apart.numel():
+                    unsettled = start - first + int(apart[-1])
+            # The state after k inputs is states[k - 1]: settled from unsettled + 2 inputs.
+            settling = unsettled + 2 if unsettled + 1 < length else None
             if float((final[1:] - final[0]).abs().max()) <= tolerance:
-                return length
-            length *= 2
-        return None
+                return length, settling
+            if length >= total:
+                return None, settling
+            length = min(2 * length, total)
 
     # ------------------------------------------------------------------ model
     def _build_module(self) -> LeakyReservoir:
@@ -409,6 +442,10 @@ class ESN(BaseForecaster):
                 accumulator.update(phi.reshape(-1, phi.shape[-1]),
                                    targets[:, start + keep:stop].reshape(-1, targets.shape[-1]))
         self.n_training_samples_ = accumulator.count
+        if accumulator.count < int(self.warmup):
+            warn(f"the readout is fitted on {accumulator.count} samples, fewer than the "
+                 f"warmup={self.warmup} steps run before them: so few rarely determine its "
+                 f"{accumulator.n_features} weights per output; give a longer series")
         weights, intercept = accumulator.solve(self.ridge, self.solver)
         if not (np.isfinite(weights).all() and np.isfinite(intercept).all()):
             raise ValueError("the readout solve gave non-finite weights; raise ridge or use "
@@ -416,7 +453,7 @@ class ESN(BaseForecaster):
         self.readout_weights_ = weights
         self.readout_intercept_ = intercept
         # How much of the last series predict() must rerun to rebuild its final state.
-        self.forgetting_steps_ = self._measure_forgetting(
+        self.forgetting_steps_, self.settling_steps_ = self._measure_forgetting(
             y_list[-1], None if x_list is None else x_list[-1])
 
     # ------------------------------------------------------------------ online learning
@@ -460,6 +497,8 @@ class ESN(BaseForecaster):
                                        "this chunk of y", X=X)
             y_scaled = [self.y_scaler_.transform(y_list[0])]
             x_scaled = None if x_list is None else [self.x_scaler_.transform(x_list[0])]
+            # predict() continues after this chunk: its index (dates) dates the forecast.
+            self.index_info_ = index_info(y)
         rows_y = y_scaled[0]
         rows_x = None if x_scaled is None else x_scaled[0]
         if self.stream_last_ is not None:  # the pair that crosses the chunk boundary
@@ -486,7 +525,8 @@ class ESN(BaseForecaster):
                 kept_y = np.concatenate([self.context_y_, kept_y])
                 if kept_x is not None:
                     kept_x = np.concatenate([self.context_x_, kept_x])
-            self.forgetting_steps_ = self._measure_forgetting(kept_y, kept_x)
+            self.forgetting_steps_, self.settling_steps_ = self._measure_forgetting(kept_y,
+                                                                                    kept_x)
             if self.forgetting_steps_ is None and kept_y.shape[0] > _MAX_STREAM_CONTEXT:
                 # A stream is unbounded: keeping (and rerunning) all of it would grow without
                 # end for a reservoir that does not forget.
@@ -699,6 +739,10 @@ class ESN(BaseForecaster):
         y_array = y_array[:, None] if y_array.ndim == 1 else y_array
         if y_array.shape[1] != self.n_features_in_:
             raise ValueError(f"y must have {self.n_features_in_} columns, got {y_array.shape}")
+        if y_array.shape[0] < 2:
+            raise ValueError(f"y has {y_array.shape[0]} row{'s' if y_array.shape[0] != 1 else ''}"
+                             "; the states need at least 2 (the state after row t is the one "
+                             "that predicts row t + 1)")
         x_list = check_exogenous(X, [y_array], False)
         if (x_list is None) != (self.n_exog_ == 0):
             raise ValueError("give X exactly when the model was fitted with X")
@@ -710,11 +754,7 @@ class ESN(BaseForecaster):
     # ------------------------------------------------------------------ predict
     def _predict(self, n_steps, context_y, context_x, future_x):
         self._check_readout()
-        if context_y.shape[0] < min(int(self.warmup), 50):
-            n = context_y.shape[0]
-            warn(f"the context has {n} step{'s' if n != 1 else ''}, fewer than warmup="
-                 f"{self.warmup}: the reservoir state may not have settled, and the first "
-                 "forecast steps depend on the zero initial state")
+        self._check_context_settles(context_y.shape[0])
         if context_x is None and self.dtype_ == torch.float64:
             # The context and the closed loop in one call of the compiled kernel.
             kernel = self._kernel_layout(context_y.shape[1])
@@ -736,6 +776,29 @@ class ESN(BaseForecaster):
         first = self._readout(self.features(state, u[:, -1]))
         future = None if exogenous is None else exogenous[context_y.shape[0]:]
         return self._closed_loop(first[0], state[0], n_steps, future)
+
+    def _check_context_settles(self, n: int) -> None:
+        """Warn when a context of ``n`` steps is too short for the reservoir to forget its
+        zero initial state (``settling_steps_``, measured at fit)."""
+        steps = f"{n} step{'s' if n != 1 else ''}"
+        if not hasattr(self, "settling_steps_"):  # saved by an earlier version
+            if n < min(int(self.warmup), 50):
+                warn(f"the context has {steps}, fewer than warmup={self.warmup}: the "
+                     "reservoir state may not have settled, and the first forecast steps "
+                     "depend on the zero initial state")
+            return
+        needed = self.settling_steps_
+        if needed is None:
+            if n < self.context_y_.shape[0]:
+                warn(f"the context has {steps}, and this reservoir did not forget its initial "
+                     "state within the training data (runs from different starts stayed "
+                     f"more than {_SETTLED:g} apart): the forecast depends on where the "
+                     "context starts")
+        elif n < needed:
+            warn(f"the context has {steps}, and this reservoir needs about {needed} to forget "
+                 f"its zero initial state (runs from different starts come within {_SETTLED:g} "
+                 "of each other after that many steps of the training data): the first "
+                 "forecast steps depend on the initial state; give a longer context")
 
     def _final_state(self, u: torch.Tensor) -> torch.Tensor:
         """The reservoir state (B, n_units) after the inputs u (B, T, n_inputs) from zero,

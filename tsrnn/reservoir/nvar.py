@@ -75,7 +75,8 @@ class NVAR(BaseForecaster):
     readout_weights_ : array (n_output_features_ - constant, d)
     readout_intercept_ : array (d,)
     condition_number_ : float
-        Of the regularised, centred normal equations.
+        Of the regularised normal equations that are solved: centred when the constant is
+        fitted (as an intercept), else as they are.
     """
 
     _default_dtype = torch.float64
@@ -178,8 +179,10 @@ class NVAR(BaseForecaster):
                 if self.increment:
                     targets = targets - window[:, -1]
                 accumulator.update(self.features(window), targets)
-        mean = accumulator.feature_sum / accumulator.count
-        gram = accumulator.gram - accumulator.count * np.outer(mean, mean)
+        gram = accumulator.gram
+        if self.constant:  # the intercept is fitted: the solve works on the centred system
+            mean = accumulator.feature_sum / accumulator.count
+            gram = gram - accumulator.count * np.outer(mean, mean)
         eigenvalues = np.linalg.eigvalsh(gram + self.ridge * np.eye(n_phi))
         smallest, largest = eigenvalues[0], eigenvalues[-1]
         # A singular (or numerically indefinite) system has an infinite condition number.
