@@ -153,6 +153,7 @@ def test_readme_lists_the_commands_tested_here():
     # A new command in the README must get a test below.
     assert _readme_commands() == [
         ["reconstruct"],
+        ["reconstruct", "--model", "nvar"],
         ["reconstruct", "--model", "gru", "--noise", "0.05"],
         ["reconstruct", "--model", "shplrnn", "--noise", "0.05", "--max-epochs", "200"],
         ["simulate", "lorenz63", "--n-steps", "10000", "--transient", "1000", "-o", "lorenz.csv"],
@@ -182,6 +183,7 @@ def _check_reconstruction_report(out: str, model_name: str):
 # Lyapunov spectrum (~10 s, whatever the sizes); tests/test_cli.py runs a small GRU report.
 @pytest.mark.parametrize("prefix, model_name, extra", [
     (("reconstruct",), "ESN", []),
+    (("reconstruct", "--model", "nvar"), "NVAR", []),
     (("reconstruct", "--model", "shplrnn"), "ShallowPLRNN",
      ["--max-epochs", "1", "--n-train", "800"]),
 ])

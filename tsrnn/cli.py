@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sub.add_argument("--max-epochs", type=int, default=None,
                      help="training epochs (default 40 for gru and lstm, 100 for the DSR "
-                          "models; the esn, fitted in one pass, ignores it)")
+                          "models; the reservoirs esn, deepresesn and nvar, fitted in one "
+                          "pass, ignore it)")
     sub.add_argument("--n-init", type=int, default=1,
                      help="DSR models: independent trainings at once (one process per core), "
                           "the best by state-space divergence kept (default 1)")

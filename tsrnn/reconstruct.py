@@ -53,6 +53,23 @@ def _esn(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
                device=config.device, verbose=config.verbose)
 
 
+def _nvar(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
+    from .reservoir import NVAR
+
+    # Gauthier et al. 2021 (SPEC section 4): 2 delays, stride 1, quadratic monomials, a
+    # constant, the increment as target, ridge 2.5e-6. Fitted in a fraction of a second.
+    return NVAR(delays=2, stride=1, order=2, ridge=2.5e-6, random_state=config.seed,
+                device=config.device, verbose=config.verbose)
+
+
+def _deep_residual_esn(config: ReconstructionConfig, dt: float | None) -> BaseForecaster:
+    from .reservoir import DeepResESN
+
+    # The paper's defaults, 4 layers of 250 units: as many units as the ESN's.
+    return DeepResESN(n_layers=4, units_per_layer=250, random_state=config.seed,
+                      device=config.device, verbose=config.verbose)
+
+
 def _reconstruction_model(name: str, **settings: Any) -> Factory:
     """A PLRNN-family estimator with the authors' Lorenz-63 training recipe (SPEC section 5):
     windows of 200 steps, 16 per batch, 50 batches per epoch, RAdam with a decaying rate."""
@@ -81,6 +98,8 @@ def _reconstruction_model(name: str, **settings: Any) -> Factory:
 #: settings and the sampling step of the data (None for maps).
 MODELS: dict[str, Factory] = {
     "esn": _esn,
+    "deepresesn": _deep_residual_esn,
+    "nvar": _nvar,
     "gru": _recurrent("GRUForecaster"),
     "lstm": _recurrent("LSTMForecaster"),
     # Hess et al. 2023: clipped shPLRNN, M = data dimension, H = 100, adaptive GTF.

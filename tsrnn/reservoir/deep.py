@@ -288,6 +288,21 @@ class _ResidualRecurrence(nn.Module):
             return torch.roll(h, 1, 1)
         return h @ orthogonal.T
 
+    @staticmethod
+    def _times(matrix: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """matrix (P, Q) times each trajectory's columns (B, Q, c) -> (B, P, c), as one
+        product over all B·c columns."""
+        return torch.einsum("pq,bqc->bpc", matrix, columns)
+
+    def _residual_columns(self, columns: torch.Tensor, kind: str,
+                          orthogonal: torch.Tensor) -> torch.Tensor:
+        """O applied to state and tangent columns (B, M, c)."""
+        if kind == "identity":
+            return columns
+        if kind == "cycle":
+            return torch.roll(columns, 1, 1)
+        return self._times(orthogonal, columns)
+
 
 # ---------------------------------------------------------------------- DeepResESN module
 
@@ -428,6 +443,34 @@ class DeepResidualReservoir(_ResidualRecurrence):
             below = self.alpha[l] * residual + self.beta[l] * torch.tanh(drive)
             layers.append(below)
         return torch.cat(layers, 1)
+
+    def step_with_tangent(self, u: torch.Tensor, state: torch.Tensor, du: torch.Tensor,
+                          dstate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step and its tangent map applied to k directions: (B, I), (B, L M), (B, I, k),
+        (B, L M, k) -> the next state and the pushed directions (B, L M, k). Per layer, with
+        h' = alpha O h + beta tanh(a), a = W h + V x':
+        dh' = alpha O dh + beta (1 - tanh(a)^2) (W dh + V dx'). The state and its
+        directions go through each product as columns of one matrix."""
+        m = self.units_per_layer
+        below = torch.cat([u.unsqueeze(-1), du], -1)  # (B, I, 1 + k): value, then tangents
+        layers = []
+        for l in range(self.n_layers):
+            stacked = getattr(self, f"weights_{l}")
+            n_in = self.n_inputs if l == 0 else m
+            own = torch.cat([state[:, l * m:(l + 1) * m].unsqueeze(-1),
+                             dstate[:, l * m:(l + 1) * m]], -1)
+            products = (self._times(stacked[:, n_in:], own)
+                        + self._times(stacked[:, :n_in], below))
+            activation = torch.tanh(products[..., 0] + getattr(self, f"bias_{l}"))
+            residual = self._residual_columns(own, self.orthogonal_kinds[l],
+                                              getattr(self, f"orthogonal_{l}"))
+            below = self.alpha[l] * residual
+            below[..., 0] += self.beta[l] * activation
+            below[..., 1:] += (self.beta[l] * (1.0 - activation.square())).unsqueeze(-1) \
+                * products[..., 1:]
+            layers.append(below)
+        columns = torch.cat(layers, 1)
+        return columns[..., 0], columns[..., 1:]
 
     def echo_state_diagnostics(self, effective_only: bool = False) -> dict[str, np.ndarray]:
         """Per layer: rho(W_l), the effective radius rho(alpha_l O_l + beta_l W_l) (the
@@ -655,6 +698,28 @@ class ResidualMemoryReservoir(_ResidualRecurrence):
         residual = self._residual_branch(h, self.orthogonal_kind, self.orthogonal)
         return torch.cat([memory, self.alpha * residual + self.beta * torch.tanh(drive)], 1)
 
+    def step_with_tangent(self, u: torch.Tensor, state: torch.Tensor, du: torch.Tensor,
+                          dstate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step and its tangent map applied to k directions (shapes as
+        :meth:`DeepResidualReservoir.step_with_tangent`): dm' = gamma C dm + V_m du,
+        dh' = alpha O dh + beta (1 - tanh(a)^2) (W_m dm' + W dh + W_x du)."""
+        mm = self.n_memory_units
+        inputs = torch.cat([u.unsqueeze(-1), du], -1)  # (B, I, 1 + k)
+        own = torch.cat([state.unsqueeze(-1), dstate], -1)  # (B, M_m + M, 1 + k)
+        memory = (self.memory_radius * torch.roll(own[:, :mm], 1, 1)
+                  + self._times(self.memory_input_weights, inputs))
+        h = own[:, mm:]
+        products = (self._times(self.weights, torch.cat([memory, h], 1))
+                    + self._times(self.input_weights, inputs))
+        activation = torch.tanh(products[..., 0] + self.bias)
+        nonlinear = self.alpha * self._residual_columns(h, self.orthogonal_kind,
+                                                        self.orthogonal)
+        nonlinear[..., 0] += self.beta * activation
+        nonlinear[..., 1:] += (self.beta * (1.0 - activation.square())).unsqueeze(-1) \
+            * products[..., 1:]
+        columns = torch.cat([memory, nonlinear], 1)
+        return columns[..., 0], columns[..., 1:]
+
     def echo_state_diagnostics(self, effective_only: bool = False) -> dict[str, np.ndarray]:
         """The nonlinear layer's rho(W), rho(alpha O + beta W) and alpha + beta ||W||_2
         (arrays of one entry, like DeepResESN's per-layer ones), and the memory's radius
@@ -756,6 +821,47 @@ class _ResidualESN(ESN):
                 y += u @ input_weights
             outputs[i] = y
         return outputs
+
+    def as_discrete_map(self, dt: float | None = None, **options):
+        """The closed loop as a map on z = [x (reservoir state), y (next input, scaled)],
+        with an analytic tangent map: the reservoir's ``step_with_tangent`` and the
+        readout's derivative dy' = W_out^T dphi(x', y) (3x fewer seconds per step than
+        forward-mode autodiff through the step for a 4 x 250 DeepResESN). ``dt``: the
+        sampling step of the training data (exponents per time unit)."""
+        from .._protocol import DiscreteMap
+
+        self._check_readout()
+        self._check_autonomous(options)
+        reservoir = self.reservoir_
+        n_units, d = reservoir.n_units, self.n_features_in_
+        weights = torch.as_tensor(self.readout_weights_, dtype=self.dtype_, device=self.device_)
+        units = self._readout_units()
+        n_state = weights.shape[0] - (d if self.readout_input else 0)
+
+        def step(z: torch.Tensor) -> torch.Tensor:
+            x, y = z[:, :n_units], z[:, n_units:]
+            x_next = reservoir.step(y, x)
+            return torch.cat([x_next, self._readout(self.features(x_next, y))], 1)
+
+        def tangent(z: torch.Tensor, frame: torch.Tensor):
+            x, y = z[:, :n_units], z[:, n_units:]
+            x_next, dx = reservoir.step_with_tangent(y, x, frame[:, n_units:],
+                                                     frame[:, :n_units])
+            read, dread = x_next[:, units], dx[:, units]
+            if self.squared_units:
+                slope = torch.ones_like(read)
+                slope[:, ::2] = 2.0 * read[:, ::2]
+                dread = slope.unsqueeze(-1) * dread
+            dy = torch.einsum("fo,bfk->bok", weights[:n_state], dread)
+            if self.readout_input:
+                dy = dy + torch.einsum("fo,bfk->bok", weights[n_state:], frame[:, n_units:])
+            y_next = self._readout(self.features(x_next, y))
+            return torch.cat([x_next, y_next], 1), torch.cat([dx, dy], 1)
+
+        return DiscreteMap(step=step, dim=n_units + d, time_step=dt, tangent=tangent,
+                           initial_states=self._closed_loop_starts, dtype=self.dtype_,
+                           device=self.device_, name=type(self).__name__,
+                           default_exponents=d)
 
     def _forgetting(self) -> tuple[float, int]:
         """(rate, depth): the slowest linear rate at which the reservoir forgets its start,
