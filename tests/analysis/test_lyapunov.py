@@ -542,3 +542,23 @@ def test_forward_mode_tangents_raise_no_deprecation_warning_of_torch():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 0.3 < float(result.stdout.split()[-1]) < 0.55  # Henon: lambda_1 = 0.419
+
+
+def test_a_finely_sampled_contracting_map_keeps_its_lower_exponents():
+    # Learned maps re-orthonormalise every step by default, whatever their dt: with the
+    # flows' 0.1 time units (100 steps at dt = 0.001) the frame of this map collapsed onto
+    # its leading direction and the lower exponents read -637, -789, -916.
+    rotation = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64,
+                                           generator=torch.Generator().manual_seed(0)))[0]
+    factors = np.array([0.9, 0.5, 0.1, 0.01])
+    matrix = rotation @ torch.diag(torch.from_numpy(factors)) @ rotation.T
+
+    class Linear(torch.nn.Module):
+        def forward(self, z):
+            return z @ matrix.T
+
+    dt = 0.001
+    spectrum = lyapunov_spectrum(Linear(), dt=dt, dim=4, n_steps=300, transient=10,
+                                 n_trajectories=2, x0=np.ones((2, 4)))
+    # (rtol: the first measured steps still turn the frame onto the eigenvectors)
+    np.testing.assert_allclose(spectrum, np.log(factors) / dt, rtol=1e-5)

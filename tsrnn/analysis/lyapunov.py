@@ -228,9 +228,10 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
     n_trajectories : int
         Independent trajectories run as one batch; their spread gives the standard error.
     orthonormalize_every : int, optional
-        Steps between QR re-orthonormalisations. Default: every step for maps and modules,
-        every 0.1 time units for flows (the frame's columns then separate by at most
-        exp(0.1 (lambda_1 - lambda_k)), far from losing precision for the systems here).
+        Steps between QR re-orthonormalisations. Default: every step for maps, modules and
+        fitted estimators, every 0.1 time units for flows (the frame's columns then separate
+        by at most exp(0.1 (lambda_1 - lambda_k)), far from losing precision for the systems
+        here); see :attr:`tsrnn.analysis.DiscreteMap.orthonormalize_every`.
     x0 : array (dim,), (B, dim) or a trajectory (T, dim), optional
         Starting points; by default the object's own initial states for ``seed``.
     seed : int, optional
@@ -267,8 +268,7 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
         transient, "transient", integer=True, allow_zero=True)
     batch = check_positive(n_trajectories, "n_trajectories", integer=True)
     if orthonormalize_every is None:
-        step_time = dmap.time_step or 1.0
-        orthonormalize_every = max(1, round(0.1 / step_time)) if step_time < 0.1 else 1
+        orthonormalize_every = dmap.orthonormalize_every or 1
     every = check_positive(orthonormalize_every, "orthonormalize_every", integer=True)
 
     generator = torch.Generator()

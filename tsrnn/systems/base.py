@@ -525,7 +525,8 @@ class Flow(DynamicalSystem):
         return DiscreteMap(step=step, dim=dim, time_step=dt, tangent=tangent,
                            initial_states=self._initial_states_fn(dtype, device),
                            dtype=dtype, device=device, name=type(self).__name__,
-                           default_steps=math.ceil(self.lyapunov_duration / dt))
+                           default_steps=math.ceil(self.lyapunov_duration / dt),
+                           orthonormalize_every=max(1, round(0.1 / dt)))
 
 
 class ComponentFlow(Flow):

@@ -397,7 +397,8 @@ class MackeyGlass(DynamicalSystem):
 
         return DiscreteMap(step=step, dim=self.history_length, time_step=dt, tangent=tangent,
                            initial_states=initial_states, dtype=dtype, device=device,
-                           name=type(self).__name__)
+                           name=type(self).__name__,
+                           orthonormalize_every=max(1, round(0.1 / dt)))
 
 
 def _check_block(x_end, t_start: float, h: float) -> None:

@@ -493,7 +493,8 @@ class KuramotoSivashinsky(Flow):
                            initial_states=self._initial_states_fn(dtype, device),
                            dtype=dtype, device=device, name=type(self).__name__,
                            tangent_dim=n_grid - 1 if zero_mean_perturbations else n_grid,
-                           default_steps=math.ceil(2000.0 / dt))
+                           default_steps=math.ceil(2000.0 / dt),
+                           orthonormalize_every=max(1, round(0.1 / dt)))
 
 
 def _check_transient(state, n_done: int, dt: float) -> None:
