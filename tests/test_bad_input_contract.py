@@ -1493,3 +1493,51 @@ def test_nvar_without_a_constant_reports_the_conditioning_of_what_it_solves():
     assert model.condition_number_ > 1e14
     centred = reservoir.NVAR(order=1, constant=True, ridge=1e-9, scale=False).fit(series)
     assert centred.condition_number_ < 1e10
+
+
+def test_inf_is_refused_by_every_entry_point_of_a_masked_dsr_model():
+    # NaN marks a missing observation with missing="mask"; inf passed everywhere but fit,
+    # became float32's largest value in the forced state, and forecast ~1e25 silently.
+    series = Lorenz63().simulate(600, seed=0)
+    holey = series.copy()
+    holey[100:110, 1] = np.nan
+    model = dsr.ALRNN(n_latent=6, missing="mask", sequence_length=20, batch_size=8,
+                      max_epochs=1, batches_per_epoch=2, random_state=0).fit(holey)
+    bad = series[:200].copy()
+    bad[150, 1] = np.inf
+    calls = {
+        "predict": lambda: model.predict(3, context=bad),
+        "infer_latents": lambda: model.infer_latents(bad),
+        "symbolic_codes": lambda: model.symbolic_codes(bad),
+        "partial_fit": lambda: model.partial_fit(np.concatenate([bad, series[200:]])),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"contains inf \(first at index \(150, 1\)\); "
+                                             "mark missing observations with NaN"):
+            call()
+    # Column-wise emptiness is named with the trajectory and the column.
+    empty = series.copy()
+    empty[:, 2] = np.nan
+    with pytest.raises(ValueError, match=r"trajectory 1 of y has no observed value in column 2"):
+        dsr.ALRNN(n_latent=6, missing="mask", max_epochs=1).fit([series, empty])
+
+
+def test_one_diverging_training_of_n_init_is_left_out_with_its_seed_named():
+    # It aborted the whole fit with a single-model message, discarding the good training.
+    from tsrnn.exceptions import DivergenceError
+
+    series = Lorenz63().simulate(2_000, transient=500, seed=0)
+    settings = dict(n_latent=5, teacher_forcing="bptt", learning_rate=0.3,
+                    gradient_clip=None, sequence_length=20, batch_size=8, max_epochs=3,
+                    batches_per_epoch=5, checkpoint_every=1)
+    alone = dsr.PLRNN(random_state=0, **settings).fit(series)
+    with pytest.raises(DivergenceError):
+        dsr.PLRNN(random_state=1, **settings).fit(series)
+    with pytest.warns(UserWarning, match=r"training 1 \(random_state=1\): .*diverged at epoch "
+                                         r"1.*left out"):
+        model = dsr.PLRNN(random_state=0, n_init=2, **settings).fit(series)
+    assert model.best_init_ == 0 and not np.isfinite(model.init_scores_[1])
+    np.testing.assert_array_equal(model.predict(20), alone.predict(20))
+    with pytest.raises(DivergenceError, match=r"every one of the 2 trainings of PLRNN "
+                                              r"diverged.*training 0 \(random_state=1\)"):
+        dsr.PLRNN(random_state=1, n_init=2, **{**settings, "learning_rate": 3.0}).fit(series)

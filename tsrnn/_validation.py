@@ -84,6 +84,16 @@ def check_finite(array: np.ndarray | torch.Tensor, name: str) -> None:
         )
 
 
+def check_no_inf(array: np.ndarray, name: str) -> None:
+    """Raise if ``array`` holds +-inf, where NaN marks a missing observation and passes (the
+    masked-forcing path: inf is no missing value, and forced into a state it overflows)."""
+    bad = np.isinf(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} contains inf (first at index {index}); mark missing "
+                         "observations with NaN")
+
+
 def _numeric_pandas(data: Any) -> bool:
     """Whether ``data`` is a pandas Series/DataFrame of numbers or booleans only (nullable
     extension dtypes included)."""

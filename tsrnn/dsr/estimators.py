@@ -62,10 +62,12 @@ from .._validation import (
     as_float_array,
     check_bool,
     check_in_range,
+    check_no_inf,
     check_option,
     check_positive,
     warn,
 )
+from ..exceptions import DivergenceError
 from ..forecasting._data import as_series_list
 from ..forecasting.base import (
     OPTIMIZERS,
@@ -348,11 +350,19 @@ class DSREstimator(NeuralForecaster):
             for result in finished:
                 results.append(result)
                 bar.update(1)
-        scores = [score for score, _ in results]
+        scores = [score for score, _, _ in results]
+        failures = [f"training {k} (random_state={seeds[k]}): {failure}"
+                    for k, (_, _, failure) in enumerate(results) if failure is not None]
         best = int(np.argmin(scores))
         if not np.isfinite(scores[best]):
+            if failures:
+                raise DivergenceError(f"every one of the {self.n_init} trainings of "
+                                      f"{type(self).__name__} diverged or kept no finite "
+                                      "checkpoint; " + "; ".join(failures))
             raise RuntimeError(f"none of the {self.n_init} trainings of {type(self).__name__} "
                                "produced a checkpoint with a finite selection score")
+        for failure in failures:
+            warn(f"{failure}; left out, the best of the other trainings is kept")
         self._set_state(results[best][1])
         self.fit_params_ = self.get_params(deep=False)  # this fit's, not the kept training's
         self.init_scores_ = scores
@@ -805,6 +815,8 @@ class DSREstimator(NeuralForecaster):
             check_columns(data, name)
         raw = as_float_array(data, name, ndim=(1, 2), allow_nan=self._allow_nan)
         raw = raw[:, None] if raw.ndim == 1 else raw
+        if self._allow_nan:
+            check_no_inf(raw, name)
         if raw.shape[1] != self.n_features_in_ or raw.shape[0] == 0:
             raise ValueError(f"{name} must have shape (T, {self.n_features_in_}) with T >= 1, "
                              f"got {raw.shape}")
@@ -936,17 +948,21 @@ class DSREstimator(NeuralForecaster):
 
 def _fit_one(cls: type, params: dict, y: Any, X: Any, threads: int | None):
     """One training of ``n_init``: (the score its kept checkpoint was selected by, its
-    learned state). A module-level function so that joblib's worker processes can import
-    it."""
+    learned state, None), or (inf, None, the message) when it diverged. A module-level
+    function so that joblib's worker processes can import it."""
     if threads is not None:
         torch.set_num_threads(threads)
-    estimator = cls(**params).fit(y, X)
+    try:
+        estimator = cls(**params).fit(y, X)
+    except DivergenceError as error:
+        # One training's divergence (its seed's bad luck) leaves the others to choose from.
+        return math.inf, None, str(error)
     if estimator.selection_score_ is not None:  # selection="dstsp+dh"
         best = estimator.selection_score_
     else:
         scores = [score for _, score in estimator.checkpoint_scores_]
         best = min(scores) if scores else math.inf
-    return (best if math.isfinite(best) else math.inf), estimator._get_state()
+    return (best if math.isfinite(best) else math.inf), estimator._get_state(), None
 
 
 # A training thread on CUDA draws three streams from torch's pool (one to train on, a side
@@ -1049,7 +1065,8 @@ _SHARED_DOC = """
         ``random_state + 1``, ...); the one whose kept checkpoint scores best (by
         ``selection``) is kept, as reconstructions are chosen in practice. ``max_time`` is
         per training; with ``checkpoint_path`` training k writes
-        ``<stem>-init<k><suffix>``.
+        ``<stem>-init<k><suffix>``. A training that diverges (``divergence``) is left out
+        with a warning naming it and its seed; the fit raises only when all of them do.
     n_jobs : int or None
         Trainings run at once (-1: one per core; None: one after the other). On the CPU
         they are separate processes (joblib) and share out the torch threads; on CUDA they

@@ -47,6 +47,7 @@ from .._validation import (
     as_float_array,
     check_bool,
     check_in_range,
+    check_no_inf,
     check_option,
     check_positive,
     warn,
@@ -228,8 +229,11 @@ class BaseForecaster(BaseEstimator):
             if transposed and i == 0:
                 warn(f"{where} has {series.shape[1]} columns and only {series.shape[0]} "
                      f"rows{transposed}")
-            if self._allow_nan and np.isnan(series).all(axis=0).any():
-                raise ValueError("y has a column with no observed value")
+            if self._allow_nan:
+                check_no_inf(series, where)
+                empty = np.flatnonzero(np.isnan(series).all(axis=0))
+                if empty.size:
+                    raise ValueError(f"{where} has no observed value in column {empty[0]}")
         x_list = check_exogenous(X, y_list, collection)
         check_aligned_dates(y, X, collection)
         return y_list, x_list, collection
@@ -345,6 +349,8 @@ class BaseForecaster(BaseEstimator):
         else:
             raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan)
             raw = raw[:, None] if raw.ndim == 1 else raw
+            if self._allow_nan:
+                check_no_inf(raw, "context")
             if self._allow_nan and raw.size and np.isnan(raw).all(axis=0).any():
                 raise ValueError("context has a column with no observed value: the state "
                                  "would start uninformed there")
