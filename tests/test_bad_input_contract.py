@@ -1511,7 +1511,7 @@ def test_inf_is_refused_by_every_entry_point_of_a_masked_dsr_model():
         "symbolic_codes": lambda: model.symbolic_codes(bad),
         "partial_fit": lambda: model.partial_fit(np.concatenate([bad, series[200:]])),
     }
-    for name, call in calls.items():
+    for call in calls.values():
         with pytest.raises(ValueError, match=r"contains inf \(first at index \(150, 1\)\); "
                                              "mark missing observations with NaN"):
             call()
