@@ -1541,3 +1541,18 @@ def test_one_diverging_training_of_n_init_is_left_out_with_its_seed_named():
     with pytest.raises(DivergenceError, match=r"every one of the 2 trainings of PLRNN "
                                               r"diverged.*training 0 \(random_state=1\)"):
         dsr.PLRNN(random_state=1, n_init=2, **{**settings, "learning_rate": 3.0}).fit(series)
+
+
+def test_a_kept_model_whose_free_run_diverges_is_reported():
+    # The teacher-forced loss stayed finite (0.02) while every checkpoint's free run
+    # overflowed; fit returned the least bad of them without a word.
+    series = Lorenz63().simulate(2_000, transient=500, seed=0)
+    settings = dict(n_latent=6, teacher_forcing="gtf", sequence_length=20, batch_size=8,
+                    max_epochs=15, batches_per_epoch=5, checkpoint_every=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"the kept model \(epoch \d+\) leaves the finite "
+                                         r"range when run freely.*the first at epoch \d+"):
+        model = dsr.ALRNN(learning_rate=0.3, **settings).fit(series)
+    assert np.isfinite(model.history_["train_loss"]).all()
+    with warnings.catch_warnings():  # a model that stays finite gets no such warning
+        warnings.filterwarnings("error", message="the kept model")
+        dsr.ALRNN(learning_rate=1e-3, **settings).fit(series)

@@ -448,6 +448,10 @@ class DSREstimator(NeuralForecaster):
         self._selection_references_ = None
         self._score_cache_ = None  # (references, their finite rows, their D_stsp binning)
         self._score_seconds_ = []  # how long each short-run scoring took
+        # Epochs whose scoring free run left the finite range (_generated), and whether the
+        # run being scored has: the loss is teacher-forced and can stay finite meanwhile.
+        self._diverged_runs_ = set()
+        self._run_left_finite_range_ = False
         started = time.perf_counter()
         try:
             super()._fit(y_list, x_list)
@@ -599,7 +603,10 @@ class DSREstimator(NeuralForecaster):
         if due:
             self._selection_references_ = references
             started = time.perf_counter()
+            self._run_left_finite_range_ = False
             self._last_score_ = self._reconstruction_score(module, references)
+            if self._run_left_finite_range_:
+                self._diverged_runs_.add(epoch)
             self._score_seconds_.append(time.perf_counter() - started)
             self.checkpoint_scores_.append((epoch, self._last_score_))
             if self.selection == "dstsp+dh" and math.isfinite(self._last_score_):
@@ -639,6 +646,16 @@ class DSREstimator(NeuralForecaster):
         super()._train(y_list, x_list)
         if self.selection == "dstsp+dh" and self._candidates_:
             self._select_by_long_run()
+        kept = getattr(self, "best_epoch_", None)
+        if kept in self._diverged_runs_:
+            # Teacher forcing keeps the loss finite while the free-running model blows up:
+            # the checkpoint kept is then only the least bad of diverging ones.
+            warn(f"the kept model (epoch {kept}) leaves the finite range when run freely, as "
+                 f"did the free runs of {len(self._diverged_runs_)} of the "
+                 f"{len(self.checkpoint_scores_)} scored checkpoints (the first at epoch "
+                 f"{min(self._diverged_runs_)}): the learned dynamics diverge although the "
+                 "teacher-forced loss did not; lower learning_rate, force more (alpha, "
+                 "forcing_interval) or train longer")
 
     @torch.no_grad()
     def _select_by_long_run(self) -> None:
@@ -649,7 +666,10 @@ class DSREstimator(NeuralForecaster):
         results = []
         for _, epoch, weights in sorted(self._candidates_, key=lambda candidate: candidate[1]):
             module.load_state_dict(weights)
+            self._run_left_finite_range_ = False
             d_stsp, d_h = self._long_run_score(module, references)
+            if self._run_left_finite_range_:
+                self._diverged_runs_.add(epoch)
             results.append((d_stsp + d_h, epoch, d_stsp, d_h, weights))
         total, epoch, _, _, weights = min(results, key=lambda result: (result[0], result[1]))
         module.load_state_dict(weights)
@@ -702,6 +722,8 @@ class DSREstimator(NeuralForecaster):
         every checkpoint, so that the noise does not reorder them)."""
         generated = module.observe(states).reshape(-1, self.n_features_in_)
         generated = generated.double().cpu().numpy()
+        if not np.isfinite(generated).all():
+            self._run_left_finite_range_ = True
         generated = np.clip(np.nan_to_num(generated, nan=_FAR_AWAY, posinf=_FAR_AWAY,
                                           neginf=-_FAR_AWAY), -_FAR_AWAY, _FAR_AWAY)
         level = getattr(self, "selection_noise_", None)
