@@ -1556,3 +1556,17 @@ def test_a_kept_model_whose_free_run_diverges_is_reported():
     with warnings.catch_warnings():  # a model that stays finite gets no such warning
         warnings.filterwarnings("error", message="the kept model")
         dsr.ALRNN(learning_rate=1e-3, **settings).fit(series)
+
+
+def test_a_time_budget_trains_at_least_one_epoch_and_messages_fit_the_dsr_model():
+    series = Lorenz63().simulate(600, seed=0)
+    # A budget spent on setting up returned the untrained initial model, silently.
+    model = dsr.ALRNN(n_latent=6, sequence_length=20, batches_per_epoch=2, max_time=1e-9,
+                      random_state=0).fit(series)
+    assert model.n_epochs_ == 1 and model.stopped_by_time_ and model.checkpoint_scores_
+    # Without a validation part a DSR model still selects by free runs, not training loss.
+    with pytest.warns(UserWarning, match="checkpoints are selected by free runs"):
+        dsr.ALRNN(n_latent=6, sequence_length=200, batches_per_epoch=2, max_epochs=1,
+                  validation_fraction=0.1, random_state=0).fit(series)
+    with pytest.raises(ValueError, match="affine observation forces the latents"):
+        dsr.PLRNN(n_latent=2, observation="affine", max_epochs=1).fit(series)

@@ -397,10 +397,14 @@ class DSREstimator(NeuralForecaster):
             return n_observed
         n_latent = check_positive(self.n_latent, "n_latent", integer=True)
         if n_latent < n_observed:
+            reason = ("with the identity observation the first N latents are the observations"
+                      if self.observation == "identity" else
+                      "the affine observation forces the latents with the pseudo-inverse of "
+                      "B (N x M), which inverts x = B z + b only when M >= N")
             raise ValueError(
                 f"n_latent={n_latent} is smaller than the {n_observed} observed columns of y: "
                 f"{type(self).__name__} needs at least as many latent states as observations "
-                "(with the identity observation the first N latents are the observations)"
+                f"({reason})"
             )
         return n_latent
 
@@ -465,10 +469,13 @@ class DSREstimator(NeuralForecaster):
 
     def _train_epoch(self, train, optimizer, generator, epoch, best_state):
         now = time.perf_counter()
-        if self._epoch_started_ is not None:
+        first = self._epoch_started_ is None
+        if not first:
             self._epoch_seconds_.append(now - self._epoch_started_)
         self._epoch_started_ = now
-        if self._deadline_ is not None:
+        # The first epoch always runs: a budget spent on setting up (the first optimizer
+        # of a process takes seconds) returned the untrained initial model, silently.
+        if self._deadline_ is not None and not first:
             # An epoch starts only if it would end within the budget, judged by the longest
             # of the last checkpoint_every epochs (one of them with a checkpoint scored).
             recent = self._epoch_seconds_[-int(self.checkpoint_every):]
@@ -582,6 +589,9 @@ class DSREstimator(NeuralForecaster):
         return snapshot
 
     # ------------------------------------------------------------------ model selection
+    _without_validation = ("checkpoints are selected by free runs compared with the "
+                           "training data")
+
     def _split_validation(self, y_list, x_list):
         train, validation = super()._split_validation(y_list, x_list)
         # Without a validation split the free runs are compared with the training data, as
@@ -1073,9 +1083,9 @@ _SHARED_DOC = """
         and is not used, with a warning, when it reads more than a quarter of a column's
         standard deviation). 0: the runs as generated.
     max_time : float or None
-        Training time budget in seconds; an epoch starts only if it would end within it
-        (judged by the longest of the last ``checkpoint_every`` epochs), and the best
-        checkpoint is kept.
+        Training time budget in seconds; after the first epoch, which always runs, an epoch
+        starts only if it would end within it (judged by the longest of the last
+        ``checkpoint_every`` epochs), and the best checkpoint is kept.
     missing : {"raise", "mask"}
         NaN in y: an error, or missing observations (not forced, not in the loss).
     dt : float or None

@@ -918,9 +918,12 @@ class NeuralForecaster(BaseForecaster):
         if self.validation_fraction > 0 and not validation:
             warn(f"validation_fraction={self.validation_fraction} leaves no trajectory with "
                  f"a training window of {length} steps in both its training and its "
-                 "validation part: training without a validation split (early stopping "
-                 "watches the training loss)")
+                 f"validation part: training without a validation split "
+                 f"({self._without_validation})")
         return train, validation
+
+    # What training without a validation part watches instead, for the warning above.
+    _without_validation = "early stopping watches the training loss"
 
     def _windows(self, pairs, starts_per_series, device: torch.device | str | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
