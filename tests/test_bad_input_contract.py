@@ -1570,3 +1570,38 @@ def test_a_time_budget_trains_at_least_one_epoch_and_messages_fit_the_dsr_model(
                   validation_fraction=0.1, random_state=0).fit(series)
     with pytest.raises(ValueError, match="affine observation forces the latents"):
         dsr.PLRNN(n_latent=2, observation="affine", max_epochs=1).fit(series)
+
+
+def test_a_dsr_model_fitted_on_a_time_indexed_frame_gives_exponents_per_time_unit(tmp_path):
+    # The forecast's index continued with the data's step, but the exponents were per step.
+    series = Lorenz63().simulate(1_000, seed=0)
+    frame = pd.DataFrame(series, index=np.round(np.arange(1_000) * 0.01, 2))
+    settings = dict(n_latent=4, sequence_length=20, batches_per_epoch=2, max_epochs=1,
+                    random_state=0)
+    model = dsr.PLRNN(**settings).fit(frame)
+    options = dict(n_steps=50, transient=10, n_trajectories=2)
+    np.testing.assert_allclose(lyapunov_spectrum(model, **options),
+                               lyapunov_spectrum(model, dt=0.01, **options))
+    loaded = dsr.PLRNN.load(model.save(tmp_path / "model.pt"))
+    np.testing.assert_allclose(lyapunov_spectrum(loaded, **options),
+                               lyapunov_spectrum(model, dt=0.01, **options))
+    per_step = dsr.PLRNN(**settings).fit(series)
+    np.testing.assert_allclose(lyapunov_spectrum(per_step, **options),
+                               lyapunov_spectrum(model, dt=0.01, **options) * 0.01)
+
+
+def test_selection_keeps_d_h_when_the_data_miss_a_value():
+    # One NaN in the data made D_H 0 for every candidate: selection by D_stsp alone.
+    from tsrnn.dsr.estimators import _longest_complete_stretch
+
+    rows = np.ones((10, 2))
+    rows[[2, 7], [0, 1]] = np.nan
+    assert _longest_complete_stretch(rows) == (3, 7)
+    assert _longest_complete_stretch(np.full((3, 2), np.nan)) == (0, 0)
+    series = Lorenz63().simulate(1_500, seed=0)
+    holey = series.copy()
+    holey[700, 1] = np.nan
+    settings = dict(n_latent=5, missing="mask", sequence_length=20, batches_per_epoch=2,
+                    max_epochs=2, checkpoint_every=1, random_state=0)
+    model = dsr.ALRNN(**settings).fit(holey)
+    assert all(d_h > 0 for _, _, d_h in model.selection_scores_)

@@ -694,8 +694,8 @@ class DSREstimator(NeuralForecaster):
                         ) -> tuple[float, float]:
         """(D_stsp, D_H) of one long free run against the references (see
         _LONG_RUN_CANDIDATES); a driven model runs along each reference's inputs from its
-        start, and D_H is their mean. D_H is left out (0) for references with NaN or shorter
-        than 78 steps."""
+        start, and D_H is their mean, each over its longest stretch without NaN (left out,
+        0, where that is shorter than 78 steps)."""
         from ..metrics import power_spectrum_distance
 
         _, divergence = self._score_truth(references)
@@ -708,10 +708,15 @@ class DSREstimator(NeuralForecaster):
             states = module.free_run(z, _LONG_RUN_TRANSIENT + n_steps)[:, _LONG_RUN_TRANSIENT:]
             pairs = [(y[:n_steps], self._generated(module, states))]
         d_stsp = divergence(np.concatenate([g for _, g in pairs]))
-        # D_H needs 78 steps (40 frequency bins for its default smoothing): shorter
-        # references are left out, as those with NaN.
-        spectra = [power_spectrum_distance(y, g) for y, g in pairs
-                   if len(y) >= 78 and np.isfinite(y).all() and (np.ptp(y, axis=0) > 0).all()]
+        # D_H needs 78 steps (40 frequency bins for its default smoothing) without gaps: a
+        # reference with missing values counts by its longest complete stretch (one NaN
+        # left D_H out of the selection altogether), shorter ones are left out.
+        spectra = []
+        for y, g in pairs:
+            start, stop = _longest_complete_stretch(y)
+            y = y[start:stop]
+            if len(y) >= 78 and (np.ptp(y, axis=0) > 0).all():
+                spectra.append(power_spectrum_distance(y, g[:len(y)]))
         return d_stsp, float(np.mean(spectra)) if spectra else 0.0
 
     def _driven_runs(self, module: ReconstructionModel, references: list) -> list:
@@ -896,8 +901,9 @@ class DSREstimator(NeuralForecaster):
         Parameters
         ----------
         dt : float, optional
-            Time one step stands for; None uses the estimator's ``dt`` (exponents per time
-            unit when it is set, per step otherwise).
+            Time one step stands for; None uses the estimator's ``dt``, else the step of
+            the regular float index (times) of a DataFrame or Series it was fitted on
+            (exponents per time unit in either case, per step otherwise).
         device, dtype
             Of the copy analysed (default: the training device, float64).
 
@@ -907,6 +913,11 @@ class DSREstimator(NeuralForecaster):
         self._check_fitted()
         self._refuse_inputs("as_discrete_map")
         time_step = self.dt if dt is None else check_positive(dt, "dt")
+        info = getattr(self, "index_info_", None)
+        if time_step is None and info is not None and info.kind == "float":
+            # The data's own times: a model fitted on a frame indexed 0, 0.01, 0.02, ...
+            # gave exponents per step, 100x too small, with no word.
+            time_step = float(info.step)
         device = self.device_ if device is None else resolve_device(device)
         dtype = resolve_dtype(dtype, torch.float64)
         latent = copy.deepcopy(self.module_.latent).to(device=device, dtype=dtype).eval()
@@ -976,6 +987,17 @@ class DSREstimator(NeuralForecaster):
         counts = np.zeros((codes.size, codes.size), dtype=np.int64)
         np.add.at(counts, (index[:-1], index[1:]), 1)
         return RegionGraph(codes, counts)
+
+
+def _longest_complete_stretch(y: np.ndarray) -> tuple[int, int]:
+    """(start, stop) of the longest run of consecutive rows of ``y`` without NaN."""
+    complete = np.concatenate([[False], np.isfinite(y).all(axis=1), [False]])
+    edges = np.flatnonzero(np.diff(complete.astype(np.int8)))
+    if edges.size == 0:
+        return 0, 0
+    starts, stops = edges[::2], edges[1::2]
+    longest = int(np.argmax(stops - starts))
+    return int(starts[longest]), int(stops[longest])
 
 
 def _fit_one(cls: type, params: dict, y: Any, X: Any, threads: int | None):
@@ -1070,7 +1092,8 @@ _SHARED_DOC = """
         validation or training trajectory, at most 100,000 steps, after 1,000 steps from
         its first state), and the lowest D_stsp + D_H (power spectra, sigma 20) against the
         data is kept: D_stsp alone misses the temporal structure, and short runs cannot
-        measure it. Costs 10 long free runs at the end (kept within ``max_time``).
+        measure it (with missing values, D_H over the data's longest stretch without them).
+        Costs 10 long free runs at the end (kept within ``max_time``).
     selection_noise : float or "auto"
         Gaussian noise added to the free runs that selection compares with the data, in
         standard deviations of each column (data units with ``scale=False``). Measured data
@@ -1090,6 +1113,7 @@ _SHARED_DOC = """
         NaN in y: an error, or missing observations (not forced, not in the loss).
     dt : float or None
         Sampling step of the data: Lyapunov exponents per time unit in tsrnn.analysis.
+        None: the step of a regular float index of a DataFrame or Series fitted on, if any.
     scale : bool
         Standardise each column with the training statistics.
     n_init : int
