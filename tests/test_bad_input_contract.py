@@ -1553,6 +1553,11 @@ def test_a_kept_model_whose_free_run_diverges_is_reported():
                                          r"range when run freely.*the first at epoch \d+"):
         model = dsr.ALRNN(learning_rate=0.3, **settings).fit(series)
     assert np.isfinite(model.history_["train_loss"]).all()
+    # Its latents and codes say so too, as predict did.
+    for call in (lambda: model.generate_latents(3_000),
+                 lambda: model.symbolic_codes(n_steps=3_000)):
+        with pytest.warns(RuntimeWarning, match=r"free run of ALRNN left the finite range"):
+            call()
     with warnings.catch_warnings():  # a model that stays finite gets no such warning
         warnings.filterwarnings("error", message="the kept model")
         dsr.ALRNN(learning_rate=1e-3, **settings).fit(series)

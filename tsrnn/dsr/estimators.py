@@ -876,7 +876,18 @@ class DSREstimator(NeuralForecaster):
         rows = self.context_y_ if context is None else self._scaled(context, "context")
         with torch.no_grad():
             z = self._infer(rows, None)[-1:]
-            return self.module_.free_run(z, n_steps)[0].double().cpu().numpy()
+            return self._checked_run(self.module_.free_run(z, n_steps)[0]).double().cpu(
+                ).numpy()
+
+    def _checked_run(self, states: torch.Tensor) -> torch.Tensor:
+        """A free run's latent states (T, M), with predict's warning where they leave the
+        finite range (codes and latents of such a run would be garbage, silently)."""
+        finite = torch.isfinite(states).all(-1)
+        if not bool(finite.all()):
+            first = int(torch.nonzero(~finite)[0])
+            warn(f"the free run of {type(self).__name__} left the finite range at step "
+                 f"{first}: the learned dynamics diverge from this state", RuntimeWarning)
+        return states
 
     def latent_to_data(self, z: Any) -> np.ndarray:
         """Observations in data units of latent states ``z`` (..., M), e.g. of fixed points."""
@@ -965,7 +976,7 @@ class DSREstimator(NeuralForecaster):
             n_steps = check_positive(10_000 if n_steps is None else n_steps, "n_steps",
                                      integer=True)
             z = self._infer(self.context_y_, None)[-1:]
-            return self.module_.free_run(z, n_steps)[0]
+            return self._checked_run(self.module_.free_run(z, n_steps)[0])
 
     def symbolic_codes(self, y: Any = None, n_steps: int | None = None) -> np.ndarray:
         """The linear subregion of each time step as an integer code (T,).
