@@ -1610,3 +1610,20 @@ def test_selection_keeps_d_h_when_the_data_miss_a_value():
                     max_epochs=2, checkpoint_every=1, random_state=0)
     model = dsr.ALRNN(**settings).fit(holey)
     assert all(d_h > 0 for _, _, d_h in model.selection_scores_)
+
+
+def test_nan_without_masking_points_every_dsr_entry_point_to_missing_mask():
+    # fit said "pass missing='mask'", partial_fit and predict "remove or impute".
+    series = Lorenz63().simulate(600, seed=0)
+    model = dsr.ALRNN(n_latent=6, sequence_length=20, batches_per_epoch=2, max_epochs=1,
+                      random_state=0).fit(series)
+    holey = series.copy()
+    holey[100, 1] = np.nan
+    for call in (lambda: model.partial_fit(holey), lambda: model.predict(3, context=holey),
+                 lambda: model.infer_latents(holey)):
+        with pytest.raises(ValueError, match=r"contains NaN or inf \(first at index \(100, 1\)"
+                                             r"\); .*fit it with missing='mask'"):
+            call()
+    # Estimators without masked training keep the plain advice.
+    with pytest.raises(ValueError, match="remove or impute missing values first"):
+        reservoir.ESN(n_units=20, random_state=0).fit(holey)

@@ -64,24 +64,22 @@ def check_option(value: Any, name: str, options) -> Any:
     return value
 
 
-def check_finite(array: np.ndarray | torch.Tensor, name: str) -> None:
-    """Raise if ``array`` holds NaN or inf, with the position of the first bad entry."""
+_REMEDY = "remove or impute missing values first"
+
+
+def check_finite(array: np.ndarray | torch.Tensor, name: str, remedy: str = _REMEDY) -> None:
+    """Raise if ``array`` holds NaN or inf, with the position of the first bad entry and
+    what to do about it."""
     if isinstance(array, torch.Tensor):
         bad = ~torch.isfinite(array)
         if bool(bad.any()):
             index = tuple(int(i) for i in torch.nonzero(bad)[0])
-            raise ValueError(
-                f"{name} contains NaN or inf (first at index {index}); "
-                "remove or impute missing values first"
-            )
+            raise ValueError(f"{name} contains NaN or inf (first at index {index}); {remedy}")
         return
     bad = ~np.isfinite(array)
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} contains NaN or inf (first at index {index}); "
-            "remove or impute missing values first"
-        )
+        raise ValueError(f"{name} contains NaN or inf (first at index {index}); {remedy}")
 
 
 def check_no_inf(array: np.ndarray, name: str) -> None:
@@ -107,8 +105,10 @@ def _numeric_pandas(data: Any) -> bool:
 
 
 def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None = None,
-                   allow_nan: bool = False, dtype=np.float64) -> np.ndarray:
-    """Convert ``data`` (array, tensor, DataFrame, list) to a float numpy array and check it."""
+                   allow_nan: bool = False, dtype=np.float64,
+                   remedy: str = _REMEDY) -> np.ndarray:
+    """Convert ``data`` (array, tensor, DataFrame, list) to a float numpy array and check it
+    (``remedy``: what the error about NaN or inf tells the user to do)."""
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
     elif isinstance(data, np.ma.MaskedArray):
@@ -143,7 +143,7 @@ def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None =
             want = " or ".join(str(n) for n in allowed)
             raise ValueError(f"{name} must have {want} dimensions, got shape {array.shape}")
     if not allow_nan:
-        check_finite(array, name)
+        check_finite(array, name, remedy)
     return array
 
 

@@ -229,6 +229,10 @@ class DSREstimator(NeuralForecaster):
     def _allow_nan(self) -> bool:  # NaN passes the base's checks only with masked forcing
         return getattr(self, "missing", "raise") == "mask"
 
+    # As fit says it (DSREstimator.fit): partial_fit and predict said "remove or impute".
+    _nan_remedy = ("the model takes missing observations (NaN) only with NaN-masked teacher "
+                   "forcing: fit it with missing='mask'")
+
     # ------------------------------------------------------------------ checks
     def _check_hyperparameters(self) -> None:
         super()._check_hyperparameters()
@@ -850,7 +854,8 @@ class DSREstimator(NeuralForecaster):
         check_columns = getattr(self, "_check_column_names", None)
         if check_columns is not None:
             check_columns(data, name)
-        raw = as_float_array(data, name, ndim=(1, 2), allow_nan=self._allow_nan)
+        raw = as_float_array(data, name, ndim=(1, 2), allow_nan=self._allow_nan,
+                             remedy=self._nan_remedy)
         raw = raw[:, None] if raw.ndim == 1 else raw
         if self._allow_nan:
             check_no_inf(raw, name)

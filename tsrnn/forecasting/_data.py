@@ -170,7 +170,7 @@ def _is_collection(data: Any) -> bool:
     )
 
 
-def as_series_list(data: Any, name: str, *, allow_nan: bool = False
+def as_series_list(data: Any, name: str, *, allow_nan: bool = False, remedy: str | None = None
                    ) -> tuple[list[np.ndarray], bool]:
     """Convert one series or a collection of them to a list of (T_i, d) float arrays.
 
@@ -202,7 +202,8 @@ def as_series_list(data: Any, name: str, *, allow_nan: bool = False
     arrays = []
     for i, item in enumerate(items):
         label = f"{name}[{i}]" if collection else name
-        array = as_float_array(item, label, ndim=(1, 2), allow_nan=allow_nan)
+        array = as_float_array(item, label, ndim=(1, 2), allow_nan=allow_nan,
+                               **({} if remedy is None else {"remedy": remedy}))
         if array.ndim == 1:
             array = array[:, None]
         arrays.append(array)

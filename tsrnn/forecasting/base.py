@@ -108,6 +108,9 @@ class BaseForecaster(BaseEstimator):
     """
 
     _allow_nan: bool = False
+    # What the error about NaN in y or a context tells the user to do (None: remove or
+    # impute); estimators that can train on missing values say how.
+    _nan_remedy: str | None = None
     _default_dtype: torch.dtype = torch.float32
     # Hyperparameters that only steer training (or the runtime): set_params may change them
     # on a fitted model, for partial_fit or a later save. A change of any other one would
@@ -212,7 +215,8 @@ class BaseForecaster(BaseEstimator):
     def _validated_lists(self, y: Any, X: Any) -> tuple[list, list | None, bool]:
         """The trajectories of ``y`` and ``X`` as float arrays, checked as ``fit`` needs
         them: ``(y_list, x_list, collection)``."""
-        y_list, collection = as_series_list(y, "y", allow_nan=self._allow_nan)
+        y_list, collection = as_series_list(y, "y", allow_nan=self._allow_nan,
+                                            remedy=self._nan_remedy)
         minimum = self._min_length()
         for i, series in enumerate(y_list):
             where = f"trajectory {i} of y" if collection else "y"
@@ -347,7 +351,9 @@ class BaseForecaster(BaseEstimator):
             if future_x is not None:
                 check_horizon_dates(X, 0, self._horizon_index(info, n_steps))
         else:
-            raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan)
+            raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan,
+                                 **({} if self._nan_remedy is None
+                                    else {"remedy": self._nan_remedy}))
             raw = raw[:, None] if raw.ndim == 1 else raw
             if self._allow_nan:
                 check_no_inf(raw, "context")
