@@ -226,7 +226,10 @@ class NVAR(BaseForecaster):
 
     def as_discrete_map(self, dt: float | None = None, **options) -> DiscreteMap:
         """The closed loop as a map on the flattened history window (span * d values,
-        oldest first); ``dt`` is the sampling step (exponents per time unit)."""
+        oldest first); ``dt`` is the sampling step (exponents per time unit). Its tangent
+        map is analytic: the window shifts, and the new row's direction is
+        W_out^T dphi (+ the newest row's direction with ``increment``), dphi by the product
+        rule over each monomial's factors."""
         if options:
             raise ValueError(f"unknown options {sorted(options)}")
         self._check_fitted()
@@ -237,10 +240,41 @@ class NVAR(BaseForecaster):
             following = self._step(window)
             return torch.cat([window[:, 1:], following[:, None]], dim=1).reshape(z.shape)
 
+        stride, delays, order = int(self.stride), int(self.delays), int(self.order)
+        rows = [span - 1 - j * stride for j in range(delays)]  # the delays, newest first
+        weights = self._tensor(self.readout_weights_)
+        monomials = self._monomials(delays * d)
+        index = torch.as_tensor(monomials, device=weights.device).reshape(-1, order)
+
+        def tangent(z: torch.Tensor, frame: torch.Tensor):
+            # d phi: the linear part's directions, and for each monomial the product rule
+            # (the other factors times each factor's direction).
+            batch, k = z.shape[0], frame.shape[-1]
+            window = z.reshape(batch, span, d)
+            directions = frame.reshape(batch, span, d, k)
+            linear = window[:, rows].reshape(batch, delays * d)
+            dlinear = directions[:, rows].reshape(batch, delays * d, k)
+            parts = [dlinear] if order >= 1 else []
+            if monomials:
+                factors = linear[:, index]  # (B, M, p)
+                dfactors = dlinear[:, index]  # (B, M, p, k)
+                dproduct = torch.zeros_like(dfactors[:, :, 0])
+                for j in range(order):
+                    others = torch.cat([factors[:, :, :j], factors[:, :, j + 1:]], -1)
+                    dproduct = dproduct + others.prod(-1, keepdim=True) * dfactors[:, :, j]
+                parts.append(dproduct)
+            dfeatures = torch.cat(parts, 1)  # (B, F, k)
+            dfollowing = torch.einsum("fo,bfk->bok", weights, dfeatures)
+            if self.increment:
+                dfollowing = dfollowing + directions[:, -1]
+            pushed = torch.cat([directions[:, 1:], dfollowing[:, None]], 1)
+            return step(z), pushed.reshape(batch, span * d, k)
+
         def initial_states(n: int, seed: int | None = None) -> torch.Tensor:
             return jittered_copies(self._tensor(self.context_y_[-span:]), n, seed, 1e-6)
 
-        return DiscreteMap(step=step, dim=span * d, time_step=dt, initial_states=initial_states,
+        return DiscreteMap(step=step, dim=span * d, time_step=dt, tangent=tangent,
+                           initial_states=initial_states,
                            dtype=self.dtype_, device=self.device_, name="NVAR",
                            default_steps=None if dt is None else math.ceil(50.0 / dt),
                            default_exponents=d)
