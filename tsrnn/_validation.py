@@ -106,9 +106,10 @@ def _numeric_pandas(data: Any) -> bool:
 
 def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None = None,
                    allow_nan: bool = False, dtype=np.float64,
-                   remedy: str = _REMEDY) -> np.ndarray:
+                   remedy: str | None = None) -> np.ndarray:
     """Convert ``data`` (array, tensor, DataFrame, list) to a float numpy array and check it
-    (``remedy``: what the error about NaN or inf tells the user to do)."""
+    (``remedy``: what the error about NaN or inf tells the user to do; None: remove or
+    impute)."""
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
     elif isinstance(data, np.ma.MaskedArray):
@@ -143,7 +144,7 @@ def as_float_array(data: Any, name: str, *, ndim: int | tuple[int, ...] | None =
             want = " or ".join(str(n) for n in allowed)
             raise ValueError(f"{name} must have {want} dimensions, got shape {array.shape}")
     if not allow_nan:
-        check_finite(array, name, remedy)
+        check_finite(array, name, _REMEDY if remedy is None else remedy)
     return array
 
 

@@ -202,8 +202,7 @@ def as_series_list(data: Any, name: str, *, allow_nan: bool = False, remedy: str
     arrays = []
     for i, item in enumerate(items):
         label = f"{name}[{i}]" if collection else name
-        array = as_float_array(item, label, ndim=(1, 2), allow_nan=allow_nan,
-                               **({} if remedy is None else {"remedy": remedy}))
+        array = as_float_array(item, label, ndim=(1, 2), allow_nan=allow_nan, remedy=remedy)
         if array.ndim == 1:
             array = array[:, None]
         arrays.append(array)

@@ -352,8 +352,7 @@ class BaseForecaster(BaseEstimator):
                 check_horizon_dates(X, 0, self._horizon_index(info, n_steps))
         else:
             raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan,
-                                 **({} if self._nan_remedy is None
-                                    else {"remedy": self._nan_remedy}))
+                                 remedy=self._nan_remedy)
             raw = raw[:, None] if raw.ndim == 1 else raw
             if self._allow_nan:
                 check_no_inf(raw, "context")
