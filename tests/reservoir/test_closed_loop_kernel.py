@@ -290,7 +290,8 @@ def test_models_with_exogenous_inputs_keep_the_numpy_loop(lorenz, monkeypatch):
     assert model._closed_loop_kernel(first, state, 10) is None
 
 
-def test_predict_runs_the_context_inside_the_kernel_only_in_float64(lorenz, monkeypatch):
+def test_predict_runs_the_context_inside_the_kernel_in_float64_and_float32(lorenz,
+                                                                           monkeypatch):
     contexts = []
     generate = _esn_cpu.generate
     monkeypatch.setattr(_esn_cpu, "generate", lambda *args, **kwargs: contexts.append(
@@ -302,5 +303,7 @@ def test_predict_runs_the_context_inside_the_kernel_only_in_float64(lorenz, monk
     double.predict(50)  # continuing the training data: the stored context, same path
     assert contexts == [True, True]
     forecast = single.predict(50, context=lorenz[1_800:2_000])
-    # float32 models run their context in float32 through torch, as before.
-    assert contexts == [True, True] and np.isfinite(forecast).all()
+    # float32 models too: the kernel's float64 arithmetic on their float32 weights.
+    assert contexts == [True, True, True] and np.isfinite(forecast).all()
+    np.testing.assert_allclose(forecast[:10], double.predict(50, context=lorenz[
+        1_800:2_000])[:10], rtol=0, atol=1e-4)

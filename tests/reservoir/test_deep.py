@@ -319,6 +319,23 @@ def test_long_series_run_as_parallel_segments_equal_the_sequential_run(make, lor
     np.testing.assert_allclose(resumed.numpy(), expected[0].numpy(), rtol=0, atol=1e-11)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: DeepResESN(n_layers=3, units_per_layer=40, random_state=0, dtype="float32"),
+    lambda: ResRMN(n_units=40, n_memory_units=30, memory_radius=0.9, random_state=0,
+                   dtype="float32"),
+])
+def test_float32_segments_close_their_seams(make, lorenz):
+    """In float32 the seams close to 100 ulp, not 1e-12 (which float32 round-off never
+    met: every float32 run went sequential after its segments were paid for)."""
+    model = make().fit(lorenz[:1_000])
+    u = torch.as_tensor(model.y_scaler_.transform(lorenz)[:-1], dtype=torch.float32)
+    washout = model._segments(u.shape[0])[1]
+    segmented = model.reservoir_.run_segmented(u, 8, washout)
+    assert segmented is not None and segmented.dtype == torch.float32
+    sequential, _ = model.reservoir_(u[None])
+    np.testing.assert_allclose(segmented.numpy(), sequential[0].numpy(), rtol=0, atol=1e-5)
+
+
 def test_predict_after_a_long_lossless_memory_equals_the_sequential_rerun(lorenz,
                                                                           monkeypatch):
     """predict() reruns all of the training series for gamma = 1; a long one runs as

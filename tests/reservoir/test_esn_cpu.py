@@ -192,14 +192,43 @@ def test_segmented_run_declines_when_a_seam_does_not_close(kernel, monkeypatch):
         module.run_segmented(inputs, n_segments=8, washout=0)
 
 
-def test_float32_reservoirs_use_the_fallback(weights, reference_states):
+def test_float32_reservoirs_run_in_the_kernel_in_float64(weights, reference_states):
+    # A float32 reservoir on the CPU: the kernel's float64 arithmetic on its float32
+    # weights, the states rounded to float32 (not float32 arithmetic, which was 3x slower).
+    W, W_in, b = weights
+    module = LeakyReservoir(W, W_in, b, 1.0, dtype=torch.float32)
+    assert module._kernel() is not None
+    inputs = np.random.default_rng(9).normal(size=(1, 50, 4)).astype(np.float32)
+    states, final = module(torch.from_numpy(inputs))
+    assert states.dtype == final.dtype == torch.float32
+    widened = [np.asarray(a, np.float32).astype(np.float64) for a in (W.toarray(), W_in, b)]
+    expected = reference_states(*widened, 1.0, inputs[0].astype(np.float64))
+    # Equal to the float64 states rounded once (within the kernel's 1e-13 of the reference).
+    np.testing.assert_allclose(states[0].numpy(), expected.astype(np.float32), rtol=0,
+                               atol=float(np.spacing(np.float32(1.0))))
+    np.testing.assert_allclose(states[0].double().numpy(), expected, rtol=0, atol=1e-7)
+    segmented = module.run_segmented(torch.from_numpy(
+        np.random.default_rng(10).normal(size=(2_000, 4)).astype(np.float32)), 8, 250)
+    assert segmented is not None and segmented.dtype == torch.float32
+
+
+def test_float32_segments_close_their_seams_without_the_kernel(weights, monkeypatch,
+                                                               reference_states):
+    # In float32 arithmetic two runs that forgot their starts still differ by round-off:
+    # seams held to 1e-12 never closed, and every float32 run was paid twice.
+    import tsrnn.reservoir.reservoir as reservoir_module
+
+    monkeypatch.setattr(reservoir_module._esn_cpu, "available", lambda: False)
     W, W_in, b = weights
     module = LeakyReservoir(W, W_in, b, 1.0, dtype=torch.float32)
     assert module._kernel() is None
-    inputs = np.random.default_rng(9).normal(size=(1, 50, 4))
-    states, _ = module(torch.from_numpy(inputs).float())
-    expected = reference_states(W.toarray(), W_in, b, 1.0, inputs[0])
-    np.testing.assert_allclose(states[0].numpy(), expected, rtol=0, atol=1e-5)
+    inputs = np.random.default_rng(11).normal(size=(2_000, 4))
+    segmented = module.run_segmented(torch.from_numpy(inputs).float(), 8, 250)
+    assert segmented is not None and segmented.dtype == torch.float32
+    expected = reference_states(W.toarray(), W_in, b, 1.0, inputs)
+    np.testing.assert_allclose(segmented.numpy(), expected, rtol=0, atol=1e-5)
+    assert reservoir_module.seam_tolerance(torch.float64) == 1e-12
+    assert reservoir_module.seam_tolerance(torch.float32) == pytest.approx(1.19e-5, rel=1e-2)
 
 
 def test_no_native_environment_variable_disables_the_kernel(monkeypatch):

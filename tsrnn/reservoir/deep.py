@@ -232,7 +232,7 @@ class _ResidualRecurrence(nn.Module):
 
     @torch.no_grad()
     def run_segmented(self, inputs: torch.Tensor, n_segments: int, washout: int,
-                      tolerance: float = 1e-12, state: torch.Tensor | None = None
+                      tolerance: float | None = None, state: torch.Tensor | None = None
                       ) -> torch.Tensor | None:
         """States (L, N) of one sequence (L, I) computed as parallel time segments, each
         started from zeros ``washout`` steps early and verified at its seam, as
@@ -613,7 +613,7 @@ class ResidualMemoryReservoir(_ResidualRecurrence):
 
     @torch.no_grad()
     def run_segmented(self, inputs: torch.Tensor, n_segments: int, washout: int,
-                      tolerance: float = 1e-12, state: torch.Tensor | None = None
+                      tolerance: float | None = None, state: torch.Tensor | None = None
                       ) -> torch.Tensor | None:
         """States (L, M_m + M) of one sequence (L, I) with the nonlinear layer run as
         parallel time segments (see :meth:`_ResidualRecurrence.run_segmented`).

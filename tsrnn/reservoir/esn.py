@@ -12,7 +12,7 @@ which matters for Lorenz and Kuramoto-Sivashinsky). The readout is fitted by rid
 regression on the teacher-forced states after a warm-up; forecasts run in closed loop, each
 output fed back as the next input.
 
-On the CPU (float64, sparse W) a long series is fitted without ever holding all its states:
+On the CPU (sparse W) a long series is fitted without ever holding all its states:
 the compiled reservoir kernel runs it as parallel time segments, each started
 ``_SEGMENT_WASHOUT`` steps early, and hands over the states in chunks that go straight into
 the float64 sums of the ridge regression; the seams between segments are verified to 1e-12
@@ -52,7 +52,7 @@ from . import _esn_cpu
 from ._blas import blas_threads, limit_blas
 from .matrices import DISTRIBUTIONS, bias_vector, input_matrix, recurrent_matrix
 from .readout import SOLVERS, LMSReadout, RidgeAccumulator, RLSReadout
-from .reservoir import LeakyReservoir
+from .reservoir import LeakyReservoir, _float64
 
 # How partial_fit can learn the readout.
 ONLINE_READOUTS = ("ridge", "rls", "lms")
@@ -147,7 +147,10 @@ class ESN(BaseForecaster):
         Standardise each column with the training statistics.
     random_state, device, dtype, verbose
         Reproducibility, where the reservoir runs, its precision (float64 by default),
-        progress bar over the batches of trajectories (one batch for one series).
+        progress bar over the batches of trajectories (one batch for one series). A
+        float32 reservoir with sparse W on the CPU runs in the compiled kernel's float64
+        arithmetic on its float32 weights (no slower than float64 there, and closer to
+        the exact recurrence); float32 arithmetic is what it buys on a GPU.
 
     Attributes
     ----------
@@ -755,7 +758,7 @@ class ESN(BaseForecaster):
     def _predict(self, n_steps, context_y, context_x, future_x):
         self._check_readout()
         self._check_context_settles(context_y.shape[0])
-        if context_x is None and self.dtype_ == torch.float64:
+        if context_x is None:
             # The context and the closed loop in one call of the compiled kernel.
             kernel = self._kernel_layout(context_y.shape[1])
             if kernel is not None:
@@ -848,20 +851,18 @@ class ESN(BaseForecaster):
         """The closed loop without exogenous inputs as one call of the compiled generation
         kernel (:func:`tsrnn.reservoir._esn_cpu.generate`: 2-3x fewer microseconds per step
         than the numpy loop, which adds its calls' dispatch to the same sparse product), or
-        None where
-        it does not apply: no compiled kernel (no compiler, ``TSRNN_NO_NATIVE``), W not a
-        float64 CPU CSR matrix, features other than this class's (subclasses reading out part
-        of a stacked state), or outputs that are not the inputs."""
-        if first.dtype != np.float64 or state.dtype != np.float64:
-            return None
+        None where it does not apply: no compiled kernel (no compiler, ``TSRNN_NO_NATIVE``),
+        W not a float64 or float32 CPU CSR matrix, features other than this class's
+        (subclasses reading out part of a stacked state), or outputs that are not the
+        inputs."""
         kernel = self._kernel_layout(first.shape[0])
         if kernel is None:
             return None
         layout, weights = kernel
         outputs, _ = _esn_cpu.generate(
-            layout, self.reservoir_.leak_rate, weights, self.readout_intercept_, first[None],
-            state[None], n_steps, squared_units=bool(self.squared_units),
-            readout_input=bool(self.readout_input))
+            layout, self.reservoir_.leak_rate, weights, self.readout_intercept_,
+            np.asarray(first, np.float64)[None], np.asarray(state, np.float64)[None], n_steps,
+            squared_units=bool(self.squared_units), readout_input=bool(self.readout_input))
         return outputs[0]
 
     def _kernel_layout(self, n_outputs: int):
@@ -876,8 +877,8 @@ class ESN(BaseForecaster):
                 or weights.shape[0] != reservoir.n_units + (
                     reservoir.n_inputs if self.readout_input else 0)):
             return None
-        return _esn_cpu.sliced_layout(csr, reservoir.input_weights.numpy(),
-                                      reservoir.bias.numpy()), weights
+        return _esn_cpu.sliced_layout(csr, _float64(reservoir.input_weights),
+                                      _float64(reservoir.bias)), weights
 
     def _closed_loop_numpy(self, first, state, n_steps, future_x) -> np.ndarray:
         reservoir = self.reservoir_

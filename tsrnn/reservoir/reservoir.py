@@ -7,10 +7,13 @@ applications of echo state networks with leaky-integrator neurons", Neural Netwo
     x_t = (1 - a) x_{t-1} + a tanh(W_in u_t + W x_{t-1} + b)
 
 W is sparse (CSR) or dense. The weights are fixed buffers, never trained. On the CPU a sparse
-float64 reservoir runs in a compiled kernel (:mod:`tsrnn.reservoir._esn_cpu`: the whole run
-in one call, batches in tiles with vectorised inner loops, OpenMP over tiles); without a C
-compiler, for dense W or other dtypes it runs through scipy's sparse kernels on numpy views
-of the buffers (one call per step instead of several torch dispatches); on a GPU in torch.
+reservoir runs in a compiled kernel (:mod:`tsrnn.reservoir._esn_cpu`: the whole run in one
+call, batches in tiles with vectorised inner loops, OpenMP over tiles). The kernel computes
+in float64; a float32 reservoir runs there too, on its float32 weights, and its states are
+rounded to float32 (as fast as float64 there, and closer to the exact recurrence than
+float32 arithmetic). Without a C compiler, or for dense W, it runs through scipy's sparse
+kernels on numpy views of the buffers (one call per step instead of several torch
+dispatches); on a GPU in torch.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from torch import nn
 from .._validation import check_in_range, check_positive
 from . import _esn_cpu
 
+# The dtypes of reservoirs the compiled kernel runs (in float64 arithmetic).
+_KERNEL_DTYPES = (torch.float64, torch.float32)
+
+
+def _float64(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a float64 numpy array (a view when it is float64 already)."""
+    return tensor.numpy().astype(np.float64, copy=False)
+
 
 def segment_plan(length: int, n_segments: int, washout: int) -> tuple[int, int] | None:
     """(number of segments, steps per segment) cutting ``length`` steps into at most
@@ -43,14 +54,23 @@ def segment_plan(length: int, n_segments: int, washout: int) -> tuple[int, int] 
     return None if n_segments < 2 else (n_segments, segment)
 
 
+def seam_tolerance(dtype: torch.dtype) -> float:
+    """How closely a segment's seam must meet the previous segment's last state (relative
+    to the state's size) in arithmetic of ``dtype``: 1e-12, or 100 ulp where that is more
+    (float32: 1.2e-5). Two float32 runs that forgot their different starts still differ by
+    their round-off, a few ulp; a seam held to 1e-12 there never closed, and every float32
+    run fell back to the sequential one after the segmented one was paid for."""
+    return max(1e-12, 100 * torch.finfo(dtype).eps)
+
+
 def segmented_run(reservoir: nn.Module, inputs: torch.Tensor, n_segments: int, segment: int,
-                  washout: int, tolerance: float, state: torch.Tensor | None
+                  washout: int, tolerance: float | None, state: torch.Tensor | None
                   ) -> torch.Tensor | None:
     """The states (L, N) of one sequence (L, I) run as ``n_segments`` segments of ``segment``
     steps in one batch through ``reservoir(inputs (B, L, I), state (B, N))``, segment k >= 1
     started from zeros ``washout`` steps early; None when a seam does not close to
-    ``tolerance`` (relative to the state's size). What ``run_segmented`` of any reservoir
-    does where no compiled kernel applies."""
+    ``tolerance`` (relative to the state's size; None: :func:`seam_tolerance` of the states'
+    dtype). What ``run_segmented`` of any reservoir does where no compiled kernel applies."""
     length = inputs.shape[0]
     span = washout + segment
     padded = inputs.new_zeros((n_segments, span, inputs.shape[1]))
@@ -64,6 +84,8 @@ def segmented_run(reservoir: nn.Module, inputs: torch.Tensor, n_segments: int, s
         start_states = padded.new_zeros((n_segments, reservoir.n_units))
         start_states[0] = state
     states, _ = reservoir(padded, start_states)
+    if tolerance is None:
+        tolerance = seam_tolerance(states.dtype)
     pieces = [states[0, :segment]]
     previous_last = states[0, segment - 1]
     for k in range(1, n_segments):
@@ -174,10 +196,12 @@ class LeakyReservoir(nn.Module):
 
     def _kernel(self) -> _esn_cpu.CSR | None:
         """W in the compiled kernel's layout, or None where the kernel does not apply (dense
-        W, not float64, not on the CPU, or no compiler)."""
+        W, neither float64 nor float32, not on the CPU, or no compiler). The layout holds
+        float64 values (a float32 W exactly, widened)."""
         self._refresh()
         if (not self.is_sparse or self.recurrent_values.device.type != "cpu"
-                or self.recurrent_values.dtype != torch.float64 or not _esn_cpu.available()):
+                or self.recurrent_values.dtype not in _KERNEL_DTYPES
+                or not _esn_cpu.available()):
             return None
         if self._kernel_csr is None:
             self._kernel_csr = _esn_cpu.CSR(self.recurrent_indptr.numpy(),
@@ -190,9 +214,10 @@ class LeakyReservoir(nn.Module):
                     ) -> np.ndarray:
         """Run the compiled kernel: states to ``out`` rows ``rows`` (B, L); final (B, N).
         ``threads``: OpenMP threads (default torch's thread count)."""
-        return _esn_cpu.run(csr, self.input_weights.numpy(), self.bias.numpy(),
+        return _esn_cpu.run(csr, _float64(self.input_weights), _float64(self.bias),
                             self.leak_rate, np.ascontiguousarray(inputs, dtype=np.float64),
-                            None if state is None else np.ascontiguousarray(state), out,
+                            None if state is None else np.ascontiguousarray(state, np.float64),
+                            out,
                             rows, threads=torch.get_num_threads() if threads is None
                             else threads)
 
@@ -211,13 +236,14 @@ class LeakyReservoir(nn.Module):
         if state is None:
             state = inputs.new_zeros((batch, self.n_units))
         self._refresh()
-        kernel = self._kernel() if inputs.dtype == torch.float64 else None
+        kernel = self._kernel() if inputs.dtype == self.input_weights.dtype else None
         if inputs.device.type == "cpu" and kernel is not None:
             length = inputs.shape[1]
             out = np.empty((batch * length, self.n_units))
             rows = np.arange(batch * length, dtype=np.int64).reshape(batch, length)
             self._run_kernel(kernel, inputs.numpy(), state.numpy(), out, rows)
-            states = torch.from_numpy(out.reshape(batch, length, self.n_units))
+            states = torch.from_numpy(out.reshape(batch, length, self.n_units)).to(
+                inputs.dtype)
         elif inputs.device.type == "cpu":
             states = self._run_numpy(inputs.numpy(), state.numpy().copy())
             states = torch.from_numpy(states)
@@ -310,7 +336,7 @@ class LeakyReservoir(nn.Module):
 
     @torch.no_grad()
     def run_segmented(self, inputs: torch.Tensor, n_segments: int, washout: int,
-                      tolerance: float = 1e-12, state: torch.Tensor | None = None
+                      tolerance: float | None = None, state: torch.Tensor | None = None
                       ) -> torch.Tensor | None:
         """States of one sequence, computed as parallel time segments.
 
@@ -327,10 +353,12 @@ class LeakyReservoir(nn.Module):
         if plan is None:
             return None
         n_segments, segment = plan
-        kernel = self._kernel() if inputs.dtype == torch.float64 else None
+        kernel = self._kernel() if inputs.dtype == self.input_weights.dtype else None
         if inputs.device.type == "cpu" and kernel is not None:
-            return self._run_segmented_kernel(kernel, inputs.numpy(), n_segments, segment,
-                                              washout, tolerance, state)
+            states = self._run_segmented_kernel(
+                kernel, inputs.numpy(), n_segments, segment, washout,
+                seam_tolerance(torch.float64) if tolerance is None else tolerance, state)
+            return None if states is None else states.to(inputs.dtype)
         return segmented_run(self, inputs, n_segments, segment, washout, tolerance, state)
 
     def _run_segmented_kernel(self, kernel: _esn_cpu.CSR, inputs: np.ndarray,
@@ -349,7 +377,7 @@ class LeakyReservoir(nn.Module):
         start_states = None
         if state is not None:
             start_states = np.zeros((n_segments, self.n_units))
-            start_states[0] = state.cpu().numpy()
+            start_states[0] = state.cpu().double().numpy()
         out = np.empty((length + n_segments - 1, self.n_units))
         self._run_kernel(kernel, padded, start_states, out, rows)
         for k in range(1, n_segments):
