@@ -122,6 +122,50 @@ def test_physics_root_with_true_state_forecasts_the_exact_solution():
     np.testing.assert_allclose(model.predict(60, context=y[0, :20]), y[0, 20:], atol=1e-10)
 
 
+def test_a_long_context_is_read_from_its_last_window():
+    # tau = t / sequence_length was trained over [0, 1]: a context of several windows drove
+    # it beyond, and the forecasts grew to 10x the data's amplitude, then to inf.
+    y = sine(400)
+    model = tiny().fit(y)
+    long, window = y[:200], y[200 - TINY["sequence_length"]:200]
+    np.testing.assert_array_equal(model.predict(20, context=long),
+                                  model.predict(20, context=window))
+    np.testing.assert_array_equal(model.predict_batch(20, long[None]),
+                                  model.predict_batch(20, window[None]))
+
+
+def test_physics_root_reads_the_sampling_step_off_position_and_velocity():
+    # The root's velocity is dx/d(root time): with time counted in steps (the former
+    # default) a velocity column in position per time unit could not be fitted unless
+    # dt = 1. The step is read off the data instead; with it and the true state, the closed
+    # loop is the exact solution.
+    dt = 0.1
+    y, p = mass_spring_damper(1, 80, dt=dt, seed=3)
+    model = WARPForecaster(root="mass_spring_damper", init="learned", sequence_length=20,
+                           max_epochs=1, scale=False, dtype="float64", learning_rate=1e-12,
+                           validation_fraction=0.0, random_state=0).fit(y[0])
+    assert model.sampling_step_ == pytest.approx(dt, rel=1e-4)
+    assert model.module_.root.time_unit == pytest.approx(20 * dt, rel=1e-4)
+    raw = lambda v: float(np.log(np.expm1(v)))  # noqa: E731  inverse softplus
+    with torch.no_grad():
+        model.module_.theta_base.copy_(torch.tensor(
+            [p["x0"][0], p["v0"][0], raw(p["omega"][0]), raw(p["zeta"][0])]))
+        model.module_.B.zero_()
+        model.module_.A.copy_(torch.eye(4))
+    scale = np.abs(y[0]).max()
+    np.testing.assert_allclose(model.predict(60, context=y[0, :20]), y[0, 20:],
+                               atol=1e-3 * scale)
+    # Not (position, velocity): refused with the way out.
+    noise = np.random.default_rng(0).normal(size=(80, 2))
+    with pytest.raises(ValueError, match="time_unit"):
+        WARPForecaster(root="mass_spring_damper", sequence_length=20, max_epochs=1,
+                       scale=False).fit(noise)
+    # A given time_unit is used as given, and the step is not read.
+    given = WARPForecaster(root="mass_spring_damper", root_options={"time_unit": 3.0},
+                           sequence_length=20, max_epochs=1, scale=False).fit(noise)
+    assert given.sampling_step_ is None and given.module_.root.time_unit == 3.0
+
+
 def test_bad_hyperparameters_get_clear_errors():
     with pytest.raises(ValueError, match="set scale=False"):
         tiny(root="mass_spring_damper").fit(sine())

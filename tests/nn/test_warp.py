@@ -75,6 +75,31 @@ def test_warp_scan_equals_sequential_in_float64(transition, dense_scan_kind, irr
     torch.testing.assert_close(theta_scan, theta_loop, rtol=1e-10, atol=1e-10)
 
 
+class _TimeRoot(torch.nn.Module):
+    """A root that returns the time it is evaluated at."""
+
+    n_params, output_size = 1, 1
+
+    def forward(self, tau, theta):
+        return tau
+
+
+@pytest.mark.parametrize("mode", ["scan", "sequential"])
+def test_warp_decodes_each_output_at_the_time_of_the_sample_it_predicts(mode):
+    # Output t predicts x_{t+1}: with irregular gaps it must be decoded at tau_{t+1}, not
+    # at tau_t plus the gap before step t (outputs 1 and 2 below were decoded at 2 and 11).
+    model = WARP(1, root=_TimeRoot(), time_scale=1.0, init="learned", mode=mode)
+    x = torch.zeros(1, 5, 1)
+    dt = torch.tensor([[1.0, 1.0, 5.0, 1.0, 2.0]])
+    with torch.no_grad():
+        out, _ = model(x, dt=dt)
+    # tau = [0, 1, 6, 7, 9]; the last output repeats the last gap (2): 11.
+    assert out[0, :, 0].tolist() == [1.0, 6.0, 7.0, 9.0, 11.0]
+    with torch.no_grad():
+        regular, _ = model(x)
+    assert regular[0, :, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
 @pytest.mark.parametrize("transition", TRANSITIONS)
 @pytest.mark.parametrize("dense_scan_kind", ["loop", "chunked", "doubling"])
 def test_warp_scan_and_sequential_gradients_agree(transition, dense_scan_kind):

@@ -11,6 +11,8 @@ within a window, the paper's t/(T-1)). ``training="scan"`` is the paper's non-au
 training (all θ_t by a parallel scan, decoded at once); ``training="autoregressive"`` steps
 through time and, with ``forcing_prob < 1``, feeds the model's own predictions back at random
 steps. ``loss="nll"`` adds a softplus standard deviation and trains a Gaussian likelihood.
+``predict`` reads the last ``sequence_length`` rows of a context, τ starting at 0 there as in
+training.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .base import NeuralForecaster
 ROOTS = ("mlp", "mass_spring_damper")
 TRAININGS = ("scan", "autoregressive")
 LOSSES = ("mse", "nll")
+_MSD_OPTIONS = ("time_unit", "omega", "zeta", "velocity")  # MassSpringDamperRoot's keywords
 
 
 class WARPForecaster(NeuralForecaster):
@@ -41,8 +44,13 @@ class WARPForecaster(NeuralForecaster):
         :class:`tsrnn.nn.WARP` (fit and predict work; ``save`` needs a named root).
     root_options : dict or None
         Keywords of the named root, e.g. ``{"time_unit": ..., "omega": ..., "zeta": ...}``
-        for :class:`tsrnn.nn.warp.MassSpringDamperRoot`; its ``time_unit`` (time per unit of
-        τ) defaults to ``sequence_length``, i.e. time measured in sampling steps.
+        for :class:`tsrnn.nn.warp.MassSpringDamperRoot`. Its ``time_unit`` (the physical time
+        of one unit of τ, i.e. of ``sequence_length`` steps) defaults to ``sequence_length``
+        times the sampling step: for (position, velocity) data the step is read off the
+        data by Simpson's rule, x_{t+2} - x_t = dt (v_t + 4 v_{t+1} + v_{t+2}) / 3
+        (``sampling_step_``; a velocity
+        column in other units than position per time unit would otherwise be unfittable),
+        and for a position alone it is 1 (time counted in steps).
     transition : {"dense", "diagonal", "lowrank"}, rank : int
         Form of the transition A (D_θ², D_θ or D_θ(2r+1) parameters).
     init : {"hypernetwork", "learned"}, init_window : int, hyper_width : int, init_normalize : bool
@@ -62,6 +70,13 @@ class WARPForecaster(NeuralForecaster):
         Training, see :class:`tsrnn.forecasting.base.NeuralForecaster`.
     scale, random_state, device, dtype, verbose
         As for every estimator.
+
+    Attributes
+    ----------
+    module_ : tsrnn.nn.WARP
+    sampling_step_ : float or None
+        The sampling step read off (position, velocity) data for the mass-spring-damper
+        root's default ``time_unit`` (None where not read).
 
     Examples
     --------
@@ -143,6 +158,10 @@ class WARPForecaster(NeuralForecaster):
         if self.root_options is not None and not isinstance(self.root_options, dict):
             raise TypeError(f"root_options must be a dict or None, got "
                             f"{type(self.root_options).__name__}")
+        unknown = sorted(set(self.root_options or {}) - set(_MSD_OPTIONS))
+        if self.root == "mass_spring_damper" and unknown:
+            raise ValueError(f"bad root_options for root='mass_spring_damper': {unknown}; "
+                             f"known: {', '.join(_MSD_OPTIONS)}")
 
     def _make_root(self):
         options = dict(self.root_options or {})
@@ -159,7 +178,8 @@ class WARPForecaster(NeuralForecaster):
         if self.n_features_in_ not in (1, 2):
             raise ValueError("root='mass_spring_damper' needs a series of 2 columns "
                              f"(position, velocity) or 1 (position), got {self.n_features_in_}")
-        options.setdefault("time_unit", float(self.sequence_length))
+        step = getattr(self, "sampling_step_", None)  # None: position only, or saved before
+        options.setdefault("time_unit", float(self.sequence_length) * (step or 1.0))
         options.setdefault("velocity", self.n_features_in_ == 2)
         try:
             return MassSpringDamperRoot(**options)
@@ -203,7 +223,38 @@ class WARPForecaster(NeuralForecaster):
         return (torch.log(std) + 0.5 * ((target - mean) / std) ** 2).mean() \
             + 0.5 * math.log(2 * math.pi)
 
+    def _sampling_step(self, y_list) -> float | None:
+        """The sampling step of (position, velocity) series for the mass-spring-damper root,
+        by least squares on x_{t+2} - x_t = dt (v_t + 4 v_{t+1} + v_{t+2}) / 3 over all the
+        series; None where it is not needed (another root, a position alone, a given
+        time_unit)."""
+        if (not isinstance(self.root, str) or self.root != "mass_spring_damper"
+                or self.n_features_in_ != 2 or "time_unit" in (self.root_options or {})):
+            return None
+        # Simpson's rule over two steps: its error, (omega dt)^4 / 180 relative, is 1e-5 at
+        # 10 samples a period, where the trapezoid's (omega dt)^2 / 12 put the phase of a
+        # 60-step forecast 4% of an amplitude off.
+        rise = np.concatenate([y[2:, 0] - y[:-2, 0] for y in y_list])
+        mean_velocity = np.concatenate([(y[:-2, 1] + 4.0 * y[1:-1, 1] + y[2:, 1]) / 3.0
+                                        for y in y_list])
+        power = float(mean_velocity @ mean_velocity)
+        step = float(rise @ mean_velocity) / power if power > 0 else math.nan
+        misfit = (float(np.linalg.norm(rise - step * mean_velocity))
+                  / max(float(np.linalg.norm(rise)), np.finfo(float).tiny))
+        if not step > 0 or misfit > 0.3:
+            raise ValueError(
+                "root='mass_spring_damper' reads the sampling step off the data, where the "
+                "second column is the first's time derivative (x_{t+2} - x_t = dt (v_t + "
+                f"4 v_{{t+1}} + v_{{t+2}}) / 3), but these columns do not fit that (step "
+                f"{step:.3g}, relative misfit {misfit:.2f}); give the physical time of "
+                "sequence_length "
+                "steps: root_options={'time_unit': sequence_length * dt}")
+        return step
+
     def _fit(self, y_list, x_list) -> None:
+        if not getattr(self, "_continue_training", False):
+            self._check_hyperparameters()  # before the data are read as (x, v)
+            self.sampling_step_ = self._sampling_step(y_list)
         self._feedback_generator = None
         try:
             super()._fit(y_list, x_list)
@@ -221,6 +272,11 @@ class WARPForecaster(NeuralForecaster):
             raise ValueError(f"context has {len(context_y)} rows; the hypernetwork reads the "
                              f"first init_window={self.init_window}: give at least that many")
         module = self.module_.eval()
+        # The last window only: τ = t / sequence_length was trained over [0, 1], and a
+        # longer context drove it beyond (3 windows: forecasts 10x the data's amplitude).
+        window = slice(-int(self.sequence_length), None)
+        context_y = context_y[window]
+        context_x = None if context_x is None else context_x[window]
         y = self._tensor(context_y)[None]
         if context_x is None:
             return module.rollout(y, n_steps)[0].double().cpu().numpy()
@@ -257,6 +313,7 @@ class WARPForecaster(NeuralForecaster):
         if raw.shape[2] != self.n_features_in_ or raw.shape[1] == 0:
             raise ValueError(f"contexts must have shape (B, T_c, {self.n_features_in_}), got "
                              f"{raw.shape}")
+        raw = raw[:, -int(self.sequence_length):]  # the last window, as predict
         scaled = self.y_scaler_.transform(raw.reshape(-1, raw.shape[2])).reshape(raw.shape)
         with torch.no_grad():
             forecast = self.module_.eval().rollout(self._tensor(scaled), n_steps)

@@ -9,8 +9,11 @@ reference code ddrous/warp, JAX). The hidden state is the flattened weight vecto
     ŷ_t = root(τ_t + Δτ_t ; θ_t)                         (the prediction of x_{t+1})
 
 with the time coordinate τ_t = t / time_scale (the paper's τ = t/(T-1) when time_scale = T-1)
-or, for irregular sampling, τ_t = Σ_{s<=t} dt_s / time_scale. Δτ_t is the last step, so the
-root is evaluated one step ahead, as in the reference code (``root_in = t_curr + delta_t``).
+or, for irregular sampling, τ_t = Σ_{0<s<=t} dt_s / time_scale. Δτ_t is the step to the next
+sample, so that the root is evaluated at τ_{t+1}, the time of the x_{t+1} it predicts: 1 /
+time_scale for regular sampling, as in the reference code (``root_in = t_curr + delta_t``),
+and dt_{t+1} / time_scale for irregular sampling (at the last step, whose next gap is not
+given, the last gap again).
 
 Choices made here (the paper and the reference code leave room):
 
@@ -25,7 +28,8 @@ Choices made here (the paper and the reference code leave room):
   layer start at zero, so training starts from the root's own initialisation (torch's
   default for the MLP, the root's ``initial_parameters`` for a physical model).
   ``init="learned"`` keeps θ_0 = θ_base.
-- Time as a channel: u_t includes τ_t (the reference code's default), so B also sees Δτ_t.
+- Time as a channel: u_t includes τ_t (the reference code's default), so B also sees the
+  step τ_t − τ_{t−1}.
 - Transition A: ``"dense"`` (D_θ² parameters, the paper's), ``"diagonal"`` (a ⊙ θ, D_θ
   parameters) or ``"lowrank"`` (diag(a) + U V^T with rank r: D_θ (2r + 1) parameters).
 - Two equivalent evaluations: ``mode="sequential"`` steps through time (the autoregressive
@@ -452,7 +456,9 @@ class WARP(nn.Module):
 
     def time_coordinates(self, x: torch.Tensor, dt: torch.Tensor | None,
                          offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """τ_t (B, L, 1) and the step Δτ_t (B, L, 1) for x (B, L, C)."""
+        """τ_t (B, L, 1) and the step Δτ_t (B, L, 1) to the next sample, τ_{t+1} - τ_t (the
+        last gap again at the last step), for x (B, L, C); ``dt`` (B, L, 1) the time before
+        each step."""
         batch, length = x.shape[:2]
         scale = self.time_scale if self.time_scale is not None else max(length - 1, 1)
         if dt is None:
@@ -462,7 +468,9 @@ class WARP(nn.Module):
             return tau, delta
         delta = dt / scale
         tau = offset / scale + torch.cumsum(delta, dim=1) - delta[:, :1]
-        return tau, delta
+        # Output t predicts x_{t+1}: decoded at tau_{t+1}, not tau_t plus the gap before t.
+        ahead = torch.cat([delta[:, 1:], delta[:, -1:]], dim=1)
+        return tau, ahead
 
     def _check(self, x: torch.Tensor, h0, dt):
         if not isinstance(x, torch.Tensor):
