@@ -79,7 +79,7 @@ def test_unknown_core_options_are_clear_errors_at_fit():
         tiny(HiPPOForecaster, measure="legx").fit(sine())
     with pytest.raises(ValueError, match="unknown trainable_A 'yes'"):
         tiny(LSSLForecaster, trainable_A="yes").fit(sine())
-    with pytest.raises(ValueError, match="dt must be > 0"):
+    with pytest.raises(ValueError, match=r"dt must lie in \(0.0, 1.0\]"):
         tiny(LEMForecaster, dt=-1.0).fit(sine())
 
 

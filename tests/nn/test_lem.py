@@ -24,9 +24,10 @@ def randn(*shape, seed=1, dtype=torch.float64):
     return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
 
-def spec_loop(model, u, y, z, steps):
+def spec_loop(model, u, y, z, gaps=None):
     """SPEC section 8 for one sample, written from the equations: u (L, C), y, z (H,),
-    steps (L,) the Δt of each step."""
+    gaps (L,) the time before each step in units of Δt (None: 1), a gap turning each gate g
+    into 1 - (1 - g)^gap (the decay of that many steps of the same gate)."""
     h = model.hidden_size
     V, b_in = model.input_weight.detach(), model.input_bias.detach()
     W, b_rec = model.recurrent_weight.detach(), model.recurrent_bias.detach()
@@ -39,8 +40,10 @@ def spec_loop(model, u, y, z, steps):
     by = b_in[3 * h:] + model.state_bias.detach()
     ys = []
     for n in range(u.shape[0]):
-        dt_bar = steps[n] * torch.sigmoid(W1 @ y + V1 @ u[n] + b1)
-        dt_n = steps[n] * torch.sigmoid(W2 @ y + V2 @ u[n] + b2)
+        dt_bar = model.dt * torch.sigmoid(W1 @ y + V1 @ u[n] + b1)
+        dt_n = model.dt * torch.sigmoid(W2 @ y + V2 @ u[n] + b2)
+        if gaps is not None:
+            dt_bar, dt_n = 1 - (1 - dt_bar) ** gaps[n], 1 - (1 - dt_n) ** gaps[n]
         z = (1 - dt_n) * z + dt_n * torch.tanh(Wz @ y + Vz @ u[n] + bz)
         y = (1 - dt_bar) * y + dt_bar * torch.tanh(Wy @ z + Vy @ u[n] + by)
         ys.append(y)
@@ -52,9 +55,8 @@ def test_lem_equals_a_plain_loop_of_the_spec_equations(implementation):
     model = make(implementation=implementation)
     x, y0, z0 = randn(2, 13, 3), randn(2, 5, seed=2), randn(2, 5, seed=3)
     outputs, (y, z) = model(x, (y0, z0))
-    steps = torch.full((13,), 0.7, dtype=torch.float64)
     for i in range(2):
-        expected, z_last = spec_loop(model, x[i], y0[i], z0[i], steps)
+        expected, z_last = spec_loop(model, x[i], y0[i], z0[i])
         torch.testing.assert_close(outputs[i], expected, rtol=1e-13, atol=1e-14)
         torch.testing.assert_close(z[i], z_last, rtol=1e-13, atol=1e-14)
     torch.testing.assert_close(y, outputs[:, -1])
@@ -71,13 +73,29 @@ def test_lem_batch_equals_single_samples_with_irregular_dt(implementation):
     outputs, (_, z) = model(x, dt=dt)
     for i in range(5):
         expected, z_last = spec_loop(model, x[i], torch.zeros(5, dtype=torch.float64),
-                                     torch.zeros(5, dtype=torch.float64), 0.7 * dt[i, :, 0])
+                                     torch.zeros(5, dtype=torch.float64), dt[i, :, 0])
         torch.testing.assert_close(outputs[i], expected, rtol=1e-13, atol=1e-14)
         torch.testing.assert_close(z[i], z_last, rtol=1e-13, atol=1e-14)
         single, _ = model(x[i:i + 1], dt=dt[i:i + 1, :, 0])
         torch.testing.assert_close(outputs[i:i + 1], single, rtol=1e-13, atol=1e-14)
     torch.testing.assert_close(model(x, dt=torch.ones(5, 11, dtype=torch.float64))[0],
                                model(x)[0], rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_lem_stays_a_convex_combination_for_any_gap(implementation):
+    # With the gate multiplied by the gap, gaps of 5 steps gave outputs of 1e15 and gaps of
+    # 10 NaN, silently. Composed over the gap, y stays a convex combination of tanh values.
+    model = make(implementation=implementation, dt=1.0)
+    x = randn(3, 50, 3)
+    for gap in (1.0, 5.0, 10.0, 1e3):
+        outputs, (y, z) = model(x, dt=torch.full((3, 50), gap, dtype=torch.float64))
+        assert outputs.abs().max() <= 1.0 and z.abs().max() <= 1.0
+    # A zero gap leaves the state where it was.
+    y0, z0 = randn(3, 5, seed=6).clamp(-1, 1), randn(3, 5, seed=7).clamp(-1, 1)
+    outputs, (y, z) = model(x[:, :1], (y0, z0), dt=torch.zeros(3, 1, dtype=torch.float64))
+    torch.testing.assert_close(y, y0, rtol=0, atol=0)
+    torch.testing.assert_close(z, z0, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("with_dt", [False, True])
@@ -164,8 +182,10 @@ def test_lem_rejects_bad_inputs_and_options():
         model(x, (torch.zeros(3, 5), torch.zeros(2, 5)))
     with pytest.raises(ValueError, match="unknown implementation 'cuda'; expected one of"):
         LEM(3, 5, implementation="cuda")
-    with pytest.raises(ValueError, match="dt must be > 0"):
+    with pytest.raises(ValueError, match=r"dt must lie in \(0.0, 1.0\]"):
         LEM(3, 5, dt=0.0)
+    with pytest.raises(ValueError, match=r"dt must lie in \(0.0, 1.0\]"):
+        LEM(3, 5, dt=1.5)  # the update would leave the convex combination
     half = torch.randn(2, 4, 3, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="'fused' runs on the CPU in float32 or float64"):
         LEM(3, 5, implementation="fused").to(torch.bfloat16)(half)

@@ -8,8 +8,16 @@ A multiscale discretisation of a system of ODEs; with inputs u_n and states y_n,
     z_n = (1 - Δt_n) ⊙ z_{n-1} + Δt_n ⊙ tanh(W_z y_{n-1} + V_z u_n + b_z)
     y_n = (1 - Δt̄_n) ⊙ y_{n-1} + Δt̄_n ⊙ tanh(W_y z_n + V_y u_n + b_y)     (the new z_n)
 
-Every cell parameter starts as U(-1/√H, 1/√H), as in the authors' code. For irregular
-sampling, a per-sample, per-step ``dt`` multiplies Δt (the step of the underlying ODE).
+Every cell parameter starts as U(-1/√H, 1/√H), as in the authors' code. Δt ∈ (0, 1], as in
+the paper, keeps each update a convex combination. For irregular sampling, a per-sample,
+per-step gap ``dt`` (in units of Δt) turns each gate g = Δt σ(·) into
+
+    1 - (1 - g)^dt,
+
+the decay of dt steps of the same gate towards the same candidate: g itself for dt = 1,
+dt · g to first order for short gaps (the ODE's step Δt · dt), and still below 1 for any gap.
+(Multiplying g by dt instead, the first-order form, leaves the convex combination once
+dt · g > 1 and diverges past 2: gaps of 5 median steps sent forecasts to 1e15.)
 
 Two implementations compute the same recurrence:
 
@@ -33,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_option, check_positive
+from .._validation import check_in_range, check_option, check_positive
 from ._sampling import check_sequence, check_state, check_time_steps
 
 IMPLEMENTATIONS = ("auto", "loop", "fused")
@@ -48,7 +56,7 @@ class LEM(nn.Module):
         Channels of u_n.
     hidden_size : int
         H, the size of each of y_n and z_n.
-    dt : float
+    dt : float in (0, 1]
         Δt, the step of the discretised ODE (the authors use 1 on FitzHugh–Nagumo).
     implementation : {"auto", "loop", "fused"}
         How the recurrence is computed (module docstring); all give the same values.
@@ -62,8 +70,9 @@ class LEM(nn.Module):
     Shapes
     ------
     x : (B, L, input_size); dt : (B, L) or (B, L, 1), the elapsed time before each step in
-    units of Δt (None: every step is Δt). h0 : a tuple (y_0, z_0) of (B, H) tensors or one
-    (B, 2H) tensor [y_0, z_0] (zeros when None).
+    units of Δt (None: every step is Δt; the module docstring says how a gap enters).
+    h0 : a tuple (y_0, z_0) of (B, H) tensors or one (B, 2H) tensor [y_0, z_0] (zeros when
+    None).
     Returns the outputs y_1..y_L (B, L, H) and the final state (y_L, z_L).
     """
 
@@ -72,7 +81,7 @@ class LEM(nn.Module):
         super().__init__()
         self.input_size = check_positive(input_size, "input_size", integer=True)
         self.hidden_size = check_positive(hidden_size, "hidden_size", integer=True)
-        self.dt = float(check_positive(dt, "dt"))
+        self.dt = float(check_in_range(dt, "dt", 0.0, 1.0, closed="right"))
         self.implementation = check_option(implementation, "implementation", IMPLEMENTATIONS)
         h, c = self.hidden_size, self.input_size
         self.input_weight = nn.Parameter(torch.empty(4 * h, c))
@@ -121,7 +130,6 @@ class LEM(nn.Module):
         bias = self.input_bias + torch.cat([self.recurrent_bias, self.state_bias])
         # Input projections of every step at once: only the recurrent products stay in the loop.
         projected = nn.functional.linear(x, self.input_weight, bias)  # (B, L, 4H)
-        scale = None if dt is None else self.dt * dt  # (B, L): Δt of each sample and step
         numpy_dtype = x.dtype in (torch.float32, torch.float64)
         use_fused = self.implementation == "fused" or (
             self.implementation == "auto" and x.device.type == "cpu" and numpy_dtype)
@@ -130,18 +138,20 @@ class LEM(nn.Module):
                 raise ValueError("implementation='fused' runs on the CPU in float32 or float64 "
                                  f"only (got {x.device.type}, {x.dtype}); use 'loop'")
             outputs, z_last = _FusedLEM.apply(projected, self.recurrent_weight, self.state_weight,
-                                              y0, z0, scale, self.dt)
+                                              y0, z0, dt, self.dt)
             return outputs, (outputs[:, -1], z_last)
         steps_rec = projected[..., : 3 * h].unbind(1)  # unbind: one backward node, not L
         steps_y = projected[..., 3 * h:].unbind(1)
-        scales = None if scale is None else scale.unbind(1)
+        gaps = None if dt is None else dt.unbind(1)
         weight_t, state_weight_t = self.recurrent_weight.t(), self.state_weight.t()
         y, z = y0, z0
         outputs = []
         for t in range(length):
             pre = torch.addmm(steps_rec[t], y, weight_t)
-            gates = torch.sigmoid(pre[:, : 2 * h])
-            gates = gates * (self.dt if scales is None else scales[t][:, None])
+            gates = self.dt * torch.sigmoid(pre[:, : 2 * h])
+            if gaps is not None:
+                rest = (1.0 - gates).clamp_min(torch.finfo(gates.dtype).tiny)
+                gates = 1.0 - rest ** gaps[t][:, None]
             z = torch.lerp(z, torch.tanh(pre[:, 2 * h:]), gates[:, h:])
             y = torch.lerp(y, torch.tanh(torch.addmm(steps_y[t], z, state_weight_t)),
                            gates[:, :h])
@@ -153,15 +163,15 @@ class _FusedLEM(torch.autograd.Function):
     """The LEM recurrence over a whole sequence, forward and backward in numpy (CPU).
 
     Inputs: projected (B, L, 4H) = V u_n + b (columns: Δt̄, Δt, z, y), recurrent weight
-    (3H, H), state weight W_y (H, H), y_0, z_0 (B, H), scale (B, L) or None, and the
-    constant Δt used when scale is None. Outputs: y_1..y_L (B, L, H) and z_L (B, H).
+    (3H, H), state weight W_y (H, H), y_0, z_0 (B, H), the gaps dt (B, L) or None, and the
+    constant Δt. Outputs: y_1..y_L (B, L, H) and z_L (B, H).
 
     Written for few numpy calls per step, all into preallocated buffers: σ(a) is computed
     as (1 + tanh(a/2)) / 2 so that one tanh call covers both gates and the z candidate.
     """
 
     @staticmethod
-    def forward(ctx, projected, weight, state_weight, y0, z0, scale, dt_constant):
+    def forward(ctx, projected, weight, state_weight, y0, z0, gaps, dt_constant):
         dtype = projected.dtype
         p = projected.detach().numpy().transpose(1, 0, 2)  # time-major (L, B, 4H)
         length, batch, four_h = p.shape
@@ -173,8 +183,11 @@ class _FusedLEM(torch.autograd.Function):
         w_t = weight.detach().numpy().T.copy()
         w_t[:, : 2 * h] *= 0.5
         wy_t = state_weight.detach().numpy().T.copy()
-        half_c = (np.full((length, 1, 1), 0.5 * dt_constant, dtype=p.dtype) if scale is None
-                  else 0.5 * scale.detach().numpy().T[:, :, None].astype(p.dtype))
+        half_c = np.full((length, 1, 1), 0.5 * dt_constant, dtype=p.dtype)
+        exponents = (None if gaps is None
+                     else gaps.detach().numpy().T[:, :, None].astype(p.dtype))  # (L, B, 1)
+        rests = None if gaps is None else np.empty((length, batch, 2 * h), dtype=p.dtype)
+        tiny = np.finfo(p.dtype).tiny
         ys = np.empty((length + 1, batch, h), dtype=p.dtype)
         zs = np.empty((length + 1, batch, h), dtype=p.dtype)
         tanhs = np.empty((length, batch, 3 * h), dtype=p.dtype)  # tanh(a/2) gates, z cand.
@@ -191,7 +204,12 @@ class _FusedLEM(torch.autograd.Function):
             np.tanh(pre, out=tanhs[t])
             step = steps[t]
             np.add(tanhs[t, :, : 2 * h], 1.0, out=step)
-            step *= half_c[t]
+            step *= half_c[t]  # g = Δt σ
+            if exponents is not None:  # 1 - (1 - g)^dt, 1 - g kept for the backward pass
+                np.subtract(1.0, step, out=rests[t])
+                np.maximum(rests[t], tiny, out=rests[t])
+                np.power(rests[t], exponents[t], out=step)
+                np.subtract(1.0, step, out=step)
             np.subtract(tanhs[t, :, 2 * h:], zs[t], out=work)
             work *= step[:, h:]
             np.add(zs[t], work, out=zs[t + 1])
@@ -202,15 +220,14 @@ class _FusedLEM(torch.autograd.Function):
             work *= step[:, :h]
             np.add(ys[t], work, out=ys[t + 1])
         ctx.save_for_backward(weight, state_weight)
-        ctx.arrays = (ys, zs, tanhs, steps, cand_y, half_c)
-        ctx.has_scale = scale is not None
+        ctx.arrays = (ys, zs, tanhs, steps, cand_y, half_c, exponents, rests)
         outputs = torch.from_numpy(ys[1:].transpose(1, 0, 2).copy()).to(dtype)
         return outputs, torch.from_numpy(zs[-1].copy()).to(dtype)
 
     @staticmethod
     def backward(ctx, grad_outputs, grad_z_last):
         weight, state_weight = ctx.saved_tensors
-        ys, zs, tanhs, steps, cand_y, half_c = ctx.arrays
+        ys, zs, tanhs, steps, cand_y, half_c, exponents, rests = ctx.arrays
         w = weight.detach().numpy()
         wy = state_weight.detach().numpy()
         length, batch, h = cand_y.shape
@@ -228,7 +245,9 @@ class _FusedLEM(torch.autograd.Function):
         keep_y, keep_z = 1.0 - step_y, 1.0 - step_z
         slope_y = step_y * (1.0 - cand_y * cand_y)
         slope_z = step_z * (1.0 - tanhs[:, :, 2 * h:] ** 2)
-        slope_gates = (0.5 * half_c) * (1.0 - tanhs[:, :, : 2 * h] ** 2)
+        slope_gates = (0.5 * half_c) * (1.0 - tanhs[:, :, : 2 * h] ** 2)  # ∂g/∂a
+        if exponents is not None:  # step = 1 - (1 - g)^dt: ∂step/∂g = dt (1 - step) / (1 - g)
+            slope_gates *= exponents * (1.0 - steps) / rests
         d_steps = np.empty((length, batch, 2 * h), dtype=dtype)  # ∂L/∂(Δt̄_n, Δt_n)
         d_rec = np.empty((length, batch, 3 * h), dtype=dtype)  # ∂L/∂ pre-activations
         d_y = np.empty((length, batch, h), dtype=dtype)
@@ -251,13 +270,13 @@ class _FusedLEM(torch.autograd.Function):
         # Weight gradients as two large products instead of L small ones.
         d_weight = d_rec.reshape(-1, 3 * h).T @ ys[:-1].reshape(-1, h)
         d_state_weight = d_y.reshape(-1, h).T @ zs[1:].reshape(-1, h)
-        d_scale = None
-        if ctx.has_scale:  # ∂Δt_n/∂c = σ = (1 + tanh(a/2)) / 2
-            d_scale = 0.5 * (d_steps * (1.0 + tanhs[:, :, : 2 * h])).sum(2)
+        d_gaps = None
+        if exponents is not None:  # ∂step/∂dt = -(1 - g)^dt log(1 - g)
+            d_gaps = -(d_steps * (1.0 - steps) * np.log(rests)).sum(2)
 
         def tensor(array):
             return torch.from_numpy(np.ascontiguousarray(array)).to(weight.dtype)
 
         d_proj = np.concatenate([d_rec, d_y], axis=2).transpose(1, 0, 2)
         return (tensor(d_proj), tensor(d_weight), tensor(d_state_weight), tensor(gy),
-                tensor(gz), None if d_scale is None else tensor(d_scale.T), None)
+                tensor(gz), None if d_gaps is None else tensor(d_gaps.T), None)
