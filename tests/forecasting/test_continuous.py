@@ -103,6 +103,34 @@ def test_ltc_variants_fit():
         assert np.isfinite(model.predict(3)).all()
 
 
+def test_the_wiring_follows_random_state():
+    # Without a wiring the LTC's polarities came from ncps's fixed seed whatever the
+    # random_state; the NCP wiring refused random_state >= 2**32 with numpy's message.
+    times, y = irregular(160)
+
+    def polarities(**options):
+        model = LTCForecaster(**{**TINY, "max_epochs": 1, **options}).fit(y, times=times)
+        return model.module_.core.erev.detach().sign()
+
+    assert not torch.equal(polarities(random_state=1), polarities(random_state=2))
+    assert torch.equal(polarities(random_state=1), polarities(random_state=1, wiring="full"))
+    for cls in ESTIMATORS:
+        model = cls(**{**TINY, "hidden_size": 10, "random_state": 2**32 + 5,
+                       "wiring": "ncp"}).fit(y, times=times)
+        assert np.isfinite(model.predict(3)).all()
+
+
+def test_settings_without_effect_are_announced():
+    times, y = irregular(160)
+    cases = [(LTCForecaster, dict(rank=3), "rank=3 has no effect"),
+             (LTCForecaster, dict(wiring="full", sparsity=0.2), "sparsity=0.2 has no effect"),
+             (CfCForecaster, dict(wiring="ncp", sparsity=0.05), "raised to 0.1"),
+             (CfCForecaster, dict(wiring="random", backbone_units=32), "backbone_units=32 has")]
+    for cls, options, message in cases:
+        with pytest.warns(UserWarning, match=message):
+            cls(**{**TINY, "hidden_size": 10, "max_epochs": 1, **options}).fit(y, times=times)
+
+
 def test_cfc_learns_a_sine_sampled_irregularly():
     times, y = irregular(600, seed=1)
     model = CfCForecaster(hidden_size=16, sequence_length=16, max_epochs=25,

@@ -18,13 +18,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_option, check_positive
+from .._validation import check_in_range, check_option, check_positive, warn
 from ..nn.cfc import CfC
 from ..nn.ltc import LTC
 from ..nn.wirings import AutoNCP, FullyConnected, LowRankSparse, RandomSparse
 from ._times import TimedForecaster, TimedNextStepPredictor
 
 WIRINGS = ("full", "random", "ncp", "low_rank")
+# CfCForecaster's backbone defaults, which a wired CfC does not use
+_DEFAULT_BACKBONE = dict(backbone_units=64, backbone_layers=1, backbone_dropout=0.0)
 
 
 class ContinuousPredictor(TimedNextStepPredictor):
@@ -50,12 +52,23 @@ class _ContinuousForecaster(TimedForecaster):
     # ------------------------------------------------------------------ module
     def _wiring(self):
         kind = self.wiring
+        if kind is not None:
+            check_option(kind, "wiring", WIRINGS)
+        sparsity = check_in_range(self.sparsity, "sparsity", 0.0, 1.0, closed="left")
+        # Say so where a setting cannot act, rather than train without it unannounced.
+        if kind in (None, "full") and sparsity != 0.5:
+            warn(f"sparsity={sparsity} has no effect with wiring={kind!r}: it applies to the "
+                 "'random', 'low_rank' and 'ncp' wirings")
+        if self.rank is not None and kind != "low_rank":
+            warn(f"rank={self.rank} has no effect with wiring={kind!r}: it applies to "
+                 "wiring='low_rank'")
+        if kind == "ncp" and sparsity < 0.1:
+            warn(f"sparsity={sparsity} is raised to 0.1 for wiring='ncp' (AutoNCP needs some "
+                 "synapses between its layers)")
         if kind is None:
             return None
-        check_option(kind, "wiring", WIRINGS)
         units = int(self.hidden_size)
-        seed = 1111 if self.random_state is None else int(self.random_state)
-        sparsity = check_in_range(self.sparsity, "sparsity", 0.0, 1.0, closed="left")
+        seed = self._wiring_seed()
         if kind == "full":
             return FullyConnected(units, seed=seed)
         if kind == "random":
@@ -67,6 +80,11 @@ class _ContinuousForecaster(TimedForecaster):
         if motor < 1:
             raise ValueError(f"wiring='ncp' needs hidden_size >= 4, got {units}")
         return AutoNCP(units, motor, sparsity=max(sparsity, 0.1), seed=seed)
+
+    def _wiring_seed(self) -> int:
+        """The seed of the wiring's synapses and polarities: ncps's 1111 without a
+        random_state, else the random_state (numpy takes seeds below 2**32)."""
+        return 1111 if self.random_state is None else int(self.random_state) % 2**32
 
     def _build_module(self) -> ContinuousPredictor:
         check_positive(self.hidden_size, "hidden_size", integer=True)
@@ -173,9 +191,16 @@ class CfCForecaster(_ContinuousForecaster):
 
     def _core(self, n_inputs, wiring):
         units = self.hidden_size if wiring is None else wiring
-        options = {} if wiring is not None else dict(
-            backbone_units=self.backbone_units, backbone_layers=self.backbone_layers,
-            backbone_dropout=self.backbone_dropout)
+        backbone = dict(backbone_units=self.backbone_units,
+                        backbone_layers=self.backbone_layers,
+                        backbone_dropout=self.backbone_dropout)
+        if wiring is not None:
+            changed = {k: v for k, v in backbone.items() if v != _DEFAULT_BACKBONE[k]}
+            if changed:
+                warn(f"{', '.join(f'{k}={v}' for k, v in changed.items())} "
+                     f"{'has' if len(changed) == 1 else 'have'} no effect with a wiring: a "
+                     "wired CfC is a stack of layers without backbone")
+        options = {} if wiring is not None else backbone
         return CfC(n_inputs, units, mode=self.mode, mixed_memory=self.mixed_memory, **options)
 
 
@@ -235,7 +260,10 @@ class LTCForecaster(_ContinuousForecaster):
         self.verbose = verbose
 
     def _core(self, n_inputs, wiring):
-        units = self.hidden_size if wiring is None else wiring
+        # No wiring is the full one, its polarities drawn from random_state as for "full"
+        # (a unit count alone would draw them with ncps's fixed seed whatever random_state).
+        units = (FullyConnected(int(self.hidden_size), seed=self._wiring_seed())
+                 if wiring is None else wiring)
         return LTC(n_inputs, units, ode_unfolds=self.ode_unfolds, solver=self.solver,
                    mixed_memory=self.mixed_memory)
 

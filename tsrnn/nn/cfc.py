@@ -13,9 +13,10 @@ t_i = sigmoid(a(x) dt + b(x)) (a, b affine in x), the new state is
     pure:     h' = -A * exp(-dt (w_tau + |f|)) * f + A,   f = W_1 x + b_1 (no tanh)
 
 where dt is the time elapsed since the previous sample, per sample and step. In the pure
-mode (the direct closed-form solution of the LTC ODE) w_tau = softplus(w_tau_raw) > 0
-(ncps uses |w_tau| initialised at 0, where the gradient of |.| vanishes and w_tau never
-trains).
+mode (the direct closed-form solution of the LTC ODE) w_tau = softplus(w_tau_raw) > 0,
+starting at softplus(-4) = 0.018 with A = 1: a smooth positive rate that starts slow (ncps
+takes |w_tau|, whose gradient flips sign at 0, and draws w_tau and A by Xavier's uniform
+rule, e.g. w_tau in +-0.8 and A in +-0.5 for 64 units).
 
 ``mixed_memory`` puts an LSTM memory cell in front (h, c <- LSTM(u_t, (h, c)) before
 each CfC update). With a :mod:`tsrnn.nn.wirings` wiring instead of a unit count, the cell is
