@@ -91,6 +91,27 @@ def test_chunked_cpu_scan_equals_reference(always_chunked, length, dtype):
                                        rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_first_coefficient_is_not_read_from_a_zero_start(chunked, monkeypatch):
+    # h_0 = a_0 * 0 + b_0: the loop never reads a_0, but the chunked scan multiplied the
+    # first chunk's product (NaN, or inf = 4^64 in float32) into the zero start, NaN, and
+    # raised where the loop returned the right answer.
+    if chunked:
+        monkeypatch.setattr(scan_module, "_CHUNK_MIN_LENGTH", 1)
+        monkeypatch.setattr(scan_module, "_CHUNK_MAX_SLICE", 1 << 40)
+    else:
+        monkeypatch.setattr(scan_module, "_CHUNK_MIN_LENGTH", 1 << 40)
+    a = torch.full((1, 4096, 1), 0.5)
+    b = torch.zeros(1, 4096, 1)
+    b[0, -1] = 1.0
+    a[0, :64] = 4.0  # the first chunk's product, 4^64, overflows float32
+    h = linear_scan(a, b)
+    assert h[0, -1, 0].item() == 1.0 and torch.isfinite(h).all()
+    a[0, 0] = float("nan")
+    h = linear_scan(a, b)
+    assert h[0, -1, 0].item() == 1.0 and torch.isfinite(h).all()
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_chunked_cpu_scan_gradcheck(always_chunked, reverse):
     a, b, h0 = inputs(batch=2, length=23, channels=2, dtype=torch.complex128, seed=30)

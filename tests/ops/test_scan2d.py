@@ -157,4 +157,7 @@ def test_scan2d_rejects_bad_input():
         scan2d(*coefficients[:5], torch.ones(coefficients[0].shape, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"\(B, V, T, \*F\)"):
         scan2d(*(c[0, 0, 0] for c in coefficients))
+    with pytest.raises(TypeError, match="share one dtype"):
+        scan2d(*coefficients[:5], coefficients[5].to(torch.float32 if coefficients[5].dtype
+                                                     == torch.float64 else torch.float64))
     assert set(METHODS) == {"sequential", "sweep", "wavefront"}

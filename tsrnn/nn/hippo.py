@@ -23,10 +23,12 @@ Discretisations of c' = A c + B f with step Δ (``discretise``):
              block matrix [[A, B], [0, 0]] Δ, which needs no inverse of A)
 
 LegS is discretised step by step (``legs_discretise``). For the step from elapsed time t to
-t + dt: GBT(α) of A with Δ = dt / t, the form of the HiPPO paper and of the reference code
-(state-spaces/s4, which uses Δ = 1/k at step k of a regularly sampled sequence); ZOH with
-Δ = log((t + dt) / t), which is exact for c' = (1/t) A c (substitute s = log t). The first
-sample (t = 0) sets c = -A⁻¹B f = f e_0, the exact coefficients of a constant.
+t + dt: GBT(α) of A with Δ = dt / t, the form of the HiPPO paper; ZOH with Δ = log((t + dt)
+/ t), which is exact for c' = (1/t) A c (substitute s = log t). The first sample (t = 0)
+sets c = -A⁻¹B f = f e_0, the exact coefficients of a constant. (The reference code,
+state-spaces/s4's HiPPOScale, starts from c = 0 and steps sample k = 1, 2, ... with Δ = 1/k,
+one step later than here: on a smooth signal over 200 samples its coefficients were 1.8x
+further from the exact projection than these.)
 
 HiPPO-RNN cell (the paper's gated architecture, one memory per ``memory_size`` channel):
 

@@ -150,15 +150,19 @@ def _chunked_scan_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     carry_steps, end_steps, product_steps = carries.unbind(1), ends.unbind(1), products.unbind(1)
     previous = h0
     for k in (range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)):
-        if previous is None:
-            carry_steps[k].zero_()
+        if previous is None:  # a zero start: the chunk's product is not read (as in the loop,
+            carry_steps[k].zero_()  # where the first a multiplies nothing), so a product
+            previous = end_steps[k]  # that overflowed or holds a NaN cannot leak in
         else:
             carry_steps[k].copy_(previous)
-        previous = torch.addcmul(end_steps[k], product_steps[k], carry_steps[k])
+            previous = torch.addcmul(end_steps[k], product_steps[k], carry_steps[k])
 
     state = carries
     for j in within:
         torch.addcmul(b_steps[j], a_steps[j], state, out=out_steps[j])
+        if h0 is None and j == within[0]:  # the very first step reads no state, as in the loop
+            first = n_chunks - 1 if reverse else 0
+            out_steps[j][:, first] = b_steps[j][:, first]
         state = out_steps[j]
     if not reverse and main < length:
         _sequential_scan_into(out[:, main:], a[:, main:], b[:, main:], out[:, main - 1], False)
@@ -409,7 +413,8 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
     check_finite : bool
         Raise ``ValueError`` when the result is not finite, naming the input that holds NaN
         or inf or reporting an overflow. A non-finite value anywhere in ``a``, ``b`` or
-        ``h0`` reaches the last state of its channel, so only the (B, D) last states are
+        ``h0`` that the recurrence reads reaches the last state of its channel (the first
+        ``a`` multiplies nothing when ``h0`` is None), so only the (B, D) last states are
         tested: cheap, but on CUDA it synchronises with the host once per call (pass False
         inside CUDA graphs, under ``torch.compile``, or to keep the GPU queue running).
 

@@ -88,6 +88,10 @@ def _check(coefficients: dict[str, Tensor], h0) -> tuple[int, int, int]:
                              f"{name} has {tuple(value.shape)}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    dtypes = {name: value.dtype for name, value in coefficients.items()}
+    if len(set(dtypes.values())) > 1:  # as linear_scan: no silent promotion or rounding
+        raise TypeError("scan2d coefficients must share one dtype, got "
+                        + ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items()))
     if h0 is not None:
         if not isinstance(h0, tuple | list) or len(h0) != 2:
             raise ValueError("h0 must be a pair (h1_init, h2_init) of (B, V, *F) tensors")
