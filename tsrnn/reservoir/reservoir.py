@@ -214,12 +214,11 @@ class LeakyReservoir(nn.Module):
                     ) -> np.ndarray:
         """Run the compiled kernel: states to ``out`` rows ``rows`` (B, L); final (B, N).
         ``threads``: OpenMP threads (default torch's thread count)."""
+        start = None if state is None else np.ascontiguousarray(state, np.float64)
         return _esn_cpu.run(csr, _float64(self.input_weights), _float64(self.bias),
                             self.leak_rate, np.ascontiguousarray(inputs, dtype=np.float64),
-                            None if state is None else np.ascontiguousarray(state, np.float64),
-                            out,
-                            rows, threads=torch.get_num_threads() if threads is None
-                            else threads)
+                            start, out, rows,
+                            threads=torch.get_num_threads() if threads is None else threads)
 
     def recurrent_matrix(self):
         """W as a scipy CSR array (sparse) or a numpy array (dense), on the CPU."""
