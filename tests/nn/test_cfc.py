@@ -380,3 +380,17 @@ def test_triton_cfc_at_the_benchmark_size_matches_the_torch_path():
     expected_out, expected = run()
     for g, e in zip((got_out.detach(), *got), (expected_out.detach(), *expected)):
         assert float((g - e).abs().max()) <= 1e-4 * max(float(e.abs().max()), 1.0)
+
+
+@pytest.mark.gpu
+def test_triton_cfc_size_check_counts_the_padded_batch():
+    # The kernels' buffers pad the batch to 16 rows: one sequence of 2.2 million steps
+    # passed a check on B L and ran into an illegal memory access.
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    pytest.importorskip("triton")
+    from tsrnn.nn import _triton_cfc
+
+    assert _triton_cfc.supports(16, 16, torch.float32, batch=64, steps=10_000)
+    assert not _triton_cfc.supports(16, 16, torch.float32, batch=1, steps=2_200_000)
+    assert not _triton_cfc.supports(16, 16, torch.float32, batch=17, steps=1_100_000)

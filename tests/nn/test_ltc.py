@@ -389,3 +389,17 @@ def test_triton_ltc_module_gradients_equal_the_torch_path_on_cuda(dtype):
     for g, e in zip((got_out.detach(), *got), (expected_out.detach(), *expected)):
         scale = max(float(e.abs().max()), 1.0)
         assert float((g - e).abs().max()) <= tolerance * scale, (g - e).abs().max()
+
+
+@pytest.mark.gpu
+def test_triton_ltc_refuses_sizes_beyond_its_32_bit_offsets():
+    # From 131,072 sequences of 64 neurons the backward pass's per-sequence parameter
+    # gradients wrapped their int32 offsets (an illegal memory access): the size check
+    # bounded B L HP only.
+    kernels = ltc_triton_or_skip()
+    assert kernels.supports(64, torch.float32, 1_000, 50, 6)
+    assert not kernels.supports(64, torch.float32, 131_100, 1, 6)
+    cell = LTC(2, 64, implementation="triton").cuda()
+    with pytest.raises(ValueError, match="too large for the Triton LTC kernels"):
+        cell(torch.zeros(131_100, 1, 2, device="cuda"))
+    assert LTC(2, 64).cuda()._backend(torch.zeros(131_100, 1, 64, device="cuda")) == "torch"

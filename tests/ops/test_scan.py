@@ -343,3 +343,35 @@ def test_cuda_gradcheck_float64():
     a, b, h0 = inputs(batch=2, length=9, channels=3, seed=23)
     args = tuple(x.cuda().requires_grad_() for x in (a, b, h0))
     assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0), args)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cuda_first_coefficient_is_not_read_from_a_zero_start(reverse):
+    # The Triton kernel multiplied a non-finite first a by the zero start: every output NaN
+    # on CUDA where the CPU (and the sequence's own recurrence) gives finite values.
+    a, b, _ = inputs(batch=2, length=40, channels=3, dtype=torch.float32, seed=31)
+    first = -1 if reverse else 0
+    for bad in (float("nan"), float("inf")):
+        a[:, first] = bad
+        expected = linear_scan(a, b, reverse=reverse)
+        got = linear_scan(a.cuda(), b.cuda(), reverse=reverse, backend="triton")
+        assert torch.isfinite(expected).all()
+        torch.testing.assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_scan_of_more_sequences_than_a_grid_axis_holds():
+    # 70,000 sequences: the batch sat on grid axis 1 (at most 65,535) and the launch failed.
+    a, b, h0 = inputs(batch=70_000, length=4, channels=2, dtype=torch.float32, seed=32)
+    expected = linear_scan(a, b, h0)
+    got = linear_scan(a.cuda(), b.cuda(), h0.cuda(), backend="triton")
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-5)
+    grads = torch.ones_like(b).cuda()
+    a_cuda = a.cuda().requires_grad_()
+    linear_scan(a_cuda, b.cuda(), h0.cuda(), backend="triton").backward(grads)
+    a_cpu = a.clone().requires_grad_()
+    linear_scan(a_cpu, b, h0).backward(grads.cpu())
+    torch.testing.assert_close(a_cuda.grad.cpu(), a_cpu.grad, rtol=1e-4, atol=1e-4)

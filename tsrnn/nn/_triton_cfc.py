@@ -53,12 +53,18 @@ def _padded(size: int) -> int:
     return max(16, triton.next_power_of_2(size))
 
 
-def supports(hidden: int, features: int, dtype: torch.dtype, rows: int = 0) -> bool:
+def supports(hidden: int, features: int, dtype: torch.dtype, batch: int = 0,
+             steps: int = 0) -> bool:
     """Whether the kernels cover H hidden units and ``features`` backbone units (or, without a
-    backbone, H) in this dtype, for ``rows`` = B L samples (the kernels index with int32)."""
+    backbone, H) in this dtype, for ``batch`` sequences of ``steps`` steps. The kernels
+    index with int32 into buffers (L + 1, BP, ...) whose batch is padded to a multiple of
+    BLOCK_B (one sequence takes the room of 16: bounding B L instead let a 2.2-million-step
+    sequence through, into an illegal memory access)."""
     padded = max(4 * _padded(hidden), _padded(features))
+    padded_batch = max(1, -(-batch // BLOCK_B)) * BLOCK_B
     return (dtype in (torch.float32, torch.float64) and _padded(hidden) <= 128
-            and _padded(features) <= MAX_PADDED and (rows + BLOCK_B) * padded < 2**31)
+            and _padded(features) <= MAX_PADDED
+            and (steps + 1) * padded_batch * padded < 2**31)
 
 
 @triton.jit

@@ -35,11 +35,17 @@ def _padded(size: int) -> int:
     return max(16, triton.next_power_of_2(size))
 
 
-def supports(hidden: int, dtype: torch.dtype, rows: int = 0) -> bool:
-    """Whether the kernels cover H neurons in this dtype, for ``rows`` = B L samples (the
-    kernels index with int32)."""
-    return (dtype in (torch.float32, torch.float64) and _padded(hidden) <= MAX_PADDED
-            and rows * _padded(hidden) < 2**31)
+def supports(hidden: int, dtype: torch.dtype, batch: int = 0, steps: int = 0,
+             unfolds: int = 6) -> bool:
+    """Whether the kernels cover H neurons in this dtype, for ``batch`` sequences of
+    ``steps`` steps. The kernels index with int32: the states (B, L, HP), and in the
+    backward pass each sequence's parameter gradients (B, 4, HP, HP) and scratch (B, 2K + 1,
+    HP) (from B = 131,072 at 64 neurons these offsets wrapped: an illegal memory access)."""
+    padded = _padded(hidden)
+    largest = max(batch * steps * padded, batch * 4 * padded * padded,
+                  batch * (2 * unfolds + 1) * padded)
+    return (dtype in (torch.float32, torch.float64) and padded <= MAX_PADDED
+            and largest < 2**31)
 
 
 @triton.jit

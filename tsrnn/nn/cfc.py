@@ -343,9 +343,9 @@ class CfC(nn.Module):
         cover the sizes and dtype, else :class:`CfCSequence`."""
         if self._triton and x.device.type == "cuda":
             kernels = _triton_kernels()
-            rows = x.shape[0] * x.shape[1] if x.dim() > 1 else 0
+            batch, steps = (x.shape[0], x.shape[1]) if x.dim() > 1 else (0, 0)
             if kernels is not None and kernels.supports(self.hidden_size, features, x.dtype,
-                                                        rows):
+                                                        batch, steps):
                 return kernels.TritonCfCSequence
         return CfCSequence
 

@@ -234,6 +234,10 @@ class LTC(nn.Module):
             self.sensory_sigma * (u[..., None] - self.sensory_mu))  # (B, L, I, H)
         return (activation * self.sensory_erev).sum(-2), activation.sum(-2)
 
+    @staticmethod
+    def _batch_and_steps(like: torch.Tensor) -> tuple[int, int]:
+        return (like.shape[0], like.shape[1]) if like.dim() > 1 else (0, 0)
+
     def _backend(self, like: torch.Tensor) -> str:
         choice = self.implementation
         if choice == "auto":
@@ -241,9 +245,9 @@ class LTC(nn.Module):
 
             if like.device.type == "cuda":
                 kernels = _triton_kernels()
-                rows = like.shape[0] * like.shape[1] if like.dim() > 1 else 0
-                covered = kernels is not None and kernels.supports(self.hidden_size, like.dtype,
-                                                                   rows)
+                covered = kernels is not None and kernels.supports(
+                    self.hidden_size, like.dtype, *self._batch_and_steps(like),
+                    self.ode_unfolds)
                 return "triton" if covered else "torch"
             native = (like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64)
                       and _ltc_cpu.available())
@@ -257,6 +261,11 @@ class LTC(nn.Module):
                 raise ValueError(f"the Triton LTC kernels cover up to {kernels.MAX_PADDED} "
                                  f"neurons in float32 or float64, not {self.hidden_size} in "
                                  f"{like.dtype}; use implementation='torch'")
+            if not kernels.supports(self.hidden_size, like.dtype, *self._batch_and_steps(like),
+                                    self.ode_unfolds):
+                raise ValueError(f"a batch of {like.shape[0]} sequences is too large for the "
+                                 "Triton LTC kernels' 32-bit offsets; use "
+                                 "implementation='torch' or smaller batches")
         if choice == "native":
             from . import _ltc_cpu
 

@@ -92,8 +92,9 @@ def _scan_forward_kernel(a_ptr, b_ptr, h0_ptr, out_ptr, L, D,
                          HAS_H0: tl.constexpr, REVERSE: tl.constexpr,
                          IS_COMPLEX: tl.constexpr, ACC: tl.constexpr,
                          BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
+    # The batch on grid axis 0 (up to 2^31 - 1 programs; axis 1 stops at 65,535 sequences)
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
     width = 2 if IS_COMPLEX else 1
     a_ptr += pid_b * L * D * width
     b_ptr += pid_b * L * D * width
@@ -119,6 +120,12 @@ def _scan_forward_kernel(a_ptr, b_ptr, h0_ptr, out_ptr, L, D,
         # padding rows are the identity (a = 1, b = 0): the last row carries the state
         a_real, a_imag = _load_pair(a_ptr, offsets, mask, 1.0, IS_COMPLEX, ACC)
         b_real, b_imag = _load_pair(b_ptr, offsets, mask, 0.0, IS_COMPLEX, ACC)
+        if not HAS_H0:
+            # From a zero start the first step is h = b: its a multiplies nothing and is not
+            # read (as on the CPU), so a NaN or inf there cannot spread through the scan.
+            a_real = tl.where(step[:, None] == 0, 0.0, a_real)
+            if IS_COMPLEX:
+                a_imag = tl.where(step[:, None] == 0, 0.0, a_imag)
         if IS_COMPLEX:
             A_real, A_imag, B_real, B_imag = tl.associative_scan(
                 (a_real, a_imag, b_real, b_imag), 0, _combine_complex)
@@ -138,8 +145,8 @@ def _scan_backward_kernel(a_ptr, h_ptr, h0_ptr, grad_ptr, da_ptr, db_ptr, dh0_pt
                           HAS_H0: tl.constexpr, NEED_DH0: tl.constexpr,
                           REVERSE: tl.constexpr, IS_COMPLEX: tl.constexpr, ACC: tl.constexpr,
                           BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
     width = 2 if IS_COMPLEX else 1
     shift = pid_b * L * D * width
     a_ptr += shift
@@ -242,17 +249,25 @@ def _accumulator(dtype: torch.dtype):
     return tl.float64 if dtype in (torch.float64, torch.complex128) else tl.float32
 
 
+# Channel blocks go on grid axis 1, at most 65,535 of them; blocks hold >= 256 channels.
+_MAX_CHANNELS = 65_535 * 256
+
+
 def fits(b: torch.Tensor) -> bool:
-    """Whether one sequence of ``b`` (B, L, D) can be indexed with 32-bit offsets."""
+    """Whether one sequence of ``b`` (B, L, D) can be indexed with 32-bit offsets and its
+    channel blocks fit the launch grid (the batch, on grid axis 0, has no practical limit)."""
     _, length, channels = b.shape
-    return length * channels * (2 if b.is_complex() else 1) <= _INT32_MAX
+    return (length * channels * (2 if b.is_complex() else 1) <= _INT32_MAX
+            and channels <= _MAX_CHANNELS)
 
 
 def check_size(b: torch.Tensor) -> None:
     if not fits(b):
         _, length, channels = b.shape
-        raise ValueError(f"backend='triton' indexes one sequence with 32-bit offsets; L*D = "
-                         f"{length * channels} is too large, use backend='torch'")
+        raise ValueError(f"backend='triton' indexes one sequence with 32-bit offsets and "
+                         f"launches at most {_MAX_CHANNELS} channels; L*D = "
+                         f"{length * channels} with D = {channels} is too large, use "
+                         "backend='torch'")
 
 
 def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
@@ -264,7 +279,7 @@ def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
     if out.numel() == 0:
         return out
     block_t, block_d, warps = _config("forward", b.dtype, channels)
-    grid = (triton.cdiv(channels, block_d), batch)
+    grid = (batch, triton.cdiv(channels, block_d))
     _scan_forward_kernel[grid](
         _as_real(a), _as_real(b), _as_real(h0) if h0 is not None else _as_real(b),
         _as_real(out), length, channels,
@@ -286,7 +301,7 @@ def scan_backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None,
             dh0.zero_()
         return da, db, dh0
     block_t, block_d, warps = _config("backward", h.dtype, channels)
-    grid = (triton.cdiv(channels, block_d), batch)
+    grid = (batch, triton.cdiv(channels, block_d))
     real_h = _as_real(h)
     _scan_backward_kernel[grid](
         _as_real(a), real_h, _as_real(h0) if h0 is not None else real_h, _as_real(grad_h),
