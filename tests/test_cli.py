@@ -22,6 +22,7 @@ REPORT_KEYS = {
     "system", "model", "dt", "n_train", "n_test", "fit_seconds", "valid_prediction_time",
     "valid_prediction_unit", "state_space_divergence", "power_spectrum_distance",
     "lyapunov_learned", "lyapunov_learned_stderr", "lyapunov_true", "lyapunov_true_source",
+    "lyapunov_unit", "lyapunov_true_stderr", "model_state_dimension",
     "fixed_points_learned", "fixed_points_true",
     "total_seconds",
 }
@@ -166,8 +167,9 @@ def test_reconstruct_prints_the_report_and_writes_json(tmp_path, capsys):
     out = capsys.readouterr().out
     for line in ("Reconstruction of Lorenz63", "600 training and 300 held-out steps",
                  "valid prediction time:", "state-space divergence D_stsp:",
-                 "power-spectrum distance D_H:", "Lyapunov spectrum, learned model:",
-                 "Lyapunov spectrum, true system:", f"report written to {path}"):
+                 "power-spectrum distance D_H:",
+                 "Lyapunov spectrum (per time unit), learned model:",
+                 "Lyapunov spectrum (per time unit), true system:", f"report written to {path}"):
         assert line in out
     report = json.loads(path.read_text())
     assert set(report) == REPORT_KEYS | {"settings"}
@@ -341,3 +343,51 @@ def test_reconstruct_reports_the_leading_exponents_asked_for(tmp_path, capsys):
     with pytest.raises(ValueError, match="n_exponents must be an integer from 1"):
         from tsrnn.reconstruct import ReconstructionConfig, run_reconstruction
         run_reconstruction(ReconstructionConfig(n_exponents=4, n_train=500, n_test=200))
+
+
+def test_lyapunov_of_a_delay_system_computes_its_leading_exponents(capsys):
+    # Was: all 341 exponents of Mackey-Glass's history buffer (minutes; reconstruct too).
+    assert main(["lyapunov", "mackeyglass", "--n-steps", "100", "--n-trajectories", "2",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["exponents"]) == 4
+    assert result["kaplan_yorke_dimension"] is not None  # the four sum to < 0
+
+
+def test_reconstruct_counts_lyapunov_times_only_for_a_clearly_positive_exponent(tmp_path):
+    # Van der Pol's limit cycle has lambda_1 = 0, computed as +1e-4 +- 5e-4: that read as
+    # chaos, and the VPT came out as "0.000 Lyapunov times" for a forecast valid 3.9 time units.
+    path = tmp_path / "report.json"
+    assert main(["reconstruct", "--system", "vanderpol", "--n-train", "1500", "--n-test",
+                 "500", "-q", "-o", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["valid_prediction_unit"] == "time units"
+    assert report["valid_prediction_time"] > 1.0
+    assert len(report["lyapunov_true_stderr"]) == len(report["lyapunov_true"]) == 3
+    assert report["lyapunov_unit"] == "per time unit" and report["model_state_dimension"] > 3
+
+
+def test_reconstruct_refuses_a_system_at_rest_before_fitting(monkeypatch):
+    # Lorenz-63 at rho = 10 settles on a fixed point: the run fitted and analysed first, then
+    # failed naming an internal variable.
+    from tsrnn import reconstruct
+
+    monkeypatch.setitem(reconstruct.MODELS, "esn", lambda *args: pytest.fail("fitted"))
+    with pytest.raises(ValueError, match="settled on a fixed point"):
+        reconstruct.run_reconstruction(reconstruct.ReconstructionConfig(
+            system_params={"rho": 10.0}, n_train=5_000, n_test=2_000))
+
+
+def test_reconstruct_saves_the_fitted_model_when_asked(tmp_path, capsys):
+    from tsrnn.reservoir import NVAR
+
+    path = tmp_path / "model.pt"
+    options = ["reconstruct", "--model", "nvar", "--n-train", "1000", "--n-test", "300",
+               "--n-exponents", "1", "-q", "--save-model", str(path)]
+    assert main(options) == 0
+    assert f"model saved to {path}" in capsys.readouterr().out
+    model = NVAR.load(path)
+    assert model.predict(5).shape == (5, 3)
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        main(options)  # refused before any work
+    assert main([*options, "--overwrite"]) == 0

@@ -230,7 +230,7 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
     # From part of the spectrum the dimension is known only once the partial sums turn
     # negative; before, it is at least the number computed (printing that number as the
     # dimension read 3.0 for three of Lorenz-96's forty exponents, whose D_KY is ~27).
-    complete = args.n_exponents is None or args.n_exponents >= system.dim
+    complete = len(spectrum) >= _tangent_space(system)
     dimension = None if not complete and np.sum(spectrum) >= 0 \
         else kaplan_yorke_dimension(spectrum)
     result = {
@@ -257,6 +257,15 @@ def cmd_lyapunov(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tangent_space(system) -> int:
+    """How many Lyapunov exponents the system has (its map's tangent space: Mackey-Glass's is
+    its history buffer, Kuramoto-Sivashinsky's leaves out the mean)."""
+    from .analysis.lyapunov import as_discrete_map
+
+    dmap = as_discrete_map(system)
+    return dmap.tangent_dim or dmap.dim
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
@@ -272,6 +281,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.n_exponents is not None and args.n_exponents < 1:
         raise SystemExit("error: --n-exponents must be >= 1")
     path = _check_output(args.output, args.overwrite)
+    model_path = _check_output(args.save_model, args.overwrite)
+    if path is not None and model_path is not None and path.resolve() == model_path.resolve():
+        raise SystemExit("error: --output and --save-model name the same file")
     torch.set_num_threads(args.threads)
 
     config = ReconstructionConfig(
@@ -279,6 +291,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         n_train=args.n_train, n_test=args.n_test, noise=args.noise, seed=args.seed,
         max_epochs=args.max_epochs, n_init=args.n_init, device=args.device,
         verbose=not args.quiet, n_exponents=args.n_exponents,
+        save_model=None if model_path is None else str(model_path), overwrite=args.overwrite,
     )
     report = run_reconstruction(config)
     print(report.text())
@@ -288,6 +301,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         with _open_output(path, args.overwrite) as file:
             file.write(_json_text({**report.as_dict(), "settings": settings}))
         print(f"report written to {path}")
+    if model_path is not None:
+        print(f"model saved to {model_path}")
     return 0
 
 
@@ -335,14 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "pass, ignore it)")
     sub.add_argument("--n-init", type=int, default=1,
                      help="DSR models: independent trainings at once (one process per core), "
-                          "the best by state-space divergence kept (default 1)")
+                          "the best by the models' selection score kept (state-space "
+                          "divergence and power-spectrum distance of a free run; default 1)")
     sub.add_argument("--n-exponents", type=int, default=None,
-                     help="leading Lyapunov exponents to compute and report (default: all, "
-                          "the system's dimension; fewer save most of the time for large "
-                          "systems such as kuramotosivashinsky)")
+                     help="leading Lyapunov exponents to compute and report (default: the "
+                          "system's dimension, at most 8; more cost time on large systems "
+                          "such as kuramotosivashinsky)")
     sub.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     sub.add_argument("-o", "--output", default=None, help="write the report as JSON here")
-    sub.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    sub.add_argument("--save-model", default=None, metavar="FILE",
+                     help="save the fitted model here (reload it with its class's .load, "
+                          "e.g. tsrnn.reservoir.ESN.load(FILE))")
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace an existing report or saved model")
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub.add_argument("--threads", type=int, default=1,
                      help="CPU threads for torch (default 1: the default models are small, "
@@ -376,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The variational equation needs a fixed-step scheme; RK4 is the default there
     # (Flow.as_discrete_map), not simulate's rk8.
     add_system_arguments(sub, "fixed-step integrator for flows: euler, rk4 (default), rk8")
-    sub.add_argument("--n-exponents", type=int, default=None, help="how many (default all)")
+    sub.add_argument("--n-exponents", type=int, default=None,
+                     help="how many (default all; the leading 4 of mackeyglass's history "
+                          "buffer)")
     sub.add_argument("--n-steps", type=int, default=None,
                      help="measured steps per trajectory (default: the system's own: 50 "
                           "time units for most flows, 200 for Rossler, 500 for Thomas; "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -115,6 +116,7 @@ MODELS: dict[str, Factory] = {
                                    alpha="adaptive"),
 }
 DEFAULT_MODEL = "esn"
+DEFAULT_EXPONENTS = 8  # leading Lyapunov exponents reported unless asked for more
 # Models whose factory passes ReconstructionConfig.n_init on.
 _RESTARTABLE = frozenset({"shplrnn", "alrnn", "plrnn"})
 
@@ -136,7 +138,13 @@ class ReconstructionConfig:
     device: str = "cpu"
     verbose: bool = False
     lyapunov_trajectories: int = 8
-    n_exponents: int | None = None  # leading Lyapunov exponents reported (None: all, dim)
+    # Leading Lyapunov exponents reported (None: the system's dimension, at most
+    # DEFAULT_EXPONENTS: Kuramoto-Sivashinsky's 63 true ones alone took two minutes).
+    n_exponents: int | None = None
+    # Where to save the fitted model (BaseForecaster.save: reload it with the model's class
+    # .load); an existing file is refused before anything runs unless ``overwrite``.
+    save_model: str | None = None
+    overwrite: bool = False
 
 
 @dataclass
@@ -149,7 +157,9 @@ class ReconstructionReport:
     n_train: int
     n_test: int
     fit_seconds: float
-    valid_prediction_time: float  # Lyapunov times when lambda_1 > 0, else time units
+    # Lyapunov times when lambda_1 is clearly positive (beyond three standard errors of an
+    # estimate), else time units: a limit cycle's lambda_1 = 0 +- round-off must not decide.
+    valid_prediction_time: float
     valid_prediction_unit: str
     state_space_divergence: float
     power_spectrum_distance: float
@@ -157,6 +167,11 @@ class ReconstructionReport:
     lyapunov_learned_stderr: list[float]
     lyapunov_true: list[float]
     lyapunov_true_source: str
+    lyapunov_unit: str = "per time unit"  # "per step" for maps
+    lyapunov_true_stderr: list[float] | None = None  # None for literature values
+    # Dimensions of the model's state (a reservoir's or hidden state can exceed the data's:
+    # its exponents after the data's own may describe those extra directions).
+    model_state_dimension: int | None = None
     # Fixed points in the system's own coordinates (the data before standardisation), for
     # models that find their own (the PLRNN family): {"location", "kind",
     # "unstable_dimension"} per point.
@@ -186,10 +201,18 @@ class ReconstructionReport:
             "(0 = same invariant measure)",
             f"  power-spectrum distance D_H: {self.power_spectrum_distance:.4f} "
             "(0 = same spectra)",
-            f"  Lyapunov spectrum, learned model: {spectrum(self.lyapunov_learned)}",
-            f"  Lyapunov spectrum, true system:   {spectrum(self.lyapunov_true)} "
-            f"({self.lyapunov_true_source})",
+            f"  Lyapunov spectrum ({self.lyapunov_unit}), learned model: "
+            f"{spectrum(self.lyapunov_learned)}",
+            f"  Lyapunov spectrum ({self.lyapunov_unit}), true system:   "
+            f"{spectrum(self.lyapunov_true)} ({self.lyapunov_true_source})",
         ]
+        n_data = len(self.lyapunov_true)
+        if (self.model_state_dimension is not None and self.model_state_dimension > n_data
+                and len(self.lyapunov_learned) > 1):
+            lines.append(
+                f"    (the model's state has {self.model_state_dimension} dimensions: its "
+                "exponents after the leading ones may belong to directions the data do not "
+                "have, e.g. a reservoir's contraction)")
         for label, points in (("learned model", self.fixed_points_learned),
                               ("true system", self.fixed_points_true)):
             if points is not None:
@@ -203,6 +226,7 @@ class ReconstructionReport:
 def run_reconstruction(config: ReconstructionConfig | None = None) -> ReconstructionReport:
     """Run the simulate → fit → generate → analyse pipeline and return its report."""
     from .analysis import fixed_points, lyapunov_spectrum
+    from .analysis.lyapunov import as_discrete_map
     from .datasets import simulate_splits
     from .metrics import power_spectrum_distance, state_space_divergence, valid_prediction_time
     from .systems import get_system
@@ -220,37 +244,52 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
     if config.n_init != 1 and name not in _RESTARTABLE:
         raise ValueError(f"n_init applies to the DSR models {sorted(_RESTARTABLE)}, not to "
                          f"{name!r}")
+    if config.save_model is not None and Path(config.save_model).exists() \
+            and not config.overwrite:
+        raise FileExistsError(f"{config.save_model} exists; pass overwrite=True (--overwrite) "
+                              "to replace it")
     system = get_system(config.system, **config.system_params)
-    n_exponents = system.dim if config.n_exponents is None else config.n_exponents
+    n_exponents = (min(system.dim, DEFAULT_EXPONENTS) if config.n_exponents is None
+                   else config.n_exponents)
     if not isinstance(n_exponents, int) or not 1 <= n_exponents <= system.dim:
         raise ValueError(f"n_exponents must be an integer from 1 to the system's dimension "
                          f"{system.dim}, got {config.n_exponents!r}")
     split = simulate_splits(system, n_train=config.n_train, n_test=config.n_test,
                             transient=config.transient, noise=config.noise,
                             standardize=True, seed=config.seed)
+    _check_dynamics(split, system)
     dt = float(split.dt)
     # The sampling step lets models that know it report exponents per time unit.
     model = MODELS[name](config, None if system.is_map else dt)
     fit_start = time.perf_counter()
     model.fit(split.train)
     fit_seconds = time.perf_counter() - fit_start
+    if config.save_model is not None:
+        model.save(config.save_model, overwrite=config.overwrite)
 
     generated = np.asarray(model.predict(config.n_test))
     test = np.asarray(split.test)
 
+    true_stderr = None
     if system.lyapunov_reference is not None:
         true_spectrum = list(system.lyapunov_reference)[:n_exponents]
         source = "literature"
+        chaotic = true_spectrum[0] > 0
     else:
-        # All of them by default: the tangent space may be smaller than the state
-        # (Kuramoto-Sivashinsky's perturbations keep zero mean).
-        true_spectrum = lyapunov_spectrum(
-            system, n_exponents=None if n_exponents == system.dim else n_exponents,
-            seed=config.seed).tolist()
+        # The tangent space may be smaller than the state (Kuramoto-Sivashinsky's
+        # perturbations keep zero mean).
+        dmap = as_discrete_map(system)
+        spectrum, stderr = lyapunov_spectrum(
+            system, n_exponents=min(n_exponents, dmap.tangent_dim or dmap.dim),
+            seed=config.seed, return_stderr=True)
+        true_spectrum, true_stderr = spectrum.tolist(), stderr.tolist()
         source = "computed by tsrnn"
+        # Clearly positive, not a limit cycle's zero read with round-off.
+        spread = stderr[0] if np.isfinite(stderr[0]) else 0.0
+        chaotic = spectrum[0] > max(3.0 * spread, 1e-3 * float(np.abs(spectrum).max()))
     lambda_max = true_spectrum[0]
     time_unit = 1.0 if system.is_map else dt
-    if lambda_max > 0:
+    if chaotic:
         vpt = valid_prediction_time(test, generated, dt=time_unit, lyapunov_exponent=lambda_max)
         unit = "Lyapunov times"
     else:
@@ -263,6 +302,7 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
         model, n_exponents=n_exponents, dt=None if system.is_map else dt,
         n_steps=2_000, transient=500, n_trajectories=config.lyapunov_trajectories,
         seed=config.seed, return_stderr=True)
+    state_dimension = as_discrete_map(model, dt=None if system.is_map else dt).dim
     learned_points = true_points = None
     if hasattr(model, "fixed_points") and hasattr(model, "latent_to_data"):
         # The model learned standardised data; its points are shown as the system's.
@@ -277,9 +317,25 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
         valid_prediction_unit=unit, state_space_divergence=float(d_stsp),
         power_spectrum_distance=float(d_h), lyapunov_learned=learned.tolist(),
         lyapunov_learned_stderr=learned_stderr.tolist(), lyapunov_true=true_spectrum,
-        lyapunov_true_source=source, fixed_points_learned=learned_points,
+        lyapunov_true_source=source,
+        lyapunov_unit="per step" if system.is_map else "per time unit",
+        lyapunov_true_stderr=true_stderr, model_state_dimension=state_dimension,
+        fixed_points_learned=learned_points,
         fixed_points_true=true_points, total_seconds=time.perf_counter() - start,
     )
+
+
+def _check_dynamics(split: Any, system: Any) -> None:
+    """Refuse, before the fit, a held-out block with nothing to forecast: a trajectory that
+    settled on a fixed point (Lorenz-63 at rho = 10 ran all the work first, then failed
+    naming an internal variable)."""
+    test = np.asarray(split.test, dtype=float)
+    scale = max(1.0, float(np.abs(test).max()))
+    if float(np.ptp(test, axis=0).max()) <= 1e-9 * scale:
+        raise ValueError(
+            f"the held-out trajectory of {system!r} is constant: the system settled on a "
+            "fixed point at these parameters, and there are no dynamics to reconstruct; "
+            "choose parameters with sustained (chaotic or periodic) motion")
 
 
 def _describe_point(location: np.ndarray, point: Any) -> dict[str, Any]:

@@ -395,10 +395,16 @@ class MackeyGlass(DynamicalSystem):
         def initial_states(n: int, seed: int | None = None) -> torch.Tensor:
             return torch.as_tensor(self.settled_histories(n, seed), dtype=dtype, device=device)
 
+        # The history buffer has 2m + 1 exponents, all but the leading few strongly negative
+        # (tau = 17: one positive, one zero, D_KY about 2): by default the leading four,
+        # not 341 that took minutes to compute and said nothing more.
         return DiscreteMap(step=step, dim=self.history_length, time_step=dt, tangent=tangent,
                            initial_states=initial_states, dtype=dtype, device=device,
-                           name=type(self).__name__,
+                           name=type(self).__name__, default_exponents=_DEFAULT_EXPONENTS,
                            orthonormalize_every=max(1, round(0.1 / dt)))
+
+
+_DEFAULT_EXPONENTS = 4  # exponents of the history map computed unless asked for more
 
 
 def _check_block(x_end, t_start: float, h: float) -> None:
