@@ -153,6 +153,7 @@ def test_readme_lists_the_commands_tested_here():
     # A new command in the README must get a test below.
     assert _readme_commands() == [
         ["reconstruct"],
+        ["reconstruct", "--system", "rossler"],
         ["reconstruct", "--model", "nvar"],
         ["reconstruct", "--model", "gru", "--noise", "0.05"],
         ["reconstruct", "--model", "shplrnn", "--noise", "0.05", "--max-epochs", "200"],
@@ -183,6 +184,7 @@ def _check_reconstruction_report(out: str, model_name: str):
 # Lyapunov spectrum (~10 s, whatever the sizes); tests/test_cli.py runs a small GRU report.
 @pytest.mark.parametrize("prefix, model_name, extra", [
     (("reconstruct",), "ESN", []),
+    (("reconstruct", "--system", "rossler"), "ESN", ["--n-train", "5000"]),
     (("reconstruct", "--model", "nvar"), "NVAR", []),
     (("reconstruct", "--model", "shplrnn"), "ShallowPLRNN",
      ["--max-epochs", "1", "--n-train", "800"]),
@@ -196,6 +198,8 @@ def test_readme_reconstruct_commands_shortened(prefix, model_name, extra, tmp_pa
     assert f"data: {n_train} training and 500 held-out" in out
     if model_name == "ShallowPLRNN":  # "DSR, with fixed points"
         assert "fixed points, learned model" in out and "fixed points, true system: 3" in out
+    if "rossler" in argv:  # "the ESN's spectral radius is tuned first"
+        assert "Reconstruction of Rossler" in out and "tuned: spectral_radius=" in out
 
 
 @pytest.mark.slow

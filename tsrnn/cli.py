@@ -292,6 +292,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, n_init=args.n_init, device=args.device,
         verbose=not args.quiet, n_exponents=args.n_exponents,
         save_model=None if model_path is None else str(model_path), overwrite=args.overwrite,
+        tune=not args.no_tune,
     )
     report = run_reconstruction(config)
     print(report.text())
@@ -358,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "such as kuramotosivashinsky)")
     sub.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     sub.add_argument("-o", "--output", default=None, help="write the report as JSON here")
+    sub.add_argument("--no-tune", action="store_true",
+                     help="fit the model's default settings as they are (by default the ESN "
+                          "first tries a few spectral radii on the training block's end and "
+                          "fits the one that forecasts it longest)")
     sub.add_argument("--save-model", default=None, metavar="FILE",
                      help="save the fitted model here (reload it with its class's .load, "
                           "e.g. tsrnn.reservoir.ESN.load(FILE))")
