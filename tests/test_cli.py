@@ -406,3 +406,9 @@ def test_reconstruct_tunes_the_esn_on_the_training_block():
     assert "tuned: spectral_radius=" in tuned.text()
     untuned = run_reconstruction(ReconstructionConfig(**settings, tune=False))
     assert untuned.tuning is None and untuned.state_space_divergence > 2.0
+
+
+def test_epochs_given_to_a_reservoir_are_announced():
+    with pytest.warns(UserWarning, match="max_epochs=5 has no effect on 'nvar'"):
+        assert main(["reconstruct", "--model", "nvar", "--max-epochs", "5", "--n-train", "1000",
+                     "--n-test", "300", "--n-exponents", "1", "-q"]) == 0

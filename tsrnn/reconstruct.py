@@ -129,6 +129,8 @@ TUNING: dict[str, list[dict[str, Any]]] = {
     "esn": [{"spectral_radius": 0.9}, {"spectral_radius": 0.5}, {"spectral_radius": 0.2}],
 }
 _TUNING_MIN_STEPS = 4_000  # training steps below which the factory's settings are kept
+# Models fitted in closed form (ridge regression), without epochs.
+_CLOSED_FORM = frozenset({"esn", "deepresesn", "nvar"})
 # Models whose factory passes ReconstructionConfig.n_init on.
 _RESTARTABLE = frozenset({"shplrnn", "alrnn", "plrnn"})
 
@@ -262,6 +264,11 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
     if not isinstance(config.n_test, int) or config.n_test < 100:
         raise ValueError(f"n_test must be an integer >= 100 (held-out steps for the attractor "
                          f"measures), got {config.n_test!r}")
+    if config.max_epochs is not None and name in _CLOSED_FORM:
+        from ._validation import warn
+
+        warn(f"max_epochs={config.max_epochs} has no effect on {name!r}: its readout is "
+             "solved in closed form, not trained in epochs")
     if config.n_init != 1 and name not in _RESTARTABLE:
         raise ValueError(f"n_init applies to the DSR models {sorted(_RESTARTABLE)}, not to "
                          f"{name!r}")
