@@ -408,6 +408,15 @@ def test_reconstruct_tunes_the_esn_on_the_training_block():
     assert untuned.tuning is None and untuned.state_space_divergence > 2.0
 
 
+def test_tuning_keeps_the_run_to_one_progress_bar(capfd):
+    from tsrnn.reconstruct import ReconstructionConfig, run_reconstruction
+
+    run_reconstruction(ReconstructionConfig(n_train=4_000, n_test=500, n_exponents=1,
+                                            verbose=True))
+    bars = capfd.readouterr().err.count("0/1 [")
+    assert bars == 1, f"{bars} progress bars"
+
+
 def test_epochs_given_to_a_reservoir_are_announced():
     with pytest.warns(UserWarning, match="max_epochs=5 has no effect on 'nvar'"):
         assert main(["reconstruct", "--model", "nvar", "--max-epochs", "5", "--n-train", "1000",

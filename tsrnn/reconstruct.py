@@ -380,7 +380,8 @@ def _tune(model: BaseForecaster, settings: list[dict[str, Any]], train: np.ndarr
     starts = np.linspace(cut, len(train) - horizon, n_starts).astype(int)
     scores = []
     for setting in settings:
-        candidate = clone(model).set_params(**setting)
+        # Quiet: the run's one progress bar is the fit's.
+        candidate = clone(model).set_params(**setting, verbose=False)
         with warnings.catch_warnings():
             # A setting that forecasts badly may warn on the way (a context short of its
             # settling time, a forecast that leaves the finite range): its score says so.
