@@ -171,3 +171,15 @@ def test_ett_splits_minute_needs_57600_rows_and_a_15_minute_step():
     too_short = "ETT minute splits need at least 57600 rows, df has 14400"
     with pytest.raises(ValueError, match=too_short):
         ett_splits(_hourly(14400).set_axis(index[:14400]), kind="minute")
+
+
+def test_a_numeric_time_column_stays_numbers(tmp_path):
+    # pandas' to_datetime read 0, 1, 2 as nanoseconds after 1970 (silently), and seconds
+    # 0.0, 0.5, 1.0 as a misleading "duplicate time stamps".
+    (tmp_path / "steps.csv").write_text("t,x\n0,1.0\n1,2.0\n2,3.0\n")
+    (tmp_path / "seconds.csv").write_text("t,x\n0.0,1.0\n0.5,2.0\n1.0,3.0\n")
+    assert load_csv(tmp_path / "steps.csv", time_column="t").index.tolist() == [0, 1, 2]
+    frame = load_csv(tmp_path / "seconds.csv", time_column="t")
+    assert frame.index.tolist() == [0.0, 0.5, 1.0] and frame["x"].tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="freq needs dates"):
+        load_csv(tmp_path / "steps.csv", time_column="t", freq="D")

@@ -197,3 +197,20 @@ def test_simulate_splits_with_lorenz63():
     np.testing.assert_allclose(split.train.std(axis=0), 1.0, rtol=1e-10)
     # the standardised trajectory stays on the attractor: a few training std from the mean
     assert np.abs(split.test).max() < 6.0
+
+
+def test_pandas_transforms_match_columns_by_name():
+    # Applied by position, a DataFrame with its columns swapped was scaled with the other
+    # column's statistics (means of -133 and 10 instead of ~0), and foreign names passed.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(10, 1, 200), "b": rng.normal(-500, 50, 200)})
+    split = train_test_split_series(frame, test_size=0.25, standardize=True)
+    raw = frame.iloc[150:]
+    swapped = split.transform(raw[["b", "a"]])
+    pd.testing.assert_frame_equal(swapped, split.transform(raw)[["b", "a"]])
+    only_b = split.inverse_transform(split.transform(raw[["b"]]))
+    pd.testing.assert_frame_equal(only_b, raw[["b"]])
+    series = split.transform(raw["b"])
+    np.testing.assert_allclose(series.to_numpy(), split.transform(raw)["b"].to_numpy())
+    with pytest.raises(ValueError, match=r"columns \['x'\] that the split does not know"):
+        split.transform(raw.rename(columns={"a": "x"}))

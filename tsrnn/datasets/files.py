@@ -95,7 +95,8 @@ def load_csv(path: str | os.PathLike, time_column: str | None = "date",
         check names the first time stamp that breaks it. Needs ``parse_dates=True``.
     parse_dates : bool, default True
         Parse the time column as dates (a ``DatetimeIndex``); False keeps its values as
-        they are (e.g. integer time steps or seconds).
+        they are. A column of numbers (time steps or seconds) is kept as numbers either
+        way: pandas would read 0, 1, 2 as nanoseconds after 1970.
 
     Returns
     -------
@@ -151,7 +152,12 @@ def load_csv(path: str | os.PathLike, time_column: str | None = "date",
     if time_column is None:
         return frame
     stamps = table[time_column]
-    if parse_dates:
+    numeric_time = (pd.api.types.is_numeric_dtype(stamps)
+                    and not pd.api.types.is_bool_dtype(stamps))
+    if numeric_time and freq is not None:
+        raise ValueError(f"freq needs dates, but the time column {time_column!r} holds numbers "
+                         "(kept as time steps or seconds)")
+    if parse_dates and not numeric_time:
         try:
             stamps = pd.to_datetime(stamps)
         except (ValueError, TypeError) as error:

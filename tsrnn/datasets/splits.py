@@ -98,6 +98,23 @@ class SeriesSplit:
         """
         return self._apply(data, columns, inverse=True)
 
+    def _named_columns(self, data: Any) -> list[str] | None:
+        """The columns pandas ``data`` holds, by name, when the split has names: statistics
+        applied by position to reordered or foreign columns were silently wrong (a
+        DataFrame with its two columns swapped came out with means of -133 and 10)."""
+        if isinstance(data, pd.DataFrame):
+            names = [str(c) for c in data.columns]
+            unknown = [n for n in names if n not in self.columns]
+            if unknown:
+                raise ValueError(
+                    f"data has columns {unknown} that the split does not know (its columns: "
+                    f"{', '.join(repr(c) for c in self.columns)}); rename them, or pass "
+                    "columns= to say which variates they hold")
+            return names
+        if isinstance(data, pd.Series) and len(self.columns) > 1 and data.name in self.columns:
+            return [str(data.name)]
+        return None
+
     def _statistics(self, columns: Sequence[int | str] | None) -> tuple[np.ndarray, np.ndarray]:
         mean, std = np.asarray(self.mean), np.asarray(self.std)
         if columns is None:
@@ -121,6 +138,8 @@ class SeriesSplit:
     def _apply(self, data: Any, columns: Sequence[int | str] | None, *, inverse: bool) -> Any:
         if not self.standardized:
             return data
+        if columns is None and self.columns is not None:
+            columns = self._named_columns(data)
         mean, std = self._statistics(columns)
         if isinstance(data, pd.Series):  # one variate along the index
             if mean.size != 1:
