@@ -15,6 +15,8 @@ transient=0, seed=None, noise=0.0)``. Flows also give ``rhs`` and ``jacobian``; 
 
 from __future__ import annotations
 
+import difflib
+
 from .base import ComponentFlow, DynamicalSystem, Flow, Map
 from .delay import MackeyGlass
 from .flows import (
@@ -42,15 +44,31 @@ SYSTEMS["kuramotosivashinsky"] = KuramotoSivashinsky
 SYSTEMS["mackeyglass"] = MackeyGlass
 
 
+#: Other names users type (dysts's and the literature's) for systems of :data:`SYSTEMS`.
+ALIASES: dict[str, str] = {
+    "lorenz": "lorenz63", "roessler": "rossler", "ks": "kuramotosivashinsky",
+    "mackey": "mackeyglass", "fhn": "fitzhughnagumo", "henonmap": "henon",
+    "logisticmap": "logistic", "ikedamap": "ikeda",
+}
+
+
 def get_system(name: str, **params) -> DynamicalSystem:
-    """Build a system by (case-insensitive) class name, e.g. ``get_system("lorenz96", n=20)``."""
-    key = name.lower().replace("_", "").replace("-", "")
+    """Build a system by (case-insensitive) class name or a common alias (:data:`ALIASES`,
+    e.g. "lorenz", "ks"), e.g. ``get_system("lorenz96", n=20)``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a system's name (a string), got "
+                        f"{type(name).__name__}; see tsrnn.systems.SYSTEMS")
+    key = name.lower().replace("_", "").replace("-", "").replace(" ", "")
+    key = ALIASES.get(key, key)
     if key not in SYSTEMS:
-        raise ValueError(f"unknown system {name!r}; expected one of {sorted(SYSTEMS)}")
+        close = difflib.get_close_matches(key, [*SYSTEMS, *ALIASES], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown system {name!r}{hint}; expected one of {sorted(SYSTEMS)}")
     return SYSTEMS[key](**params)
 
 
 __all__ = [
+    "ALIASES",
     "SYSTEMS",
     "Chen",
     "Chua",

@@ -353,6 +353,11 @@ def _checked_init(init):
                 f"{', '.join(known)}"
             ) from None
         init(self, *args, **kwargs)
+        # At construction, not first at simulate: Lorenz63(rho=nan).rhs() returned NaN.
+        # Once, by the most derived class (a subclass's __init__ may call its parent's
+        # before it sets its own parameters).
+        if type(self).__init__ is __init__:
+            self._check_parameters()
 
     return __init__
 
