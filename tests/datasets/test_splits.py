@@ -214,3 +214,18 @@ def test_pandas_transforms_match_columns_by_name():
     np.testing.assert_allclose(series.to_numpy(), split.transform(raw)["b"].to_numpy())
     with pytest.raises(ValueError, match=r"columns \['x'\] that the split does not know"):
         split.transform(raw.rename(columns={"a": "x"}))
+
+
+def test_simulated_noise_is_scaled_by_the_training_block_alone():
+    # The noise was relative to the std of the whole run: the training block changed with
+    # the length of the test block (by 1.2 in Lorenz-63's units at 20,000 test steps).
+    from tsrnn.systems import Lorenz63
+
+    short = simulate_splits(Lorenz63(), 3_000, noise=0.05, seed=3, standardize=False)
+    long = simulate_splits(Lorenz63(), 3_000, n_test=10_000, noise=0.05, seed=3,
+                           standardize=False)
+    np.testing.assert_array_equal(short.train, long.train)
+    clean = simulate_splits(Lorenz63(), 3_000, n_test=10_000, seed=3, standardize=False)
+    ratio = (long.train - clean.train).std(axis=0) / clean.train.std(axis=0, ddof=1)
+    np.testing.assert_allclose(ratio, 0.05, rtol=0.05)
+    assert not np.array_equal(long.test, clean.test)  # the other blocks are noisy too

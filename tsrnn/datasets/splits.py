@@ -251,7 +251,12 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
     transient : int, default 1000
         Steps simulated and discarded first so that the trajectory starts on the attractor.
     noise : float, default 0.0
-        Passed to ``system.simulate`` (its meaning is the system's).
+        For a ``tsrnn.systems`` system: Gaussian observation noise, relative to each
+        variate's standard deviation over the training block (a share of the whole run, as
+        ``simulate`` scales it, would make the training data depend on the length of the
+        test block); the training block is the same whatever the other blocks' lengths.
+        For another object:
+        passed to its ``simulate`` (its meaning is the object's).
     standardize : bool, default True
         Standardise all blocks with the training block's per-variate mean and std.
     seed : int, optional
@@ -291,12 +296,25 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
 
     bounds = _consecutive_bounds(n_train, n_validation, n_test, gap)
     n_steps = bounds[-1][1]
-    trajectory = system.simulate(n_steps, dt=dt, transient=transient, seed=seed, noise=noise)
+    from ..systems import DynamicalSystem
+
+    own_noise = noise > 0 and isinstance(system, DynamicalSystem)
+    trajectory = system.simulate(n_steps, dt=dt, transient=transient, seed=seed,
+                                 noise=0.0 if own_noise else noise)
     trajectory = as_float_array(trajectory, "simulated trajectory", ndim=(1, 2))
     if trajectory.ndim == 1:  # a scalar system may return (n_steps,)
         trajectory = trajectory[:, None]
     if trajectory.shape[0] != n_steps:
         raise ValueError(f"system.simulate({n_steps}, ...) returned {trajectory.shape[0]} rows")
+    if own_noise:
+        # Row by row from one numpy stream, so that a block's draws do not depend on how
+        # many rows follow it (torch's randn orders its draws by the tensor's size), scaled
+        # by the training block (ddof 1, as simulate's).
+        draws = np.random.default_rng(None if seed is None else seed + 1).standard_normal(
+            trajectory.shape)
+        scale = trajectory[:n_train].std(axis=0, ddof=1) if n_train > 1 else np.ones(
+            trajectory.shape[1])
+        trajectory = trajectory + noise * scale * draws
     step = dt if dt is not None else getattr(system, "default_dt", None)
     return _split_by_bounds(trajectory, bounds, name="simulated trajectory",
                             standardize=standardize, dt=step)

@@ -237,7 +237,9 @@ class DynamicalSystem:
             standard deviation of each recorded dimension over the ``n_steps`` recorded
             states of each trajectory (0.05 means 5% noise), so it needs ``n_steps >= 2``;
             a dimension that stays constant gets none. The dynamics themselves stay
-            deterministic.
+            deterministic. The noise is drawn on ``device``: a seed gives the same initial
+            states and clean trajectory on the CPU and a GPU, but other noise draws
+            (:func:`tsrnn.datasets.simulate_splits` draws its noise on the CPU).
         method : str, optional
             Integrator for flows (see :mod:`tsrnn.systems.integrators`); default per system.
         substeps : int, optional
