@@ -32,3 +32,16 @@ def test_non_finite_parameters_are_refused_at_construction():
     with pytest.raises(ValueError, match="shift"):
         Shifted(float("inf"))
     assert issubclass(Shifted, Flow)
+
+
+def test_simulate_refuses_dtypes_it_cannot_integrate_in():
+    import torch
+
+    from tsrnn.datasets import simulate_splits
+    from tsrnn.systems import Lorenz63
+
+    for dtype in (torch.bfloat16, torch.float16):
+        with pytest.raises(ValueError, match="float32 or float64"):
+            Lorenz63().simulate(10, dtype=dtype)
+    with pytest.raises(TypeError, match=r"Lorenz63\(\), not the class"):
+        simulate_splits(Lorenz63, 10)

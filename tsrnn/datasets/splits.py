@@ -290,6 +290,9 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
         from ..systems import get_system
 
         system = get_system(system)
+    if isinstance(system, type):  # simulate would be unbound: "missing n_steps"
+        raise TypeError(f"system must be an instance, e.g. {system.__name__}(), not the "
+                        "class")
     if not callable(getattr(system, "simulate", None)):
         raise TypeError(f"system must have a simulate(n_steps, ...) method, "
                         f"got {type(system).__name__}")

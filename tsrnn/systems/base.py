@@ -293,6 +293,10 @@ class DynamicalSystem:
         x0, batched = self._check_x0(x0, seed)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, torch.float64)
+        if dtype not in (torch.float32, torch.float64):
+            # Was: bfloat16 integrated the whole run, then failed in a raw TypeError; float16
+            # ran with errors of 0.2 after 100 steps.
+            raise ValueError(f"simulate integrates in float32 or float64, not {dtype}")
         tolerances = dict(rtol=rtol, atol=atol)
         if max_steps is not None:
             if "max_steps" not in inspect.signature(self._simulate).parameters:
