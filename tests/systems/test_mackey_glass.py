@@ -226,3 +226,13 @@ def test_lyapunov_spectrum_tau17():
     assert abs(spectrum[1]) < 0.001
     assert -0.045 < spectrum[2] < -0.033
     assert 2.05 < kaplan_yorke_dimension(spectrum) < 2.25
+
+
+def test_default_inner_step_divides_the_default_sampling_step():
+    # tau = 17.05 took m = 170 inner steps (h = 0.1003), which does not divide dt = 1: the
+    # default simulate() failed. The usual delays keep their grid of h = 0.1.
+    assert MackeyGlass(tau=17.0).steps_per_delay == 170
+    assert MackeyGlass(tau=17.5).steps_per_delay == 175
+    system = MackeyGlass(tau=17.05)
+    assert system.steps_per_delay == 341 and abs(system.inner_step - 0.05) < 1e-15
+    assert np.isfinite(system.simulate(20)).all()

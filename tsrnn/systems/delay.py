@@ -121,7 +121,7 @@ class MackeyGlass(DynamicalSystem):
             if not np.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
         if delay_steps is None:
-            steps = max(1, round(tau / _DEFAULT_INNER_STEP))
+            steps = _default_delay_steps(tau)
         else:
             steps = check_positive(delay_steps, "delay_steps", integer=True)
         self.tau, self.a, self.b, self.n = tau, a, b, n
@@ -405,6 +405,17 @@ class MackeyGlass(DynamicalSystem):
 
 
 _DEFAULT_EXPONENTS = 4  # exponents of the history map computed unless asked for more
+
+
+def _default_delay_steps(tau: float) -> int:
+    """Inner steps per delay, m: about tau / 0.1, and where possible the least m >= that
+    whose step h = tau / m divides the default sampling step 1 (tau = 17.05: m = 341, h =
+    0.05, where m = 170 left the default dt = 1 unusable); else round(tau / 0.1)."""
+    for per_unit in range(round(1 / _DEFAULT_INNER_STEP), 101):
+        steps = per_unit * tau
+        if steps >= 1 and abs(steps - round(steps)) <= 1e-9 * steps:
+            return round(steps)
+    return max(1, round(tau / _DEFAULT_INNER_STEP))
 
 
 def _check_block(x_end, t_start: float, h: float) -> None:
