@@ -312,16 +312,21 @@ def test_simulate_refuses_bad_seeds_and_tolerances(kwargs, error, match):
         Lorenz63().simulate(5, **kwargs)
 
 
-@pytest.mark.parametrize(("system", "match"), [
-    (Lorenz63(sigma=float("nan")), r"sigma must be a finite number, got nan"),
-    (Lorenz63(rho="28"), r"rho must be a finite number, got '28'"),
-    (Lorenz96(n=8, forcing=float("inf")), r"forcing must be a finite number, got inf"),
-    (Henon(a="1.4"), r"a must be a finite number, got '1.4'"),
+@pytest.mark.parametrize(("system", "name", "value", "match"), [
+    (Lorenz63, "sigma", float("nan"), r"sigma must be a finite number, got nan"),
+    (Lorenz63, "rho", "28", r"rho must be a finite number, got '28'"),
+    (lambda: Lorenz96(n=8), "forcing", float("inf"), r"forcing must be a finite number, got inf"),
+    (Henon, "a", "1.4", r"a must be a finite number, got '1.4'"),
 ])
-def test_simulate_refuses_non_finite_or_text_system_parameters(system, match):
+def test_simulate_refuses_non_finite_or_text_system_parameters(system, name, value, match):
     # Were a DivergenceError advising a smaller dt, or a TypeError from inside the field.
+    # Refused at construction, and by simulate for a value set on the attribute afterwards.
     with pytest.raises(ValueError, match=match):
-        system.simulate(5)
+        type(system())(**{**system().get_params(), name: value})
+    changed = system()
+    setattr(changed, name, value)
+    with pytest.raises(ValueError, match=match):
+        changed.simulate(5)
 
 
 # ====================================================================== analysis

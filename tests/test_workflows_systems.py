@@ -121,17 +121,22 @@ def test_zero_dimensional_array_parameter_is_one_number():
     np.testing.assert_array_equal(Lorenz63(rho=np.array(30.0)).simulate(20), expected)
 
 
-@pytest.mark.parametrize(("system", "match"), [
-    (Lorenz63(sigma=float("nan")), "sigma must be a finite number, got nan"),
-    (Lorenz96(n=8, forcing=float("inf")), "forcing must be a finite number, got inf"),
-    (Henon(a=float("nan")), "a must be a finite number, got nan"),
-    (Logistic(r=float("nan")), "r must be a finite number, got nan"),
+@pytest.mark.parametrize(("system", "name", "value", "match"), [
+    (Lorenz63, "sigma", float("nan"), "sigma must be a finite number, got nan"),
+    (lambda: Lorenz96(n=8), "forcing", float("inf"), "forcing must be a finite number, got inf"),
+    (Henon, "a", float("nan"), "a must be a finite number, got nan"),
+    (Logistic, "r", float("nan"), "r must be a finite number, got nan"),
 ], ids=["Lorenz63", "Lorenz96", "Henon", "Logistic"])
-def test_lyapunov_spectrum_refuses_non_finite_parameters_by_name(system, match):
+def test_lyapunov_spectrum_refuses_non_finite_parameters_by_name(system, name, value, match):
     # simulate() named the parameter; lyapunov_spectrum() ran and reported a divergence
-    # advising a shorter step.
+    # advising a shorter step. A bad value is refused at construction, and one set on the
+    # attribute afterwards by the analysis.
     with pytest.raises(ValueError, match=match):
-        lyapunov_spectrum(system, n_steps=10, n_trajectories=2)
+        type(system())(**{**system().get_params(), name: value})
+    changed = system()
+    setattr(changed, name, value)
+    with pytest.raises(ValueError, match=match):
+        lyapunov_spectrum(changed, n_steps=10, n_trajectories=2)
 
 
 # --------------------------------------------------------------------------- noise
