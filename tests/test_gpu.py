@@ -86,6 +86,9 @@ def test_ridge_sums_formed_on_cuda_equal_the_cpu_syrk():
         np.testing.assert_allclose(getattr(device, name), getattr(host, name), rtol=1e-12,
                                    atol=1e-11, err_msg=name)
     assert device.count == host.count == 2_000
+    # The device path checks the widths as the host path does (it skipped the check).
+    with pytest.raises(ValueError, match="300 features and 3 targets does not fit 301"):
+        device.update(torch.zeros(5, 300).cuda(), torch.zeros(5, 3).cuda())
 
 
 def test_esn_fitted_on_cuda_predicts_as_the_cpu_fit():

@@ -120,20 +120,24 @@ class RidgeAccumulator:
             features, targets = features.numpy(), targets.numpy()
         f = np.asarray(features, dtype=np.float64)
         t = np.asarray(targets, dtype=np.float64).reshape(f.shape[0], -1)
-        if f.shape[1] != self.n_features or t.shape[1] != self.n_targets:
-            raise ValueError(f"a batch of {f.shape[1]} features and {t.shape[1]} targets does "
-                             f"not fit {self.n_features} and {self.n_targets}")
+        self._check_widths(f.shape[1], t.shape[1])
         rows = np.empty((f.shape[0], self._moments.shape[0]))
         rows[:, :self.n_features] = f
         rows[:, self.n_features] = 1.0
         rows[:, self.n_features + 1:] = t
         self.update_augmented(rows)
 
+    def _check_widths(self, n_features: int, n_targets: int) -> None:
+        if n_features != self.n_features or n_targets != self.n_targets:
+            raise ValueError(f"a batch of {n_features} features and {n_targets} targets does "
+                             f"not fit {self.n_features} and {self.n_targets}")
+
     def _update_on_device(self, features: torch.Tensor, targets: torch.Tensor) -> None:
         """On a GPU the products run there, in float64, and only M comes back (its upper
         triangle is never read)."""
         f = features.double()
         t = targets.double().reshape(f.shape[0], -1)
+        self._check_widths(f.shape[1], t.shape[1])  # before the product, as on the CPU
         rows = torch.cat([f, f.new_ones((f.shape[0], 1)), t], 1)
         self._moments += (rows.T @ rows).cpu().numpy()
 
