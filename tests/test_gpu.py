@@ -176,3 +176,31 @@ def test_dsr_checkpoint_written_on_cuda_resumes_there_and_loads_on_a_cpu(tmp_pat
     # float64 on both; Henon's expansion (~e^0.42 per step) over 20 steps keeps round-off
     # differences far below 1e-8.
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-8)
+
+
+@pytest.mark.parametrize("trained_on", ["cuda", "cpu"])
+def test_reservoir_stream_saved_and_loaded_on_cuda_goes_on(tmp_path, trained_on):
+    # load reads every tensor onto the CPU; the stream's state must follow the reservoir to
+    # the device, or the next chunk fails with a device mismatch.
+    from tsrnn.reservoir import ESN
+
+    t = np.arange(600) * 0.1
+    y = np.c_[np.sin(t), np.cos(1.3 * t)]
+    settings = dict(n_units=50, connectivity=0.2, warmup=10, random_state=0, dtype="float64")
+    model = ESN(device=trained_on, **settings).partial_fit(y[:300])
+    model.save(tmp_path / "stream.pt")
+    loaded = ESN.load(tmp_path / "stream.pt", device="cuda")
+    assert loaded.stream_state_.is_cuda
+    loaded.partial_fit(y[300:])
+    reference = ESN(device="cuda", **settings).partial_fit(y[:300]).partial_fit(y[300:])
+    np.testing.assert_allclose(loaded.readout_weights_, reference.readout_weights_,
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_a_cuda_index_beyond_the_machines_devices_is_refused():
+    from tsrnn.forecasting import GRUForecaster
+
+    index = torch.cuda.device_count()
+    y = np.c_[np.sin(np.arange(100) * 0.1), np.cos(np.arange(100) * 0.1)]
+    with pytest.raises(ValueError, match="CUDA device"):
+        GRUForecaster(device=f"cuda:{index}", max_epochs=1).fit(y)

@@ -38,6 +38,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                          "'cuda'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was requested but no CUDA device is available")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {str(device)!r} was requested but this machine has {count} "
+                         f"CUDA device{'s' if count != 1 else ''} (cuda:0"
+                         f"{f' to cuda:{count - 1}' if count > 1 else ''})")
     return device
 
 
@@ -92,7 +98,7 @@ def seed_everything(seed: int | None) -> None:
 @contextlib.contextmanager
 def seeded_generators(seed: int | None, device: torch.device | None = None):
     """Run a block with Python's, numpy's and torch's global generators seeded from ``seed``
-    (as they are when it is None), and give the caller's generator states back afterwards.
+    (from fresh entropy when it is None), and give the caller's generator states back afterwards.
 
     torch modules draw their initial weights and dropout masks from torch's global
     generator, so a fit seeds it to be reproducible; restoring the states keeps that from
@@ -108,7 +114,10 @@ def seeded_generators(seed: int | None, device: torch.device | None = None):
     devices = [device] if cuda and threading.current_thread() is threading.main_thread() else []
     with torch.random.fork_rng(devices=devices):
         try:
-            seed_everything(seed)
+            # seed None: fresh entropy. Left unseeded, every fit would start from the state
+            # the fork gives back, and successive unseeded fits would share their weights.
+            seed_everything(int.from_bytes(os.urandom(8), "little") % 2**63
+                            if seed is None else seed)
             yield
         finally:
             random.setstate(python_state)

@@ -520,3 +520,76 @@ def test_save_load_keeps_column_labels_and_the_series_name(tmp_path):
     series_model = tiny().fit(pd.Series(sine()[:, 0]))  # name None
     loaded = GRUForecaster.load(series_model.save(tmp_path / "series.pt"))
     assert loaded.predict(2).name is None
+
+
+def test_checkpoint_path_may_be_a_pathlib_path(tmp_path):
+    # The natural spelling (tmp_path / "best.pt") used to fail at the first checkpoint: the
+    # checkpoint is a saved estimator, and save could not write a Path parameter.
+    path = tmp_path / "best.pt"
+    model = tiny(checkpoint_path=path).fit(sine())
+    loaded = GRUForecaster.load(path)
+    np.testing.assert_array_equal(loaded.predict(10), model.predict(10))
+    assert loaded.get_params()["checkpoint_path"] == path
+    model.save(tmp_path / "model.pt")
+    assert GRUForecaster.load(tmp_path / "model.pt").checkpoint_path == path
+
+
+def test_a_parameter_that_cannot_be_saved_is_refused_before_training_with_checkpoints(
+        tmp_path, monkeypatch):
+    # A root object is a valid WARP root, but save (and so a checkpoint) needs a named one:
+    # the fit must say so before it trains, not at its first checkpoint.
+    from tsrnn.forecasting import WARPForecaster
+    from tsrnn.nn.warp import MLPRoot
+
+    def trained(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(WARPForecaster, "_fit", trained)
+    model = WARPForecaster(root=MLPRoot(2, width=4, depth=1), sequence_length=16,
+                           max_epochs=1, checkpoint_path=tmp_path / "best.pt")
+    with pytest.raises(TypeError, match=r"cannot save params\.root"):
+        model.fit(sine())
+    assert not (tmp_path / "best.pt").exists()
+
+
+def test_unseeded_fits_start_from_different_weights():
+    # random_state=None: each fit draws fresh weights. Before, the fit's fork of torch's
+    # global generator was left unseeded, so every unseeded fit began from the same state.
+    weights = []
+    for _ in range(2):
+        model = tiny(random_state=None, max_epochs=1, learning_rate=1e-30).fit(sine())
+        weights.append(torch.cat([p.detach().flatten() for p in model.module_.parameters()]))
+    assert not torch.equal(*weights)
+
+
+def test_unseeded_fits_leave_the_callers_generators_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny(random_state=None, max_epochs=1).fit(sine())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_cuda_index_the_machine_lacks_is_refused_clearly(monkeypatch):
+    from tsrnn._torch import resolve_device
+    from tsrnn.forecasting.base import _missing_cuda_index
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="has 1 CUDA device"):
+        resolve_device("cuda:1")
+    assert _missing_cuda_index("cuda:1") and not _missing_cuda_index("cuda:0")
+    assert not _missing_cuda_index("cuda")
+
+
+def test_loaded_tensors_go_to_the_estimators_device():
+    from tsrnn.forecasting.base import _on_device
+
+    value = {"a": torch.ones(2, dtype=torch.float64), "b": [torch.zeros(1), (torch.ones(1), 3)],
+             "c": np.ones(2)}
+    moved = _on_device(value, torch.device("meta"))
+    assert moved["a"].device.type == "meta" and moved["a"].dtype == torch.float64
+    assert moved["b"][0].device.type == "meta" and moved["b"][1][0].device.type == "meta"
+    assert isinstance(moved["b"][1], tuple) and moved["b"][1][1] == 3
+    assert moved["c"] is value["c"]

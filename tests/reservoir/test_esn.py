@@ -502,3 +502,42 @@ def test_reservoir_states_are_the_teacher_forced_states(fitted, lorenz):
     np.testing.assert_allclose(states, expected[0].numpy(), atol=1e-14)
     with pytest.raises(ValueError, match="columns"):
         fitted.reservoir_states(lorenz[:500, :2])
+
+
+def test_a_whole_float_random_state_seeds_as_the_int():
+    y = np.c_[np.sin(np.arange(400) * 0.1), np.cos(np.arange(400) * 0.13)]
+    settings = dict(n_units=60, connectivity=0.2, warmup=10)
+    np.testing.assert_array_equal(ESN(random_state=3.0, **settings).fit(y).predict(20),
+                                  ESN(random_state=3, **settings).fit(y).predict(20))
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_failed_partial_fit_leaves_the_model_as_it_was(monkeypatch, first):
+    # The failure comes after the readout has learned the chunk (its arrays updated in
+    # place): the stream must still be where it was, or the chunk would count twice.
+    y = np.c_[np.sin(np.arange(600) * 0.1), np.cos(np.arange(600) * 0.13)]
+    model = ESN(n_units=60, connectivity=0.2, warmup=10, random_state=0,
+                online_readout="rls")
+    if not first:
+        model.partial_fit(y[:300])
+    before = {name: value for name, value in vars(model).items() if name.endswith("_")}
+    saved = {name: np.array(value, copy=True)
+             for name, value in before.get("online_state_", {}).items()}
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ESN, "_store_context", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.partial_fit(y[300:])
+    after = {name: value for name, value in vars(model).items() if name.endswith("_")}
+    assert after.keys() == before.keys()
+    assert all(after[name] is before[name] for name in before)
+    for name, value in saved.items():
+        np.testing.assert_array_equal(model.online_state_[name], value)
+    monkeypatch.undo()
+    if not first:
+        reference = ESN(n_units=60, connectivity=0.2, warmup=10, random_state=0,
+                        online_readout="rls").partial_fit(y[:300]).partial_fit(y[300:])
+        np.testing.assert_array_equal(model.partial_fit(y[300:]).readout_weights_,
+                                      reference.readout_weights_)

@@ -510,7 +510,9 @@ class BaseForecaster(BaseEstimator):
         # Loading trains nothing: the caller's global generators are left as they are.
         self._resolve_runtime()
         for name, value in state["attributes"].items():
-            setattr(self, name, value)
+            # A file holds its tensors on the CPU; learned tensors (a reservoir stream's
+            # state, ...) belong on the device the estimator now runs on.
+            setattr(self, name, _on_device(value, self.device_))
         for name, weights in state["modules"].items():
             if name == "module_":
                 # The dtype that fit gave it (NeuralForecaster._fit), before loading, so float64
@@ -621,6 +623,12 @@ class BaseForecaster(BaseEstimator):
             warn(f"the model was trained on {saved_device}, which is not available here; it "
                  "is loaded on the CPU")
             params["device"] = "cpu"
+        elif saved_device not in (None, "auto") and "cuda" in str(saved_device) \
+                and _missing_cuda_index(saved_device):
+            # Trained on the second GPU of a larger machine: this one's first GPU will do.
+            warn(f"the model was trained on {saved_device}, which this machine does not "
+                 "have; it is loaded on cuda:0")
+            params["device"] = "cuda:0"
         estimator = klass(**params)
         estimator._set_state(_decode(payload["state"]))
         return estimator
@@ -715,6 +723,26 @@ def _check_precision(dtype: torch.dtype, device: torch.device, estimator: type) 
             f"training diverges; use dtype={choices}, or a CUDA device for half precision")
 
 
+def _missing_cuda_index(device: Any) -> bool:
+    """Whether ``device`` names a CUDA index beyond this machine's devices."""
+    try:
+        index = torch.device(device).index
+    except (RuntimeError, TypeError):
+        return False  # not a device at all: the estimator's own check says so
+    return index is not None and index >= torch.cuda.device_count()
+
+
+def _on_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (also inside dicts, lists and tuples) on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _on_device(item, device) for key, item in value.items()}
+    if isinstance(value, list) or type(value) is tuple:
+        return type(value)(_on_device(item, device) for item in value)
+    return value
+
+
 def _encode(value: Any, where: str) -> Any:
     """Turn learned state into what ``torch.load(weights_only=True)`` accepts."""
     if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
@@ -736,6 +764,8 @@ def _encode(value: Any, where: str) -> Any:
         return {"__index__": value.to_state()}
     if isinstance(value, torch.device | torch.dtype):
         return {"__torch__": str(value)}
+    if isinstance(value, os.PathLike):  # checkpoint_path=tmp_path / "model.pt"
+        return {"__path__": os.fspath(value)}
     if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
         # dtype=np.float64 or np.dtype("float32") is a valid hyperparameter (resolve_dtype)
         return {"__numpy_dtype__": np.dtype(value).name}
@@ -766,6 +796,8 @@ def _decode(value: Any) -> Any:
         return tuple(_decode(v) for v in value["__tuple__"])
     if "__numpy_dtype__" in value:
         return np.dtype(value["__numpy_dtype__"])
+    if "__path__" in value:
+        return Path(value["__path__"])
     if "__torch__" in value:
         text = value["__torch__"]
         return getattr(torch, text.split(".")[-1]) if text.startswith("torch.") \
@@ -996,6 +1028,10 @@ class NeuralForecaster(BaseForecaster):
                 f"checkpoint_path {self.checkpoint_path} exists; choose a new path so that "
                 "no saved model is overwritten"
             )
+        if self.checkpoint_path is not None:
+            # A checkpoint is a saved estimator: a parameter save cannot write would fail at
+            # the first checkpoint, after training has begun.
+            _encode(self.get_params(deep=False), "params")
 
     def _fit(self, y_list, x_list) -> None:
         self._check_hyperparameters()

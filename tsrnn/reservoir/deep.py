@@ -68,7 +68,7 @@ import torch
 from torch import nn
 
 from .._validation import check_bool, check_in_range, check_option, check_positive, warn
-from .esn import _SEGMENT_WASHOUT, _SEGMENTS, ESN
+from .esn import _SEGMENT_WASHOUT, _SEGMENTS, ESN, _seed
 from .matrices import bias_vector, input_matrix, recurrent_matrix
 from .readout import SOLVERS
 from .reservoir import segment_plan, segmented_run
@@ -1038,8 +1038,8 @@ class DeepResESN(_ResidualESN):
     def _build_module(self) -> DeepResidualReservoir:
         return DeepResidualReservoir.random(
             self.n_features_in_ + self.n_exog_, int(self.n_layers), int(self.units_per_layer),
-            rng=np.random.default_rng(self.random_state), alpha=self.alpha, beta=self.beta,
-            spectral_radius=self.spectral_radius, orthogonal=self.orthogonal,
+            rng=np.random.default_rng(_seed(self.random_state)), alpha=self.alpha,
+            beta=self.beta, spectral_radius=self.spectral_radius, orthogonal=self.orthogonal,
             input_scaling=self.input_scaling, inter_scaling=self.inter_scaling,
             bias_scaling=self.bias_scaling, dtype=self.dtype_)
 
@@ -1218,8 +1218,8 @@ class ResRMN(_ResidualESN):
     def _build_module(self) -> ResidualMemoryReservoir:
         return ResidualMemoryReservoir.random(
             self.n_features_in_ + self.n_exog_, int(self.n_memory_units), int(self.n_units),
-            rng=np.random.default_rng(self.random_state), alpha=self.alpha, beta=self.beta,
-            spectral_radius=self.spectral_radius, orthogonal=self.orthogonal,
+            rng=np.random.default_rng(_seed(self.random_state)), alpha=self.alpha,
+            beta=self.beta, spectral_radius=self.spectral_radius, orthogonal=self.orthogonal,
             input_scaling=self.input_scaling,
             memory_input_scaling=self.memory_input_scaling,
             memory_scaling=self.memory_scaling, bias_scaling=self.bias_scaling,

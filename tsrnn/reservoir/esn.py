@@ -82,6 +82,12 @@ _MAX_STREAM_CONTEXT = 100_000
 _BUFFERS_PER_WORKER = 2
 
 
+
+def _seed(random_state: int | None) -> int | None:
+    """numpy's seed for ``random_state`` (validated by the fit's seeding: a whole float such
+    as 3.0 is accepted there, and numpy takes only ints)."""
+    return None if random_state is None else int(random_state)
+
 def _stream_workers() -> int:
     """Worker threads for a streamed fit: torch's thread count, capped by BLAS's (a caller
     who limits either to 1 gets one thread). One where BLAS's threads cannot be read and
@@ -361,7 +367,7 @@ class ESN(BaseForecaster):
 
     # ------------------------------------------------------------------ model
     def _build_module(self) -> LeakyReservoir:
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(_seed(self.random_state))
         recurrent_rng, input_rng, bias_rng = rng.spawn(3)
         n_inputs = self.n_features_in_ + self.n_exog_
         recurrent = recurrent_matrix(int(self.n_units), self.spectral_radius,
@@ -474,6 +480,20 @@ class ESN(BaseForecaster):
             The next rows of the stream.
         X : optional, exogenous inputs aligned with ``y``.
         """
+        # All or nothing: a chunk that fails (bad data, a diverged readout) leaves the model
+        # as it was, so that the stream can go on from the last good chunk. The learned
+        # attributes are replaced, not changed in place (_online_update works on a copy).
+        before = {name: value for name, value in vars(self).items()
+                  if name.endswith("_") and not name.startswith("__")}
+        try:
+            return self._partial_fit(y, X)
+        except BaseException:
+            self._clear_learned_state()
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+
+    def _partial_fit(self, y, X):
         check_option(self.online_readout, "online_readout", ONLINE_READOUTS)
         y_list, collection = as_series_list(y, "y")
         if collection:
@@ -576,6 +596,13 @@ class ESN(BaseForecaster):
             return
         width = phi.shape[1]
         kind = self.online_readout
+        if hasattr(self, "online_state_"):
+            # The readouts update their arrays in place: a copy keeps the saved state intact
+            # until the whole chunk has succeeded (partial_fit restores it on failure).
+            self.online_state_ = {name: (value.clone() if isinstance(value, torch.Tensor)
+                                         else np.array(value, copy=True)
+                                         if isinstance(value, np.ndarray) else value)
+                                  for name, value in self.online_state_.items()}
         if kind == "rls" and not self.ridge > 0:
             raise ValueError("online_readout='rls' needs ridge > 0: its inverse correlation "
                              "matrix starts at I / ridge")
