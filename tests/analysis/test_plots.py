@@ -140,3 +140,49 @@ def test_plot_symbolic_sequence_rejects_bad_codes():
         plot_symbolic_sequence(np.zeros((4, 2, 2), dtype=bool))
     with pytest.raises(ValueError, match="at least 2 time steps"):
         plot_symbolic_sequence(np.array([3]))
+
+
+def test_a_path_without_suffix_is_not_replaced_silently(trajectories, tmp_path):
+    # matplotlib writes "fig" to "fig.png": that is the file overwrite=False must protect.
+    true, generated = trajectories
+    plot_attractor(true, generated, path=tmp_path / "fig")
+    written = tmp_path / "fig.png"
+    assert written.exists() and not (tmp_path / "fig").exists()
+    before = written.stat().st_mtime_ns, written.read_bytes()
+    with pytest.raises(FileExistsError, match=r"fig\.png exists"):
+        plot_attractor(true, 3 * generated, path=tmp_path / "fig")
+    assert (written.stat().st_mtime_ns, written.read_bytes()) == before
+    plot_attractor(true, 3 * generated, path=tmp_path / "fig", overwrite=True)
+    assert written.read_bytes() != before[1]
+
+
+def test_side_by_side_attractors_share_one_scale(trajectories):
+    # A generated attractor three times too large and shifted must look it.
+    true, generated = trajectories
+    figure = plot_attractor(true, 3 * generated + 50)
+    first, second = figure.axes
+    for limits in ("get_xlim", "get_ylim", "get_zlim"):
+        assert getattr(first, limits)() == getattr(second, limits)()
+    assert first.get_xlim()[1] >= (3 * generated[:, 0] + 50).max()
+    assert first.get_xlim()[0] <= true[:, 0].min()
+
+
+def test_a_constant_generated_dimension_keeps_the_power_axis_readable(trajectories):
+    true, generated = trajectories
+    constant = generated.copy()
+    constant[:, 2] = 0.5
+    figure = plot_power_spectra(true, constant)
+    low, high = figure.axes[2].get_ylim()
+    assert np.log10(high / low) < 30  # was ~337 decades with zero power drawn at tiny
+    assert "no power" in figure.axes[2].get_legend().get_texts()[1].get_text()
+
+
+@pytest.mark.parametrize("dims", [(0.7, 1.9), (True, False)])
+def test_dims_must_be_integers(trajectories, dims):
+    with pytest.raises(TypeError, match="integers"):
+        plot_attractor(trajectories[0], dims=dims)
+
+
+def test_sign_patterns_without_relu_columns_are_refused():
+    with pytest.raises(ValueError, match="no ReLU columns"):
+        plot_symbolic_sequence(np.zeros((10, 0), dtype=bool))

@@ -593,3 +593,17 @@ def test_loaded_tensors_go_to_the_estimators_device():
     assert moved["b"][0].device.type == "meta" and moved["b"][1][0].device.type == "meta"
     assert isinstance(moved["b"][1], tuple) and moved["b"][1][1] == 3
     assert moved["c"] is value["c"]
+
+
+@pytest.mark.parametrize("order", ["backwards", "repeats", "shuffled"])
+def test_a_time_index_out_of_order_is_refused(order):
+    index = pd.date_range("2021-01-01", periods=200, freq="h")
+    series = pd.Series(np.sin(np.arange(200) * 0.3), index=index, name="s")
+    broken = {"backwards": series.iloc[::-1],
+              "repeats": series.set_axis(index.delete(5).insert(5, index[4])),
+              "shuffled": series.iloc[np.r_[0:30, 31, 30, 32:200]]}[order]
+    with pytest.raises(ValueError, match="sort_index"):
+        tiny().fit(broken)
+    model = tiny().fit(series)
+    with pytest.raises(ValueError, match="index of context"):
+        model.predict(3, context=broken)

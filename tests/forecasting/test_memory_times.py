@@ -78,13 +78,16 @@ def test_forecast_equals_the_core_run_with_the_irregular_gaps(cls, options):
     times, y = irregular()
     model = tiny(cls, **options).fit(y[:150], times=times[:150])
     assert model.time_scale_ == pytest.approx(np.median(np.diff(times[:150])))
-    context, all_times = y[100:150], times[100:153]
+    # A context as long as predict reads (a longer one is cut to its last rows).
+    keep = model._context_length()
+    context, all_times = y[150 - keep:150], times[150 - keep:153]
     forecast = model.predict(3, context=context, times=all_times)
     expected = manual_rollout(model, context, all_times, 3)
     np.testing.assert_allclose(forecast, expected, rtol=1e-5, atol=1e-6)  # float32 round-off
     # The same context and values with one unit per step: a core that ignored dt would give
     # the forecast above here too.
-    regular = manual_rollout(model, context, all_times[0] + model.time_scale_ * np.arange(53), 3)
+    regular = manual_rollout(model, context,
+                             all_times[0] + model.time_scale_ * np.arange(keep + 3), 3)
     assert np.abs(forecast - regular).max() > 1e-3
     # The horizon's own gaps matter: near and far horizons give different forecasts.
     near = model.predict(3, times=times[149] + 0.05 * np.arange(1, 4))
@@ -258,3 +261,49 @@ def test_state_trajectory_is_the_core_run_with_the_series_gaps(cls):
     assert np.abs(states - model.get_state_trajectory(y[:30])).max() > 1e-3
     with pytest.raises(ValueError, match="times has 29 entries"):
         model.get_state_trajectory(y[:30], times=times[:29])
+
+
+# ------------------------------------------------------------------ (g) regular calendars
+@pytest.mark.parametrize("cls", [HiPPOForecaster, LEMForecaster], ids=["HiPPO", "LEM"])
+def test_a_business_day_index_keeps_its_calendar_in_the_forecast(cls):
+    # The forecast after a Friday is dated Monday (the frequency continued, as for every
+    # forecaster), and the step to Monday is 3 days long, as the model saw over weekends.
+    index = pd.bdate_range("2021-03-01", periods=300)
+    series = pd.Series(np.sin(np.arange(300) * 0.2), index=index, name="s")
+    model = tiny(cls).fit(series)
+    context = series.iloc[:30]
+    assert context.index[-1].day_name() == "Friday"
+    forecast = model.predict(3, context=context)
+    expected = pd.bdate_range(context.index[-1], periods=4)[1:]
+    assert list(forecast.index) == list(expected)
+    np.testing.assert_allclose(
+        forecast.to_numpy(),
+        model.predict(3, context=context, times=context.index.append(expected)).to_numpy(),
+        rtol=1e-6, atol=1e-7)
+    # Without a context too: the training data end on a Friday as well.
+    assert series.index[-1].day_name() == "Friday"
+    after = pd.bdate_range(series.index[-1], periods=4)[1:]
+    np.testing.assert_allclose(model.predict(3).to_numpy(),
+                               model.predict(3, times=after).to_numpy(), rtol=1e-6, atol=1e-7)
+    assert list(model.predict(3).index) == list(after)
+
+
+def test_dates_with_and_without_a_time_zone_are_not_mixed():
+    index = pd.date_range("2024-03-01", periods=150, freq="h")
+    series = pd.Series(np.sin(np.arange(150) * 0.1), index=index, name="s")
+    model = tiny(HiPPOForecaster).fit(series)
+    zoned = pd.date_range(index[-1], periods=4, freq="h", tz="America/New_York")[1:]
+    with pytest.raises(ValueError, match="time zone"):
+        model.predict(3, times=zoned)
+    context = series.iloc[-20:].tz_localize("UTC")
+    with pytest.raises(ValueError, match="time zone"):
+        model.predict(3, context=context)
+
+
+@pytest.mark.parametrize("cls", [HiPPOForecaster, LSSLForecaster], ids=["HiPPO", "LSSL"])
+def test_a_long_context_is_read_as_the_stored_one(cls):
+    # predict() starts from the last sequence_length rows of the training data; a context
+    # given by the user is cut the same way (the HiPPO-RNN's state counts its steps).
+    _, y = irregular()
+    model = tiny(cls).fit(y)
+    np.testing.assert_array_equal(model.predict(5), model.predict(5, context=y))

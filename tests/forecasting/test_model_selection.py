@@ -52,3 +52,31 @@ def test_too_short_test_block_is_a_clear_error(series):
         closed_loop_scorer(context=200, horizon=500)(model, series[:600])
     with pytest.raises(ValueError, match="metric"):
         closed_loop_scorer(metric="r2")
+
+
+def test_vpt_needs_a_horizon_of_two_steps_at_construction():
+    # Checked before a search trains every candidate only to score each one NaN.
+    with pytest.raises(ValueError, match="horizon >= 2"):
+        closed_loop_scorer(horizon=1)
+    closed_loop_scorer(horizon=1, metric="mse")  # one step is a forecast error
+
+
+def test_a_forecaster_that_reads_dates_is_scored_at_the_blocks_own_dates():
+    import pandas as pd
+
+    from tsrnn.forecasting import HiPPOForecaster
+    from tsrnn.metrics import mean_squared_error
+
+    gaps = np.random.default_rng(0).choice([0.05, 0.3], size=599)
+    t = np.r_[0.0, np.cumsum(gaps)]
+    frame = pd.DataFrame({"a": np.sin(t), "b": np.cos(t)},
+                         index=pd.Timestamp("2024-01-01") + pd.to_timedelta(t, unit="h"))
+    model = HiPPOForecaster(hidden_size=8, state_size=8, sequence_length=16, max_epochs=2,
+                            random_state=0).fit(frame.iloc[:400])
+    block = frame.iloc[400:]
+    scorer = closed_loop_scorer(context=30, horizon=10, n_starts=2, metric="mse")
+    starts = np.unique(np.linspace(30, len(block) - 10, 2).astype(int))
+    at_dates = [-mean_squared_error(block.iloc[s:s + 10].to_numpy(), model.predict(
+        10, context=block.iloc[s - 30:s], times=block.index[s - 30:s + 10]).to_numpy())
+        for s in starts]
+    assert scorer(model, block) == pytest.approx(np.mean(at_dates), rel=1e-9)

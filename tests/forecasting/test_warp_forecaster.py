@@ -181,3 +181,18 @@ def test_bad_hyperparameters_get_clear_errors():
         tiny(root="mass_spring_damper", scale=False, root_options={"mass": 1.0}).fit(sine())
     with pytest.raises(ValueError, match="NaN or inf"):
         tiny().fit(np.where(np.arange(200)[:, None] == 5, np.nan, sine()))
+
+
+def test_predict_batch_takes_and_gives_a_1d_series_as_predict_does():
+    series = sine()[:, 0]
+    model = tiny().fit(series)
+    contexts = np.stack([series[i: i + 20] for i in (0, 30)])
+    batch = model.predict_batch(6, contexts)
+    assert batch.shape == (2, 6)
+    np.testing.assert_allclose(batch[1], model.predict(6, context=contexts[1]), atol=1e-5)
+
+
+def test_predict_batch_refuses_contexts_shorter_than_the_init_window():
+    model = tiny(init_window=4).fit(sine())
+    with pytest.raises(ValueError, match="init_window=4"):
+        model.predict_batch(3, sine()[None, :2])

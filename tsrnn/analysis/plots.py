@@ -32,9 +32,17 @@ def _new_figure(size: tuple[float, float]):
 
 def _finish(figure, path: str | os.PathLike | None, overwrite: bool):
     if path is not None:
-        if os.path.exists(path) and not check_bool(overwrite, "overwrite"):
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        figure.savefig(path)
+        from matplotlib import rcParams
+
+        # matplotlib adds its default format's suffix to a name without one ("fig" is
+        # written to "fig.png"): the file that would be replaced is that one.
+        target = os.fspath(path)
+        suffix = os.path.splitext(target)[1]
+        if not suffix:
+            target = f"{target}.{rcParams['savefig.format']}"
+        if os.path.exists(target) and not check_bool(overwrite, "overwrite"):
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        figure.savefig(target)
     return figure
 
 
@@ -55,9 +63,14 @@ def _series(data: Any, name: str) -> np.ndarray:
 
 def _dims(dims: Any, n_columns: int, allowed: tuple[int, ...]) -> tuple[int, ...]:
     try:
-        dims = tuple(int(d) for d in dims)
+        given = tuple(dims)
     except TypeError as error:
         raise TypeError(f"dims must be a sequence of column indices, got {dims!r}") from error
+    # Whole numbers only: int(0.7) would quietly draw column 0, and True column 1.
+    if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool | np.bool_)
+               for d in given):
+        raise TypeError(f"dims must be a sequence of column indices (integers), got {dims!r}")
+    dims = tuple(int(d) for d in given)
     if len(dims) not in allowed:
         want = " or ".join(str(n) for n in allowed)
         raise ValueError(f"dims must name {want} columns, got {dims}")
@@ -133,6 +146,19 @@ def plot_attractor(true: Any, generated: Any = None, dims: Any = None, *,
             ax.set_title(labels[i])
     if overlay and len(series) > 1:
         axes[0].legend(loc="best")
+    if not overlay and len(series) > 1:
+        # One scale for both panels: a generated attractor of the wrong size or position
+        # must look it, not be rescaled to match.
+        limits = [(min(ax.get_xlim()[0] for ax in axes), max(ax.get_xlim()[1] for ax in axes)),
+                  (min(ax.get_ylim()[0] for ax in axes), max(ax.get_ylim()[1] for ax in axes))]
+        if three_d:
+            limits.append((min(ax.get_zlim()[0] for ax in axes),
+                           max(ax.get_zlim()[1] for ax in axes)))
+        for ax in axes:
+            ax.set_xlim(*limits[0])
+            ax.set_ylim(*limits[1])
+            if three_d:
+                ax.set_zlim(*limits[2])
     return _finish(figure, path, overwrite)
 
 
@@ -195,15 +221,19 @@ def plot_power_spectra(true: Any, generated: Any, sigma: float = 20.0, *, dims: 
     columns = min(n, 3)
     rows = -(-n // columns)
     figure = _new_figure((4.0 * columns, 3.0 * rows))
-    tiny = np.finfo(float).tiny  # a constant generated dimension has zero power
     for i, d in enumerate(dims):
         ax = figure.add_subplot(rows, columns, i + 1)
-        ax.semilogy(frequency[1:], np.maximum(p[1:, i], tiny), label=labels[0], lw=1.0)
-        ax.semilogy(frequency[1:], np.maximum(q[1:, i], tiny), label=labels[1], lw=1.0)
+        ax.semilogy(frequency[1:], p[1:, i], label=labels[0], lw=1.0)
+        # A constant generated dimension (a model at rest) has no power to draw: a line at
+        # the smallest float would stretch the axis over 300 decades and flatten the true
+        # spectrum. The legend says so instead.
+        constant = not np.any(q[1:, i] > 0)
+        ax.semilogy(frequency[1:], np.where(q[1:, i] > 0, q[1:, i], np.nan), lw=1.0,
+                    label=f"{labels[1]} (constant: no power)" if constant else labels[1])
         ax.set_title(f"x{d % truth.shape[1]}: D_H = {distance[i]:.3f}")
         ax.set_xlabel("frequency (1/step)" if dt is None else "frequency (1/time)")
         ax.set_ylabel("power (normalised)")
-        if i == 0:
+        if i == 0 or constant:
             ax.legend(loc="best")
     return _finish(figure, path, overwrite)
 
@@ -249,6 +279,9 @@ def plot_symbolic_sequence(codes: Any, *, max_steps: int | None = 500, dt: float
     else:
         raise ValueError(f"codes must be integer codes (T,) or boolean sign patterns (T, R), "
                          f"got dtype {raw.dtype} and shape {raw.shape}")
+    if patterns is not None and patterns.shape[1] == 0:
+        raise ValueError("codes have no ReLU columns (shape (T, 0)): a model without "
+                         "piecewise-linear units has one linear region and no symbolic code")
     if labels.size < 2:
         raise ValueError(f"codes must cover at least 2 time steps, got {labels.size}")
     step = 1.0 if dt is None else check_positive(dt, "dt")

@@ -160,6 +160,24 @@ def index_info(data: Any) -> IndexInfo:
     return IndexInfo("none", columns, index.name, series=series)
 
 
+def check_time_order(data: Any, name: str) -> None:
+    """Refuse a pandas object whose time index (dates, durations, periods) is not strictly
+    increasing: rows in reverse order (a file stored newest first) would be learned and
+    forecast backwards in time, and repeated times have no order at all."""
+    index = getattr(data, "index", None)
+    if not isinstance(data, pd.DataFrame | pd.Series) or not isinstance(
+            index, pd.DatetimeIndex | pd.TimedeltaIndex | pd.PeriodIndex) or len(index) < 2:
+        return
+    if index.is_monotonic_increasing and index.is_unique:
+        return
+    problem = ("repeats a time" if index.is_monotonic_increasing else
+               "runs backwards (newest first)" if index.is_monotonic_decreasing else
+               "is not in time order")
+    raise ValueError(f"the index of {name} {problem}: the rows must be in increasing time "
+                     f"order, each time once (sort them with {name}.sort_index(), and drop or "
+                     "merge repeated times)")
+
+
 def _is_collection(data: Any) -> bool:
     """Several trajectories are a list or tuple of arrays, tensors or pandas objects.
 
@@ -202,6 +220,7 @@ def as_series_list(data: Any, name: str, *, allow_nan: bool = False, remedy: str
     arrays = []
     for i, item in enumerate(items):
         label = f"{name}[{i}]" if collection else name
+        check_time_order(item, label)
         array = as_float_array(item, label, ndim=(1, 2), allow_nan=allow_nan, remedy=remedy)
         if array.ndim == 1:
             array = array[:, None]

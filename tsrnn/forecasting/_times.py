@@ -45,6 +45,7 @@ import torch
 
 from .._validation import as_float_array, check_positive, warn
 from ..nn.readout import NextStepPredictor
+from ._data import index_info
 from .base import NeuralForecaster
 
 
@@ -429,14 +430,41 @@ class TimedForecaster(NeuralForecaster):
                 return None
             last, zone, name = self.last_time_, self.time_zone_, self.index_info_.name
         else:
-            # Steps of time_scale_ after the context's last date, whatever frequency the
-            # context's own index has: those are the times the forecast is made for.
             index = getattr(context, "index", None)
-            if not isinstance(index, pd.DatetimeIndex):
+            if not isinstance(index, pd.DatetimeIndex) or index_info(context).kind != "none":
+                # Dates with a frequency (business days, month ends, ...): the base continues
+                # them, and the horizon's gaps follow those dates (_horizon_gaps).
                 return None
             last = as_times(index[-1:], "the index of context")[0]
             zone, name = (None if index.tz is None else str(index.tz)), index.name
         return _dates(last + self.time_scale_ * np.arange(1, n_steps + 1), zone).rename(name)
+
+    def _horizon_gaps(self, n_steps: int, context: Any) -> np.ndarray:
+        """Gaps (in ``time_scale_`` units) of a horizon given without times: those between
+        the dates the forecast will carry where the data's dates have a frequency (a
+        business-day index steps 3 days over a weekend), else one unit per step."""
+        if getattr(self, "date_times_", False):
+            info = (self.index_info_ if context is None else index_info(context)
+                    if isinstance(getattr(context, "index", None), pd.DatetimeIndex)
+                    else None)
+            if info is not None and info.kind == "datetime":
+                dates = info.continuation(n_steps)
+                t = as_times(dates.insert(0, info.last), "the continued dates")
+                return np.diff(t) / self.time_scale_
+        return np.ones(n_steps)
+
+    def _check_zone(self, times: Any, name: str) -> None:
+        """Refuse dates with a time zone against training dates without one, or the reverse:
+        their seconds would be counted from different origins (pandas refuses to compare
+        them too)."""
+        dated, zone = _date_zone(times)
+        if dated and getattr(self, "date_times_", False) and (zone is None) != (
+                self.time_zone_ is None):
+            have = "have no time zone" if zone is None else f"are in the zone {zone}"
+            fitted = ("without a time zone" if self.time_zone_ is None
+                      else f"in the zone {self.time_zone_}")
+            raise ValueError(f"{name} {have}, but the model was fitted on dates {fitted}: "
+                             "give both with a zone (tz_localize) or both without")
 
     def _predict_gaps(self, n_steps: int, context: Any, times: Any) -> np.ndarray:
         """Gaps between consecutive times of context and horizon (T_c + n_steps - 1,)."""
@@ -452,6 +480,7 @@ class TimedForecaster(NeuralForecaster):
                 given = "dates" if dated else "numbers"
                 raise ValueError(f"times are {given}, but the model was fitted on {fitted}: "
                                  "give the horizon's times in the unit of the training times")
+            self._check_zone(times, "times")
             t = as_times(times, "times")
             if context is None:
                 if t.shape[0] != n_steps:
@@ -468,13 +497,14 @@ class TimedForecaster(NeuralForecaster):
                                  f"followed by the {n_steps} of the horizon, got {t.shape[0]}")
             return check_increasing(t, "times") / self.time_scale_
         if context is None:
-            return np.concatenate([self.context_gaps_[1:], np.ones(n_steps)])
+            return np.concatenate([self.context_gaps_[1:], self._horizon_gaps(n_steps, None)])
         if isinstance(context, pd.DataFrame | pd.Series) and isinstance(
                 context.index, pd.DatetimeIndex) and self.last_time_ is not None \
                 and getattr(self, "date_times_", False):
+            self._check_zone(context.index, "the index of context")
             t = as_times(context.index, "the index of context")
             own = check_increasing(t, "the index of context") / self.time_scale_
-            return np.concatenate([own, np.ones(n_steps)])
+            return np.concatenate([own, self._horizon_gaps(n_steps, context)])
         return np.ones(n_context + n_steps - 1)
 
     # ------------------------------------------------------------------ analysis

@@ -60,6 +60,7 @@ from ._data import (
     check_aligned_dates,
     check_exogenous,
     check_horizon_dates,
+    check_time_order,
     index_info,
 )
 
@@ -351,6 +352,7 @@ class BaseForecaster(BaseEstimator):
             if future_x is not None:
                 check_horizon_dates(X, 0, self._horizon_index(info, n_steps))
         else:
+            check_time_order(context, "context")
             raw = as_float_array(context, "context", ndim=(1, 2), allow_nan=self._allow_nan,
                                  remedy=self._nan_remedy)
             raw = raw[:, None] if raw.ndim == 1 else raw
@@ -471,6 +473,7 @@ class BaseForecaster(BaseEstimator):
                 "predict needs X for the forecast horizon"
             )
         self._check_column_names(X, "X", "exog_names_in_")
+        check_time_order(X, "X")
         rows = as_float_array(X, "X", ndim=(1, 2))
         rows = rows[:, None] if rows.ndim == 1 else rows
         expected = n_context + n_steps

@@ -28,6 +28,10 @@ A batch whose gaps are all exactly one unit (a regular series, or a regular stre
 irregular one) is given to the core without dt, which means the same steps: a regularly
 sampled series with times gives the same model as without them (and the LSSL keeps its
 convolutional training on it).
+
+``predict`` starts from the last rows of its context as training windows start: the last
+``sequence_length`` rows for the HiPPO-RNN and the LSSL, ``4 * sequence_length`` for LEM,
+whether the context is the training data's end or a longer one given by the user.
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ class _MemoryForecaster(TimedForecaster):
         # Training windows start from a zero state and last sequence_length steps; the closed
         # loop starts from a context of the same length by default.
         return int(self.sequence_length)
+
+    def _predict(self, n_steps, context_y, context_x, future_x):
+        # A longer context is cut as predict() cuts the training data's: the HiPPO-RNN's
+        # state counts the steps since its start and the LSSL's kernel spans one window, so
+        # a context longer than training's windows would start them where they never were.
+        extra = context_y.shape[0] - self._context_length()
+        if extra > 0:
+            context_y = context_y[extra:]
+            context_x = None if context_x is None else context_x[extra:]
+            self._pending_gaps = self._pending_gaps[extra:]
+        return super()._predict(n_steps, context_y, context_x, future_x)
 
 
 class LEMForecaster(_MemoryForecaster):

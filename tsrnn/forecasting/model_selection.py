@@ -13,10 +13,12 @@ forecast error: scikit-learn maximises scores).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .._validation import as_float_array, check_option, check_positive
 from ..metrics import mean_squared_error, valid_prediction_time
@@ -53,6 +55,9 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
 
     Notes
     -----
+    - A pandas series is passed to ``predict`` as pandas. A forecaster that reads dates
+      (CfC, LTC, LEM, HiPPO, LSSL fitted on a DatetimeIndex) forecasts at the block's own
+      dates (``times=``), irregular ones included.
     - Give the search ``cv=TimeSeriesSplit(...)``: scikit-learn's default folds (and any
       shuffled ones) cut the series into blocks that are joined again for training, so a
       model learns jumps that are not in the data and is scored on a block it has seen
@@ -82,6 +87,9 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
     horizon = check_positive(horizon, "horizon", integer=True)
     n_starts = check_positive(n_starts, "n_starts", integer=True)
     check_option(metric, "metric", METRICS)
+    if metric == "vpt" and horizon < 2:
+        raise ValueError("metric='vpt' needs horizon >= 2: a valid prediction time is measured "
+                         "over at least two steps")
     # Checked here, not first in the scoring: a search would otherwise train every candidate
     # and then score them all NaN.
     check_positive(dt, "dt")
@@ -90,6 +98,12 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
         check_positive(lyapunov_exponent, "lyapunov_exponent")
 
     def scorer(estimator: Any, series: Any, X: Any = None) -> float:
+        # A pandas block is passed on as pandas: its column names are checked as in fit, and
+        # a forecaster that reads dates forecasts at the block's own times.
+        frame = series if isinstance(series, pd.DataFrame | pd.Series) else None
+        dated = (frame is not None and isinstance(frame.index, pd.DatetimeIndex)
+                 and getattr(estimator, "date_times_", False)
+                 and "times" in inspect.signature(estimator.predict).parameters)
         data = as_float_array(series, "series", ndim=(1, 2))
         data = data[:, None] if data.ndim == 1 else data
         exogenous = None
@@ -109,8 +123,11 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
         scores = []
         for start in np.unique(np.linspace(context, last_start, n_starts).astype(int)):
             rows = None if exogenous is None else exogenous[start - context:start + horizon]
-            forecast = np.asarray(estimator.predict(horizon, context=data[start - context:start],
-                                                    X=rows))
+            given = (data[start - context:start] if frame is None
+                     else frame.iloc[start - context:start])
+            times = ({"times": frame.index[start - context:start + horizon]} if dated
+                     else {})
+            forecast = np.asarray(estimator.predict(horizon, context=given, X=rows, **times))
             forecast = forecast.reshape(horizon, -1)
             truth = data[start:start + horizon]
             if metric == "vpt":

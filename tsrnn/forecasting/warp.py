@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from .._validation import check_bool, check_in_range, check_option, check_positive
+from .._validation import check_bool, check_in_range, check_option, check_positive, warn
 from ..nn.warp import INITS, TRANSITIONS, WARP, MassSpringDamperRoot
 from .base import NeuralForecaster
 
@@ -300,8 +300,9 @@ class WARPForecaster(NeuralForecaster):
     def predict_batch(self, n_steps: int, contexts) -> np.ndarray:
         """Closed-loop forecasts after several contexts at once (no exogenous inputs).
 
-        ``contexts``: array (B, T_c, d) in the units of the training data. Returns
-        (B, n_steps, d), the same as ``predict(n_steps, context=contexts[i])`` for each i.
+        ``contexts``: array (B, T_c, d) in the units of the training data ((B, T_c) for a
+        model fitted on a 1-D series). Returns (B, n_steps, d) ((B, n_steps) for a 1-D
+        series), the same as ``predict(n_steps, context=contexts[i])`` for each i.
         """
         from .._validation import as_float_array
 
@@ -309,14 +310,25 @@ class WARPForecaster(NeuralForecaster):
         if self.n_exog_:
             raise ValueError("predict_batch does not take exogenous inputs; use predict")
         n_steps = check_positive(n_steps, "n_steps", integer=True)
-        raw = as_float_array(contexts, "contexts", ndim=3)
+        one_column = bool(self.output_1d_) and np.ndim(contexts) == 2
+        raw = as_float_array(contexts, "contexts", ndim=2 if one_column else 3)
+        raw = raw[..., None] if one_column else raw
         if raw.shape[2] != self.n_features_in_ or raw.shape[1] == 0:
             raise ValueError(f"contexts must have shape (B, T_c, {self.n_features_in_}), got "
                              f"{raw.shape}")
+        if raw.shape[1] < int(self.init_window):
+            raise ValueError(f"contexts have {raw.shape[1]} rows; the hypernetwork reads the "
+                             f"first init_window={self.init_window}: give at least that many")
         raw = raw[:, -int(self.sequence_length):]  # the last window, as predict
         scaled = self.y_scaler_.transform(raw.reshape(-1, raw.shape[2])).reshape(raw.shape)
         with torch.no_grad():
             forecast = self.module_.eval().rollout(self._tensor(scaled), n_steps)
         forecast = forecast.double().cpu().numpy()
+        if not np.isfinite(forecast).all():
+            batch, first = (int(i) for i in np.argwhere(~np.isfinite(forecast))[0][:2])
+            warn(f"the closed-loop forecast of {type(self).__name__} after context {batch} "
+                 f"left the finite range at step {first}: the learned dynamics diverge from "
+                 "this state", RuntimeWarning)
         flat = self.y_scaler_.inverse_transform(forecast.reshape(-1, raw.shape[2]))
-        return flat.reshape(forecast.shape)
+        forecast = flat.reshape(forecast.shape)
+        return forecast[..., 0] if bool(self.output_1d_) else forecast

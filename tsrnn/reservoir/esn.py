@@ -105,7 +105,8 @@ class ESN(BaseForecaster):
     n_units : int
         Reservoir size N.
     spectral_radius : float
-        rho(W), set exactly for sparse W (ARPACK) and by the circular law for dense W. Above
+        rho(W), set exactly for sparse W (ARPACK) and for dense W up to 1000 units (an
+        eigen-solve); larger dense W by the circular law (a few percent off). Above
         1.5 a warning says that the echo state property is likely lost; between 1 and 1.5
         none, since driven reservoirs slightly above 1 (1.25 is common) usually keep it
         through the saturation of their units (:meth:`echo_state_diagnostics` gives the
