@@ -421,3 +421,16 @@ def test_epochs_given_to_a_reservoir_are_announced():
     with pytest.warns(UserWarning, match="max_epochs=5 has no effect on 'nvar'"):
         assert main(["reconstruct", "--model", "nvar", "--max-epochs", "5", "--n-train", "1000",
                      "--n-test", "300", "--n-exponents", "1", "-q"]) == 0
+
+
+def test_reconstruct_observes_a_forcing_phase_as_cosine_and_sine():
+    # The forced Duffing oscillator's phase grows without bound: as simulated, the held-out
+    # phase lies beyond the training range and no model can place it (D_stsp was 2.4).
+    from tsrnn.reconstruct import ReconstructionConfig, run_reconstruction
+
+    report = run_reconstruction(ReconstructionConfig(system="duffing", n_train=6_000,
+                                                     n_test=2_000, n_exponents=1))
+    assert report.angles_on_circle == [2]
+    assert "coordinate 2 (an angle advancing without bound) as cosine and sine" in \
+        report.text()
+    assert report.state_space_divergence < 1.0

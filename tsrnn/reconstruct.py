@@ -196,6 +196,9 @@ class ReconstructionReport:
     # prediction time in steps over forecasts of the end of the training block), the first
     # of the best kept; None when not tuned.
     tuning: dict[str, Any] | None = None
+    # The system's coordinates that are unbounded angles (a forcing phase), observed as
+    # their cosine and sine: the data have one column more for each. None: no such angle.
+    angles_on_circle: list[int] | None = None
     total_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -212,6 +215,11 @@ class ReconstructionReport:
         lines = [
             f"Reconstruction of {self.system} by {self.model}",
             f"  data: {self.n_train} training and {self.n_test} held-out steps, dt = {self.dt:g}",
+            *([] if not self.angles_on_circle else [
+                f"  observed: coordinate{'s' if len(self.angles_on_circle) > 1 else ''} "
+                f"{', '.join(str(k) for k in self.angles_on_circle)} "
+                f"({'angles' if len(self.angles_on_circle) > 1 else 'an angle'} advancing "
+                "without bound) as cosine and sine"]),
             f"  fit: {self.fit_seconds:.1f} s",
             *([] if self.tuning is None else [
                 f"  tuned: {_settings_text(self.tuning['chosen'])} (the longest of "
@@ -282,9 +290,12 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
     if not isinstance(n_exponents, int) or not 1 <= n_exponents <= system.dim:
         raise ValueError(f"n_exponents must be an integer from 1 to the system's dimension "
                          f"{system.dim}, got {config.n_exponents!r}")
+    # A forcing phase (or any angle that advances without bound) is observed as its cosine
+    # and sine: as simulated, the held-out values would lie beyond everything trained on.
     split = simulate_splits(system, n_train=config.n_train, n_test=config.n_test,
                             transient=config.transient, noise=config.noise,
-                            standardize=True, seed=config.seed)
+                            standardize=True, seed=config.seed, angles="circle")
+    angles = tuple(system.phase_coordinates)
     _check_dynamics(split, system)
     dt = float(split.dt)
     # The sampling step lets models that know it report exponents per time unit.
@@ -353,6 +364,7 @@ def run_reconstruction(config: ReconstructionConfig | None = None) -> Reconstruc
         lyapunov_true_stderr=true_stderr, model_state_dimension=state_dimension,
         fixed_points_learned=learned_points,
         fixed_points_true=true_points, tuning=tuning,
+        angles_on_circle=list(angles) or None,
         total_seconds=time.perf_counter() - start,
     )
 

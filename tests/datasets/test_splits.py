@@ -229,3 +229,32 @@ def test_simulated_noise_is_scaled_by_the_training_block_alone():
     ratio = (long.train - clean.train).std(axis=0) / clean.train.std(axis=0, ddof=1)
     np.testing.assert_allclose(ratio, 0.05, rtol=0.05)
     assert not np.array_equal(long.test, clean.test)  # the other blocks are noisy too
+
+
+def test_simulate_splits_observes_an_unbounded_angle_on_the_circle():
+    from tsrnn.systems import Duffing
+
+    system = Duffing()
+    kept = simulate_splits(system, n_train=400, n_test=200, seed=0, standardize=False)
+    circle = simulate_splits(system, n_train=400, n_test=200, seed=0, standardize=False,
+                             angles="circle")
+    assert kept.train.shape == (400, 3) and circle.train.shape == (400, 4)
+    for kept_block, circle_block in ((kept.train, circle.train), (kept.test, circle.test)):
+        np.testing.assert_array_equal(circle_block[:, :2], kept_block[:, :2])
+        np.testing.assert_allclose(circle_block[:, 2:], np.c_[np.cos(kept_block[:, 2]),
+                                                              np.sin(kept_block[:, 2])])
+    # The phase grows without bound: the held-out block lies beyond the training range
+    # as simulated, and within it on the circle.
+    assert kept.test[:, 2].min() > kept.train[:, 2].max()
+    assert np.abs(circle.test[:, 2:]).max() <= 1.0
+
+
+def test_simulate_splits_angles_option_is_checked():
+    from tsrnn.systems import Lorenz63
+
+    with pytest.raises(ValueError, match="angles"):
+        simulate_splits(Lorenz63(), n_train=100, angles="wrap")
+    # A system without angles is the same either way.
+    np.testing.assert_array_equal(
+        simulate_splits(Lorenz63(), n_train=100, seed=0, angles="circle").train,
+        simulate_splits(Lorenz63(), n_train=100, seed=0).train)

@@ -350,3 +350,25 @@ def test_the_literature_spectrum_belongs_to_the_canonical_parameters_only():
     assert Lorenz63.lyapunov_reference == (0.9056, 0.0, -14.5723)  # on the class: as published
     assert Lorenz63(rho=10.0).lyapunov_reference is None  # a stable fixed point there
     assert Lorenz63(rho=28.0).lyapunov_reference is not None
+
+
+@pytest.mark.parametrize("cls", FLOWS, ids=FLOW_IDS)
+def test_phase_coordinates_are_exactly_the_angles_that_advance_without_bound(cls):
+    # An angle coordinate enters the field only through its sine and cosine (a shift by
+    # 2 pi changes nothing) and advances: over a long run it leaves every bounded range.
+    # No other coordinate does.
+    system = cls()
+    angles = set(system.phase_coordinates)
+    assert angles <= set(range(system.dim))
+    trajectory = system.simulate(4_000, transient=200, seed=0)
+    for k in range(system.dim):
+        shifted = generic_states(system, 3, seed=4)
+        moved = shifted.copy()
+        moved[:, k] += 2 * np.pi
+        periodic = np.allclose(system.rhs(moved), system.rhs(shifted), rtol=1e-12,
+                               atol=1e-12)
+        span = trajectory[:, k].max() - trajectory[:, k].min()
+        if k in angles:
+            assert periodic and span > 4 * np.pi
+        else:
+            assert not (periodic and span > 4 * np.pi)

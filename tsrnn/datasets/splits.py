@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tsrnn._validation import as_float_array, check_bool, check_positive
+from tsrnn._validation import as_float_array, check_bool, check_option, check_positive
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,7 +227,7 @@ def _consecutive_bounds(n_train: int, n_validation: int, n_test: int,
 def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: int = 0,
                     dt: float | None = None, transient: int = 1000, noise: float = 0.0,
                     standardize: bool = True, seed: int | None = None,
-                    gap: int = 0) -> SeriesSplit:
+                    gap: int = 0, angles: str = "keep") -> SeriesSplit:
     """Simulate one trajectory and cut it into consecutive train / validation / test blocks.
 
     One call ``system.simulate(n_steps, dt=dt, transient=transient, seed=seed, noise=noise)``
@@ -264,12 +264,18 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
     gap : int, default 0
         Steps dropped before the validation and before the test block, to decorrelate them
         from the block before.
+    angles : {"keep", "circle"}, default "keep"
+        What to do with the system's ``phase_coordinates`` (angles that advance without
+        bound, such as a forced oscillator's forcing phase): "keep" them as simulated, or
+        observe each as its cosine and sine ("circle"; two columns in its place), so that
+        the data are bounded and recur, as a reconstruction needs.
 
     Returns
     -------
     SeriesSplit
         ``train`` (n_train, dim), ``validation`` (n_validation, dim), ``test`` (n_test,
-        dim) numpy arrays; ``dt`` the step used; ``mean``/``std`` (dim,) when standardised;
+        dim) numpy arrays (dim counts two columns per angle observed on the circle); ``dt``
+        the step used; ``mean``/``std`` (dim,) when standardised;
         ``starts`` the first row of each block in the simulated trajectory.
 
     Raises
@@ -284,6 +290,7 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
     transient = check_positive(transient, "transient", integer=True, allow_zero=True)
     gap = check_positive(gap, "gap", integer=True, allow_zero=True)
     check_positive(noise, "noise", allow_zero=True)
+    check_option(angles, "angles", ("keep", "circle"))
     if dt is not None:
         dt = check_positive(dt, "dt")
     if isinstance(system, str):
@@ -309,6 +316,8 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
         trajectory = trajectory[:, None]
     if trajectory.shape[0] != n_steps:
         raise ValueError(f"system.simulate({n_steps}, ...) returned {trajectory.shape[0]} rows")
+    if angles == "circle":
+        trajectory = angles_on_circle(trajectory, getattr(system, "phase_coordinates", ()))
     if own_noise:
         # Row by row from one numpy stream, so that a block's draws do not depend on how
         # many rows follow it (torch's randn orders its draws by the tensor's size), scaled
@@ -321,6 +330,19 @@ def simulate_splits(system: Any, n_train: int, n_validation: int = 0, n_test: in
     step = dt if dt is not None else getattr(system, "default_dt", None)
     return _split_by_bounds(trajectory, bounds, name="simulated trajectory",
                             standardize=standardize, dt=step)
+
+
+def angles_on_circle(trajectory: np.ndarray, coordinates: Sequence[int]) -> np.ndarray:
+    """``trajectory`` (T, d) with each angle column in ``coordinates`` replaced by its
+    cosine and sine (two columns in its place): (T, d + len(coordinates))."""
+    coordinates = set(coordinates)
+    columns = []
+    for k in range(trajectory.shape[1]):
+        if k in coordinates:
+            columns += [np.cos(trajectory[:, k]), np.sin(trajectory[:, k])]
+        else:
+            columns.append(trajectory[:, k])
+    return np.stack(columns, axis=1)
 
 
 def _part_size(size: int | float, n_rows: int, name: str) -> int:

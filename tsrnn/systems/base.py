@@ -92,11 +92,17 @@ class DynamicalSystem:
         for the canonical parameters: None for a system built with other values.
     is_map : bool
         True for discrete-time systems.
+    phase_coordinates : tuple of int
+        Coordinates that are angles advancing without bound (the forcing phase of a forced
+        oscillator made autonomous). Their values grow with time, so a trajectory never
+        returns to them: data for reconstruction observe such an angle as its cosine and
+        sine (``tsrnn.datasets.simulate_splits(..., angles="circle")``).
     """
 
     default_dt: float = 1.0
     lyapunov_reference = _LiteratureSpectrum(None)
     is_map: bool = False
+    phase_coordinates: tuple[int, ...] = ()
     # Scale of the random perturbation added to the default initial state for a given seed.
     initial_perturbation: float = 0.1
 

@@ -171,6 +171,7 @@ class Duffing(ComponentFlow):
 
     default_dt = 0.05
     dim = 3
+    phase_coordinates = (2,)
 
     def __init__(self, delta: float = 0.3, alpha: float = -1.0, beta: float = 1.0,
                  gamma: float = 0.5, omega: float = 1.2):
@@ -209,6 +210,7 @@ class VanDerPol(ComponentFlow):
 
     default_dt = 0.05
     dim = 3
+    phase_coordinates = (2,)
 
     def __init__(self, mu: float = 1.0, amplitude: float = 0.0, omega: float = 1.0):
         self.mu, self.amplitude, self.omega = mu, amplitude, omega
@@ -364,6 +366,10 @@ class KuramotoOscillators(Flow):
     @property
     def dim(self) -> int:
         return self.n
+
+    @property
+    def phase_coordinates(self) -> tuple[int, ...]:
+        return tuple(range(self.n))  # every coordinate is an unwrapped phase
 
     def default_initial_state(self) -> np.ndarray:
         return np.linspace(0.0, 2.0 * np.pi, self.n, endpoint=False)
