@@ -74,3 +74,95 @@ def test_a_file_others_can_write_to_is_not_loaded(planted):
     os.chmod(planted, 0o666)
     library = _load()
     assert library is not None and _answer(library) == 42.0
+
+
+def test_the_cache_key_holds_the_target_the_compiler_builds_for(cache, monkeypatch):
+    # A home folder shared by machines with different CPUs: a library built for AVX-512
+    # and loaded where there is none dies with SIGILL. Another target is another file.
+    if _load() is None:
+        pytest.skip("no C compiler")
+    (first,) = cache.glob("answer_*.so")
+    monkeypatch.setattr(_native, "_target", lambda compiler, flags: "another CPU")
+    _native._LOADED.pop("answer")
+    assert _answer(_load()) == 42.0
+    built = sorted(cache.glob("answer_*.so"))
+    assert len(built) == 2 and first in built
+    stems = {path.name.split("-")[0] for path in built}
+    assert len(stems) == 2
+
+
+def test_a_damaged_library_is_built_again(cache):
+    # Cut short (a full disk, an interrupted copy): loading it would end the process with
+    # SIGBUS. Its bytes no longer match its name, so it is deleted and built anew.
+    if _load() is None:
+        pytest.skip("no C compiler")
+    (built,) = cache.glob("answer_*.so")
+    intact = built.read_bytes()
+    cut = built.with_name("cut")
+    cut.write_bytes(intact[: len(intact) // 2])
+    os.chmod(cut, 0o755)
+    os.replace(cut, built)  # a new file: the loaded library stays mapped
+    _native._LOADED.pop("answer")
+    assert _answer(_load()) == 42.0
+    (rebuilt,) = cache.glob("answer_*.so")
+    assert rebuilt.read_bytes() != intact[: len(intact) // 2]
+
+
+def test_a_cache_folder_that_cannot_take_a_build_falls_back_to_a_private_one(
+        cache, monkeypatch):
+    # A read-only mount or a full disk: the build goes to this process's own folder.
+    build_in = _native._build_in
+
+    def refusing(folder, *args):
+        if folder == cache:
+            raise OSError(28, "No space left on device")
+        return build_in(folder, *args)
+
+    monkeypatch.setattr(_native, "_build_in", refusing)
+    library = _load()
+    if library is None:
+        pytest.skip("no C compiler")
+    assert _answer(library) == 42.0
+    assert not list(cache.glob("answer_*.so"))
+    assert list(_native._PRIVATE[0].glob("answer_*.so"))
+
+
+def test_the_compiler_named_by_cc_is_used(cache, monkeypatch, tmp_path):
+    import shutil
+
+    real = shutil.which("cc")
+    if real is None:
+        pytest.skip("no C compiler")
+    log = tmp_path / "calls"
+    wrapper = tmp_path / "my-cc"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    assert _answer(_load()) == 42.0
+    assert "-shared" in log.read_text()
+
+
+def test_kernels_that_use_openmp_build_without_it(cache, monkeypatch, tmp_path):
+    # Apple's clang has no OpenMP: the LTC and ESN kernels build without it (one thread).
+    import shutil
+
+    from tsrnn.nn import _ltc_cpu
+    from tsrnn.reservoir import _esn_cpu
+
+    real = shutil.which("cc")
+    if real is None:
+        pytest.skip("no C compiler")
+    wrapper = tmp_path / "cc-without-openmp"
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\n'
+                       f'exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    saved = {name: _native._LOADED.pop(name, None) for name in ("ltc", "esn")}
+    try:
+        assert _ltc_cpu._library() is not None
+        assert _esn_cpu._library() is not None
+    finally:
+        for name, library in saved.items():
+            _native._LOADED.pop(name, None)
+            if library is not None:
+                _native._LOADED[name] = library

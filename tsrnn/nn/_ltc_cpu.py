@@ -226,7 +226,8 @@ DEFINE_LTC(double, exp, f64)
 def _library() -> ctypes.CDLL | None:
     return _native.load_library("ltc", _SOURCE, [f"ltc_{direction}_{suffix}"
                                                  for suffix in ("f32", "f64")
-                                                 for direction in ("forward", "backward")])
+                                                 for direction in ("forward", "backward")],
+                                (_native.FAST_FLAGS, _native.PLAIN_FLAGS))
 
 
 def available() -> bool:

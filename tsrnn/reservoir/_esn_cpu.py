@@ -543,6 +543,9 @@ int esn_generate_f64(long N, long I, long B, long n_steps, long n_chunks,
 # in tanh_kernel into selects, without which its loops do not vectorise on AVX2.
 _FLAGS = (["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp",
            "-fPIC"], ["-shared", "-fopenmp"])
+# Where the compiler has no OpenMP (Apple's clang): one thread, generic instructions; the
+# pragmas are then ignored and the loops run in the same order.
+_PLAIN_FLAGS = (["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC"], ["-shared"])
 # Measured per sequence-step on the 2-core Xeon (AVX-512) of RESULTS.md: 8 lanes 7.4 us,
 # 4 lanes 9.4 us, 16 lanes 9.5-11 us (its states no longer fit the first-level cache), one
 # sequence alone 27 us (1000 units, 20,000 nonzeros). On the AVX2 EPYC of stop 17: 8 lanes
@@ -551,7 +554,7 @@ TILES = (8, 4, 1)
 
 
 def _library() -> ctypes.CDLL | None:
-    library = _native.load_library("esn", _SOURCE, [], (_FLAGS,))
+    library = _native.load_library("esn", _SOURCE, [], (_FLAGS, _PLAIN_FLAGS))
     if library is not None:
         library.esn_run_f64.restype = ctypes.c_int
         library.esn_generate_f64.restype = ctypes.c_int
