@@ -23,7 +23,7 @@ REPORT_KEYS = {
     "valid_prediction_unit", "state_space_divergence", "power_spectrum_distance",
     "lyapunov_learned", "lyapunov_learned_stderr", "lyapunov_true", "lyapunov_true_source",
     "lyapunov_unit", "lyapunov_true_stderr", "model_state_dimension", "tuning",
-    "fixed_points_learned", "fixed_points_true",
+    "fixed_points_learned", "fixed_points_true", "angles_on_circle",
     "total_seconds",
 }
 
@@ -434,3 +434,29 @@ def test_reconstruct_observes_a_forcing_phase_as_cosine_and_sine():
     assert "coordinate 2 (an angle advancing without bound) as cosine and sine" in \
         report.text()
     assert report.state_space_divergence < 1.0
+
+
+@pytest.mark.parametrize("verb", [["lyapunov", "henon", "--n-steps", "50",
+                                   "--n-trajectories", "2"],
+                                  ["simulate", "henon", "--n-steps", "5"]])
+def test_system_commands_run_with_the_threads_asked_for(verb, monkeypatch, capsys):
+    # torch's default (all cores) made `tsrnn lyapunov logistic` 40x slower than one thread
+    # on a busy two-core machine; the commands now take --threads, default 1.
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    assert main(verb) == 0
+    assert seen[0] == 1
+    assert main([*verb, "--threads", "2"]) == 0
+    assert seen[-1] == 2
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        main([*verb, "--threads", "0"])
+
+
+def test_the_reports_settings_name_the_default_model_and_the_tuning_unit(capsys):
+    assert main(["reconstruct", "--n-train", "4000", "--n-test", "300", "--n-exponents", "1",
+                 "-q", "-o", "report.json"]) == 0
+    report = json.loads(Path("report.json").read_text())
+    assert report["settings"]["model"] == "esn"
+    assert report["tuning"]["score"] == "median valid prediction time, in steps"

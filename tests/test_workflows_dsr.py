@@ -258,7 +258,9 @@ def test_a_setting_the_forcing_scheme_does_not_read_is_announced():
     with pytest.warns(UserWarning, match="forcing_interval=8 has no effect"):
         ShallowPLRNN(n_hidden=5, forcing_interval=8, **short).fit(data)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the defaults of each scheme: nothing to announce
+        # The defaults of each scheme: no setting to announce (one epoch does not train the
+        # model, which is a RuntimeWarning of its own).
+        warnings.simplefilter("error", UserWarning)
         ALRNN(n_latent=4, n_pwl=1, **short).fit(data)
         ShallowPLRNN(n_hidden=5, **short).fit(data)
 
@@ -291,3 +293,17 @@ def test_training_resumes_from_a_checkpoint_file(tmp_path, monkeypatch):
     assert resumed.alpha_ < checkpoint_alpha  # and went on decaying
     assert model.n_epochs_ == 4
     assert np.isfinite(resumed.predict(50)).all()
+
+
+def test_a_training_that_leaves_the_loss_at_the_datas_variance_says_so():
+    # The authors' schedule (1e-3 decaying to 1e-6) cut to a few epochs leaves a model that
+    # predicts the Henon map no better than its mean; a faster schedule learns it.
+    data = Henon().simulate(2000, transient=100, seed=0)
+    short = dict(n_hidden=20, max_epochs=20, batches_per_epoch=20, sequence_length=10,
+                 random_state=0)
+    with pytest.warns(RuntimeWarning, match="no better than their mean"):
+        ShallowPLRNN(**short).fit(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = ShallowPLRNN(learning_rate=1e-2, learning_rate_final=1e-3, **short).fit(data)
+    assert model.history_["train_loss"][-1] < 0.8

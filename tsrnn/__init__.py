@@ -13,10 +13,8 @@ Subpackages (imported on first use, so ``import tsrnn`` stays cheap):
 - :mod:`tsrnn.datasets`     shipped real series, loaders and splits
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
@@ -35,7 +33,11 @@ _SUBPACKAGES = (
 __all__ = [*_SUBPACKAGES, "__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _SUBPACKAGES:
-        return importlib.import_module(f"tsrnn.{name}")
+        return _importlib.import_module(f"tsrnn.{name}")
     raise AttributeError(f"module 'tsrnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)  # the subpackages, not this module's own helpers

@@ -177,9 +177,21 @@ def cmd_systems(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_threads(threads: int) -> None:
+    """torch's CPU threads for this command: small operations run many times slower with
+    two threads than with one on a busy machine (a map's Lyapunov spectrum: 1 s against
+    60 s on two shared cores)."""
+    import torch
+
+    if threads < 1:
+        raise SystemExit("error: --threads must be >= 1")
+    torch.set_num_threads(threads)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SystemExit("error: --batch must be >= 1")
+    _set_threads(args.threads)
     path = _check_output(args.output, args.overwrite)
     _check_format(path, args.batch > 1)  # before the simulation, which may take long
     system = _system(args.system, args.param)
@@ -209,6 +221,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_lyapunov(args: argparse.Namespace) -> int:
     from .analysis import kaplan_yorke_dimension, lyapunov_spectrum
 
+    _set_threads(args.threads)
     system = _system(args.system, args.param)
     if system.is_map and (args.method is not None or args.substeps is not None):
         # (the analysis would name the map's own options, device and dtype, which this
@@ -267,12 +280,8 @@ def _tangent_space(system) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
+    from .reconstruct import DEFAULT_MODEL, ReconstructionConfig, run_reconstruction
 
-    from .reconstruct import ReconstructionConfig, run_reconstruction
-
-    if args.threads < 1:
-        raise SystemExit("error: --threads must be >= 1")
     if args.n_init < 1:
         raise SystemExit("error: --n-init must be >= 1")
     if args.max_epochs is not None and args.max_epochs < 1:
@@ -284,7 +293,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     model_path = _check_output(args.save_model, args.overwrite)
     if path is not None and model_path is not None and path.resolve() == model_path.resolve():
         raise SystemExit("error: --output and --save-model name the same file")
-    torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
 
     config = ReconstructionConfig(
         system=args.system, system_params=_parse_params(args.param), model=args.model,
@@ -299,6 +308,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if path is not None:
         # What ran, so that the files of a sweep can be told apart and rerun.
         settings = {**dataclasses.asdict(config), "tsrnn_version": __version__}
+        settings["model"] = config.model or DEFAULT_MODEL  # the default by its name
         with _open_output(path, args.overwrite) as file:
             file.write(_json_text({**report.as_dict(), "settings": settings}))
         print(f"report written to {path}")
@@ -325,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--substeps", type=int, default=None,
                          help="fixed-step integration steps per dt (default: enough that no "
                               "step exceeds the system's default_dt)")
+        sub.add_argument("--threads", type=int, default=1,
+                         help="CPU threads for torch (default 1: a system's steps are small "
+                              "operations, which extra threads only slow down)")
 
     sub = verbs.add_parser(
         "reconstruct", help="simulate, fit, analyse and report (the main job)",

@@ -562,3 +562,20 @@ def test_a_finely_sampled_contracting_map_keeps_its_lower_exponents():
                                  n_trajectories=2, x0=np.ones((2, 4)))
     # (rtol: the first measured steps still turn the frame onto the eigenvectors)
     np.testing.assert_allclose(spectrum, np.log(factors) / dt, rtol=1e-5)
+
+
+def test_small_maps_run_on_one_thread_and_give_the_threads_back(monkeypatch):
+    # Thousands of tiny steps: torch's threads only wait for each other (60x slower on a
+    # busy two-core machine). The caller's setting is restored afterwards.
+    from tsrnn.systems import Henon
+
+    counts = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (counts.append(n), real(n)))
+    before = torch.get_num_threads()
+    real(2)
+    try:
+        lyapunov_spectrum(Henon(), n_steps=50, n_trajectories=2, seed=0)
+        assert counts == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        real(before)

@@ -607,3 +607,18 @@ def test_a_time_index_out_of_order_is_refused(order):
     model = tiny().fit(series)
     with pytest.raises(ValueError, match="index of context"):
         model.predict(3, context=broken)
+
+
+def test_loading_another_class_names_both_with_their_articles(tmp_path):
+    from tsrnn.reservoir import ESN
+
+    tiny().fit(sine()).save(tmp_path / "gru.pt")
+    with pytest.raises(TypeError, match="holds a GRUForecaster, not an ESN"):
+        ESN.load(tmp_path / "gru.pt")
+
+
+def test_the_package_lists_its_subpackages_only():
+    import tsrnn
+
+    assert dir(tsrnn) == sorted(tsrnn.__all__)
+    assert "systems" in dir(tsrnn) and "importlib" not in dir(tsrnn)

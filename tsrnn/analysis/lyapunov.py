@@ -24,9 +24,12 @@ import numpy as np
 import torch
 
 from .._protocol import DiscreteMap
-from .._torch import resolve_device, resolve_dtype
+from .._torch import at_most_threads, resolve_device, resolve_dtype
 from .._validation import as_float_array, check_bool, check_option, check_positive, warn
 from ..exceptions import DivergenceError
+
+# States times trajectories times exponents up to which the run keeps to one CPU thread.
+_SMALL_WORK = 1 << 16
 
 
 def as_discrete_map(obj: Any, *, dt: float | None = None, dim: int | None = None,
@@ -276,7 +279,11 @@ def lyapunov_spectrum(obj: Any, n_exponents: int | None = None, *, dt: float | N
         generator.seed()
     else:
         generator.manual_seed(int(seed))
-    with torch.no_grad():  # forward-mode tangents (torch.func.jvp) work without autograd
+    # One CPU thread for small states: thousands of small steps, which threads only slow
+    # down (at_most_threads); large ones (a 4000-unit reservoir) keep them.
+    small = torch.device(dmap.device).type == "cpu" and dmap.dim * batch * k <= _SMALL_WORK
+    with torch.no_grad(), at_most_threads(1 if small else torch.get_num_threads()):
+        # (forward-mode tangents, torch.func.jvp, work without autograd)
         x = _initial_points(dmap, batch, x0, seed)
         extra = torch.randint(0, max(transient, 1), (batch,), generator=generator)
         extra = extra.to(dmap.device)[:, None]

@@ -120,6 +120,9 @@ _LONG_RUN_TRANSIENT = 1_000
 # fraction of a column's standard deviation is not noise on a resolved flow (a map, or a flow
 # sampled too coarsely) and is not used.
 _AUTO_NOISE_LIMIT = 0.25
+# A last-epoch training loss (mean squared error on standardised data) at or above this
+# explains less than a fifth of the data's variance: training did not get anywhere.
+_UNLEARNED_LOSS = 0.8
 
 
 def observation_noise_level(series: list[np.ndarray]) -> np.ndarray:
@@ -470,6 +473,23 @@ class DSREstimator(NeuralForecaster):
         self.training_time_ = time.perf_counter() - started
         self.n_epochs_ = len(self.history_["train_loss"])
         self.alpha_ = self._forcing_.current_alpha
+        self._warn_if_unlearned()
+
+    def _warn_if_unlearned(self) -> None:
+        """Warn when the last epoch's loss is still at the data's variance: the model then
+        predicts the data no better than their mean (on standardised data, a loss of 1).
+        Seen with the authors' schedule (1e-3 decaying to 1e-6 over max_epochs) cut to a
+        few dozen epochs: most of them ran at rates too small to move the weights."""
+        losses = self.history_["train_loss"]
+        if not losses or not self.scale or losses[-1] < _UNLEARNED_LOSS:
+            return
+        warn(f"{type(self).__name__}: after {len(losses)} epochs the training loss is "
+             f"{losses[-1]:.3g}, about the variance of the standardised data: the model "
+             "predicts them no better than their mean. Train longer (max_epochs) or faster "
+             f"(learning_rate={self.learning_rate:g}"
+             + ("" if self.learning_rate_final is None else
+                f", decaying to learning_rate_final={self.learning_rate_final:g} over the "
+                f"max_epochs={self.max_epochs} epochs") + ")", RuntimeWarning)
 
     def _train_epoch(self, train, optimizer, generator, epoch, best_state):
         now = time.perf_counter()

@@ -608,7 +608,8 @@ class BaseForecaster(BaseEstimator):
                              f"reads up to format {_FORMAT_VERSION}: upgrade tsrnn")
         klass = _saved_class(payload["class"], path)
         if not issubclass(klass, cls):
-            raise TypeError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
+            raise TypeError(f"{path} holds {_article(klass.__name__)}, not "
+                            f"{_article(cls.__name__)}")
         try:
             return cls._restore(klass, payload, device)
         except (KeyError, TypeError, AttributeError, IndexError) as error:
@@ -724,6 +725,14 @@ def _check_precision(dtype: torch.dtype, device: torch.device, estimator: type) 
             f"dtype={name!r} is not supported for fitting {estimator.__name__} on the CPU: "
             "the CPU has no fast half-precision kernels, some models cannot run in it and "
             f"training diverges; use dtype={choices}, or a CUDA device for half precision")
+
+
+def _article(name: str) -> str:
+    """"an ESN", "a GRUForecaster": by the sound of the first letter (E, F, H, L, M, N, R, S
+    and X are said with a vowel when the name starts with a capital acronym)."""
+    spoken = name[0] in "AEIOU" or (len(name) > 1 and name[1].isupper()
+                                      and name[0] in "FHLMNRSX")
+    return f"{'an' if spoken else 'a'} {name}"
 
 
 def _missing_cuda_index(device: Any) -> bool:
