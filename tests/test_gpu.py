@@ -192,9 +192,12 @@ def test_reservoir_stream_saved_and_loaded_on_cuda_goes_on(tmp_path, trained_on)
     loaded = ESN.load(tmp_path / "stream.pt", device="cuda")
     assert loaded.stream_state_.is_cuda
     loaded.partial_fit(y[300:])
-    reference = ESN(device="cuda", **settings).partial_fit(y[:300]).partial_fit(y[300:])
-    np.testing.assert_allclose(loaded.readout_weights_, reference.readout_weights_,
-                               rtol=1e-9, atol=1e-12)
+    model.partial_fit(y[300:])  # the stream continued where it was trained
+    # The same device: the same sums to round-off. From the CPU's compiled kernel to
+    # CUDA's torch ops the states differ in the last bits, which the ridge solve magnifies.
+    tolerance = 1e-9 if trained_on == "cuda" else 1e-6
+    np.testing.assert_allclose(loaded.predict(20), model.predict(20), rtol=tolerance,
+                               atol=tolerance)
 
 
 def test_a_cuda_index_beyond_the_machines_devices_is_refused():
