@@ -449,7 +449,7 @@ def test_base_class_load_returns_the_saved_subclass(tmp_path):
 
 def test_loading_an_lstm_file_as_a_gru_raises_type_error(tmp_path):
     path = tiny(LSTMForecaster).fit(sine()).save(tmp_path / "lstm.pt")
-    with pytest.raises(TypeError, match="holds a LSTMForecaster, not a GRUForecaster"):
+    with pytest.raises(TypeError, match="holds an LSTMForecaster, not a GRUForecaster"):
         GRUForecaster.load(path)
 
 

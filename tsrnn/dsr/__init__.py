@@ -14,8 +14,8 @@ Example
 >>> from tsrnn.systems import Lorenz63
 >>> from tsrnn.dsr import ALRNN
 >>> y = Lorenz63().simulate(3000, transient=500, seed=0)
->>> model = ALRNN(n_latent=8, n_pwl=2, sequence_length=50, max_epochs=2,
-...               batches_per_epoch=5, dt=0.01, random_state=0).fit(y)
+>>> model = ALRNN(n_latent=8, n_pwl=2, teacher_forcing="gtf", sequence_length=50,
+...               max_epochs=2, batches_per_epoch=5, dt=0.01, random_state=0).fit(y)
 >>> model.predict(100).shape
 (100, 3)
 """
