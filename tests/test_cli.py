@@ -460,3 +460,38 @@ def test_the_reports_settings_name_the_default_model_and_the_tuning_unit(capsys)
     report = json.loads(Path("report.json").read_text())
     assert report["settings"]["model"] == "esn"
     assert report["tuning"]["score"] == "median valid prediction time, in steps"
+
+
+def test_reconstruct_fits_kuramoto_sivashinsky_with_its_benchmarks_esn(monkeypatch):
+    # The 1000-unit Lorenz-63 ESN forecast KS for 0.5 Lyapunov times and missed its
+    # spectrum; the KS benchmark's reservoir is used instead of the tuning.
+    from tsrnn.reconstruct import ReconstructionConfig, run_reconstruction
+    from tsrnn.reservoir import ESN
+
+    class Stop(Exception):
+        pass
+
+    fitted = []
+
+    def fit(self, y, X=None):
+        fitted.append(self.get_params())
+        raise Stop
+
+    monkeypatch.setattr(ESN, "fit", fit)
+    with pytest.raises(Stop):
+        run_reconstruction(ReconstructionConfig(system="ks", n_train=4_500, n_test=200))
+    (params,) = fitted  # no tuning fits before it
+    assert params["n_units"] == 4000 and params["squared_units"]
+    assert params["input_connectivity"] == pytest.approx(1 / 64)
+
+
+@pytest.mark.slow
+def test_reconstruct_learns_kuramoto_sivashinskys_leading_exponents():
+    from tsrnn.reconstruct import ReconstructionConfig, run_reconstruction
+
+    report = run_reconstruction(ReconstructionConfig(system="kuramotosivashinsky",
+                                                     n_exponents=2))
+    assert report.valid_prediction_unit == "Lyapunov times"
+    assert report.valid_prediction_time > 2.0
+    assert report.lyapunov_learned[0] == pytest.approx(report.lyapunov_true[0], rel=0.2)
+    assert "settings: n_units=4000" in report.text()
