@@ -154,6 +154,8 @@ def test_readme_lists_the_commands_tested_here():
     assert _readme_commands() == [
         ["reconstruct"],
         ["reconstruct", "--system", "rossler"],
+        ["reconstruct", "--system", "duffing"],
+        ["reconstruct", "--system", "ks"],
         ["reconstruct", "--model", "nvar"],
         ["reconstruct", "--model", "gru", "--noise", "0.05"],
         ["reconstruct", "--model", "shplrnn", "--noise", "0.05", "--max-epochs", "200"],
@@ -185,6 +187,7 @@ def _check_reconstruction_report(out: str, model_name: str):
 @pytest.mark.parametrize("prefix, model_name, extra", [
     (("reconstruct",), "ESN", []),
     (("reconstruct", "--system", "rossler"), "ESN", ["--n-train", "5000"]),
+    (("reconstruct", "--system", "duffing"), "ESN", ["--n-train", "5000"]),
     (("reconstruct", "--model", "nvar"), "NVAR", []),
     (("reconstruct", "--model", "shplrnn"), "ShallowPLRNN",
      ["--max-epochs", "1", "--n-train", "800"]),
@@ -200,6 +203,19 @@ def test_readme_reconstruct_commands_shortened(prefix, model_name, extra, tmp_pa
         assert "fixed points, learned model" in out and "fixed points, true system: 3" in out
     if "rossler" in argv:  # "the ESN's spectral radius is tuned first"
         assert "Reconstruction of Rossler" in out and "tuned: spectral_radius=" in out
+    if "duffing" in argv:  # "a forcing phase is observed as its cosine and sine"
+        assert "observed: coordinate 2 (an angle advancing without bound) as cosine" in out
+
+
+@pytest.mark.slow
+def test_readme_kuramoto_sivashinsky_command_verbatim(tmp_path, monkeypatch, capsys):
+    # "Kuramoto-Sivashinsky: a 4000-unit ESN, ~65 s"
+    out = _run_cli(_readme_command("reconstruct", "--system", "ks"), tmp_path, monkeypatch,
+                   capsys)
+    _check_reconstruction_report(out, "ESN")
+    assert "settings: n_units=4000" in out
+    vpt = float(re.search(r"valid prediction time: ([\d.]+) Lyapunov times", out).group(1))
+    assert vpt > 2
 
 
 @pytest.mark.slow
