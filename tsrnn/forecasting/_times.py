@@ -23,11 +23,14 @@ knows how far ahead it reaches. During training the gaps travel through the trai
 windows as one more (unscaled) exogenous column, stripped off before the core sees X.
 
 ``predict(n_steps, context, X, times=...)`` takes the ``n_steps`` times of the horizon
-(preceded by the times of ``context`` when one is given, as for ``X``); without them the
-horizon continues with gaps of one time unit (the median training gap), and a context with
-a DatetimeIndex uses its own index for its gaps. A DataFrame/Series forecast then carries
-the given times as its index; without them, after irregular dates (which no frequency
-continues), the dates it forecasts: the last one plus k ``time_scale_``, k = 1 .. n_steps.
+(preceded by the times of ``context`` when one is given, as for ``X``), and a context with
+a DatetimeIndex uses its own index for its gaps. Without ``times`` the horizon continues
+the dates of the data (or of the context): dates with a frequency (hourly, business days,
+month ends) by that frequency, each step over the gap to its date (3 days over a weekend);
+irregular dates, which no frequency continues, by one time unit per step (the median
+training gap), dated the last one plus k ``time_scale_``, k = 1 .. n_steps. A
+DataFrame/Series forecast carries those dates (or the given times) as its index. Dates with
+and without a time zone are not mixed.
 
 Warned rather than silently ignored: a ``time_scale`` given without any times, and a y whose
 irregular numeric index (hours as floats, say) is not read as times (pass ``times=y.index``).
