@@ -728,8 +728,8 @@ def _check_precision(dtype: torch.dtype, device: torch.device, estimator: type) 
 
 
 def _article(name: str) -> str:
-    """"an ESN", "a GRUForecaster": by the sound of the first letter (E, F, H, L, M, N, R, S
-    and X are said with a vowel when the name starts with a capital acronym)."""
+    """The name with its article, "an ESN", "a GRUForecaster": by the sound of the first
+    letter (F, H, L, M, N, R, S and X are said with a vowel when they begin an acronym)."""
     spoken = name[0] in "AEIOU" or (len(name) > 1 and name[1].isupper()
                                       and name[0] in "FHLMNRSX")
     return f"{'an' if spoken else 'a'} {name}"

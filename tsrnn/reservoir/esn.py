@@ -82,11 +82,11 @@ _MAX_STREAM_CONTEXT = 100_000
 _BUFFERS_PER_WORKER = 2
 
 
-
 def _seed(random_state: int | None) -> int | None:
     """numpy's seed for ``random_state`` (validated by the fit's seeding: a whole float such
     as 3.0 is accepted there, and numpy takes only ints)."""
     return None if random_state is None else int(random_state)
+
 
 def _stream_workers() -> int:
     """Worker threads for a streamed fit: torch's thread count, capped by BLAS's (a caller
