@@ -339,7 +339,7 @@ def fixed_points(obj: Any, *, method: str = "auto", n_initial: int = 256, x0: An
     The Adam + Newton search costs ``n_initial * (max_iterations + newton_steps)`` steps of
     the map and its Jacobian, and each Newton step solves a system of the state's size: a
     few seconds for a system or a small model, minutes for a reservoir's closed loop (on
-    the 2-core dev machine, an ESN of 100 units took ~30 s, of 500 units ~8 minutes).
+    the 2-core dev machine under load, an ESN of 100 units took ~30 s, of 500 ~8 minutes).
     Fewer starts (``n_initial``) save time but can miss points.
     """
     if _scyfi_applies(obj, method):
