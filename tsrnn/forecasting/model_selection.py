@@ -13,7 +13,6 @@ forecast error: scikit-learn maximises scores).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -101,9 +100,9 @@ def closed_loop_scorer(context: int = 200, horizon: int = 500, n_starts: int = 5
         # A pandas block is passed on as pandas: its column names are checked as in fit, and
         # a forecaster that reads dates forecasts at the block's own times.
         frame = series if isinstance(series, pd.DataFrame | pd.Series) else None
+        # (date_times_: set by the forecasters that read times, true when fitted on dates)
         dated = (frame is not None and isinstance(frame.index, pd.DatetimeIndex)
-                 and getattr(estimator, "date_times_", False)
-                 and "times" in inspect.signature(estimator.predict).parameters)
+                 and getattr(estimator, "date_times_", False))
         data = as_float_array(series, "series", ndim=(1, 2))
         data = data[:, None] if data.ndim == 1 else data
         exogenous = None
